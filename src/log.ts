@@ -1,0 +1,51 @@
+/**
+ * Postfix-style logging: "postfix/proxymap[PID]: warning: text" on stderr.
+ * Tests may replace the sink to capture lines.
+ */
+export type LogLevel = 'info' | 'warning' | 'error' | 'fatal' | 'panic' | 'debug';
+
+export interface LogSink {
+  (line: string, level: LogLevel): void;
+}
+
+let progName = 'postfix/proxymap';
+let verbose = 0;
+let sink: LogSink = (line) => {
+  process.stderr.write(line + '\n');
+};
+
+export function setLogName(name: string): void {
+  progName = name;
+}
+export function setVerbose(level: number): void {
+  verbose = level;
+}
+export function getVerbose(): number {
+  return verbose;
+}
+export function setLogSink(s: LogSink): LogSink {
+  const old = sink;
+  sink = s;
+  return old;
+}
+
+/** Replace non-printable bytes by '?' as Postfix does in log text. */
+export function printable(s: string): string {
+  return s.replace(/[\x00-\x1f\x7f]/g, '?');
+}
+
+function emit(level: LogLevel, text: string): void {
+  const prefix = level === 'info' || level === 'debug' ? '' : level + ': ';
+  sink(`${progName}[${process.pid}]: ${prefix}${printable(text)}`, level);
+}
+
+export const log = {
+  info: (t: string) => emit('info', t),
+  warn: (t: string) => emit('warning', t),
+  error: (t: string) => emit('error', t),
+  debug: (t: string) => {
+    if (verbose > 0) emit('debug', t);
+  },
+  /** Log a fatal error; the caller decides whether to exit. */
+  fatal: (t: string) => emit('fatal', t),
+};

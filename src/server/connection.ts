@@ -1,0 +1,186 @@
+/**
+ * One client connection: announcement, streaming decode, in-order replies,
+ * I/O deadlines. A malformed stream closes this connection only.
+ */
+import type net from 'node:net';
+import { ProtocolError, RecordDecoder, type AttrRecord } from '../protocol/codec.js';
+import { ANNOUNCEMENT, encodeReply, parseRequest } from '../protocol/messages.js';
+import { log } from '../log.js';
+import type { Outcome, RequestHandler, Service } from './handler.js';
+
+export interface ConnectionOptions {
+  /** time allowed to finish receiving a started request, and to write a reply (ms); Postfix uses 1 s */
+  ioDeadlineMs: number;
+  /** cap on one request record's size (bytes) */
+  maxRecord: number;
+  /** requests received ahead of processing before reading pauses */
+  maxQueued: number;
+}
+
+export const DEFAULT_CONNECTION_OPTIONS: ConnectionOptions = {
+  ioDeadlineMs: 1000,
+  maxRecord: 4 * 1024 * 1024,
+  maxQueued: 64,
+};
+
+export class Connection {
+  private readonly decoder: RecordDecoder;
+  private readonly queue: AttrRecord[] = [];
+  private busy = false;
+  private readTimer: NodeJS.Timeout | null = null;
+  private writeTimer: NodeJS.Timeout | null = null;
+  private paused = false;
+  private closed = false;
+  /** number of requests in progress (for master(8) busy/available accounting) */
+  inFlight = 0;
+
+  constructor(
+    private readonly sock: net.Socket,
+    private readonly service: Service,
+    private readonly handler: RequestHandler,
+    private readonly opts: ConnectionOptions,
+    private readonly hooks: { onBusy?: (busy: boolean) => void; onClose?: () => void } = {},
+  ) {
+    this.decoder = new RecordDecoder(opts.maxRecord);
+    sock.setNoDelay?.(true);
+    sock.on('data', (chunk) => this.onData(chunk));
+    sock.on('error', () => this.destroy());
+    sock.on('close', () => this.destroy());
+    sock.on('end', () => {
+      if (!this.busy && this.queue.length === 0) this.finish();
+    });
+    sock.on('drain', () => this.clearWriteTimer());
+    this.write(ANNOUNCEMENT);
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closed) return;
+    this.decoder.push(chunk);
+    try {
+      let rec: AttrRecord | null;
+      while ((rec = this.decoder.next()) !== null) this.queue.push(rec);
+    } catch (e) {
+      if (e instanceof ProtocolError) {
+        log.warn(`${this.service}: ${e.message}; closing connection`);
+        this.destroy();
+        return;
+      }
+      throw e;
+    }
+    // Deadline for the rest of a partially received request.
+    if (this.decoder.pendingBytes > 0) {
+      if (!this.readTimer) {
+        this.readTimer = setTimeout(() => {
+          log.warn(`${this.service}: timeout receiving request; closing connection`);
+          this.destroy();
+        }, this.opts.ioDeadlineMs);
+      }
+    } else if (this.readTimer) {
+      clearTimeout(this.readTimer);
+      this.readTimer = null;
+    }
+    if (this.queue.length >= this.opts.maxQueued && !this.paused) {
+      this.paused = true;
+      this.sock.pause();
+    }
+    this.pump();
+  }
+
+  /** Process queued requests one at a time, replies in order. */
+  private pump(): void {
+    while (!this.busy && !this.closed && this.queue.length > 0) {
+      const rec = this.queue.shift()!;
+      const { request, warnings } = parseRequest(rec);
+      for (const w of warnings) log.warn(w);
+      this.setBusy(true);
+      let out: Outcome | Promise<Outcome>;
+      try {
+        out = this.handler.handle(request, this.service);
+      } catch (e) {
+        log.warn(`internal error: ${(e as Error).stack ?? e}`);
+        this.setBusy(false);
+        this.destroy();
+        return;
+      }
+      if (out instanceof Promise) {
+        this.busy = true;
+        out.then(
+          (o) => {
+            this.busy = false;
+            this.reply(o);
+            this.pump();
+          },
+          (e) => {
+            this.busy = false;
+            log.warn(`internal error: ${(e as Error)?.stack ?? e}`);
+            this.setBusy(false);
+            this.destroy();
+          },
+        );
+        return;
+      }
+      this.reply(out);
+    }
+    if (this.paused && this.queue.length < this.opts.maxQueued / 2 && !this.closed) {
+      this.paused = false;
+      this.sock.resume();
+    }
+    if (!this.busy && this.queue.length === 0 && this.sock.readableEnded) this.finish();
+  }
+
+  private setBusy(b: boolean): void {
+    if (b) {
+      if (this.inFlight++ === 0) this.hooks.onBusy?.(true);
+    } else if (this.inFlight > 0 && --this.inFlight === 0) {
+      this.hooks.onBusy?.(false);
+    }
+  }
+
+  private reply(o: Outcome): void {
+    this.write(encodeReply(o.kind, o.dialect, o.reply));
+    this.setBusy(false);
+  }
+
+  private write(b: Buffer): void {
+    if (this.closed) return;
+    const ok = this.sock.write(b);
+    if (!ok && !this.writeTimer) {
+      this.writeTimer = setTimeout(() => {
+        log.warn(`${this.service}: timeout sending reply; closing connection`);
+        this.destroy();
+      }, this.opts.ioDeadlineMs);
+    }
+  }
+
+  private clearWriteTimer(): void {
+    if (this.writeTimer) {
+      clearTimeout(this.writeTimer);
+      this.writeTimer = null;
+    }
+  }
+
+  /** Close after the client closed its side: flush what was written, then close. */
+  private finish(): void {
+    if (this.closed) return;
+    this.sock.end();
+    this.cleanup();
+  }
+
+  destroy(): void {
+    if (this.closed) return;
+    this.sock.destroy();
+    this.cleanup();
+  }
+
+  private cleanup(): void {
+    this.closed = true;
+    if (this.readTimer) clearTimeout(this.readTimer);
+    this.clearWriteTimer();
+    this.queue.length = 0;
+    if (this.inFlight > 0) {
+      this.inFlight = 0;
+      this.hooks.onBusy?.(false);
+    }
+    this.hooks.onClose?.();
+  }
+}

@@ -1,0 +1,250 @@
+/**
+ * Request processing, independent of sockets: a parsed request in, a reply
+ * out, with Postfix proxymap's rules (authorization, flags, status mapping).
+ */
+import { DICT_FLAG, PROXY_STAT, type ProxyStatus } from '../protocol/flags.js';
+import type { Dialect, Reply, Request, RequestKind, BadRequest } from '../protocol/messages.js';
+import { log } from '../log.js';
+import { DICT_ERR, bytesToUtf8, type FoldMode, type LookupResult, type Table } from '../tables/table.js';
+import { foldKey, isValidUtf8 } from '../tables/casefold.js';
+import type { Instance, InstanceKey, TableInstances } from './instances.js';
+
+export type Service = 'proxymap' | 'proxywrite';
+
+export interface HandlerOptions {
+  instances: TableInstances;
+  /** approved tables per service ("type:name" without proxy:) */
+  authorized: Record<Service, ReadonlySet<string>>;
+  /** main.cf smtputf8_enable */
+  smtputf8: boolean;
+}
+
+export interface Outcome {
+  kind: RequestKind | null;
+  dialect: Dialect;
+  reply: Reply;
+}
+
+const PROXY_PREFIX = 'proxy:';
+
+/** Per-request decision on case folding and the UTF-8 checks. */
+interface KeyPlan {
+  /** fold mode the instance is opened with (keys of the table's source) */
+  instanceFold: FoldMode;
+  /** fold to apply to this request's key for FIXED tables */
+  keyFold: FoldMode;
+  /** apply the UTF-8 layer checks (key and value must be valid UTF-8) */
+  utf8: boolean;
+}
+
+export class RequestHandler {
+  constructor(private readonly o: HandlerOptions) {}
+
+  /** Handle one request; synchronous when the table answers synchronously. */
+  handle(req: Request | BadRequest, service: Service): Outcome | Promise<Outcome> {
+    if (req.kind === 'bad') {
+      if (req.request === null) {
+        log.warn(bytesToUtf8(req.reason));
+        return { kind: null, dialect: req.dialect, reply: { status: PROXY_STAT.BAD } };
+      }
+      log.warn(`${req.request} request: ${bytesToUtf8(req.reason)}`);
+      return fail(req.request, req.dialect, PROXY_STAT.BAD);
+    }
+    const { kind, dialect } = req;
+    if (kind === 'sequence' && req.fn !== 0 && req.fn !== 1) {
+      return fail(kind, dialect, PROXY_STAT.BAD);
+    }
+    if ((kind === 'update' || kind === 'delete') && service !== 'proxywrite') {
+      log.warn(`refusing ${bytesToUtf8(req.table)} ${kind} request on non-proxywrite service`);
+      return fail(kind, dialect, PROXY_STAT.DENY);
+    }
+    let spec = req.table;
+    while (spec.startsWith(PROXY_PREFIX)) spec = spec.slice(PROXY_PREFIX.length);
+    if (!spec.includes(':')) return fail(kind, dialect, PROXY_STAT.BAD);
+    if (!this.o.authorized[service].has(spec)) {
+      const t = bytesToUtf8(spec);
+      log.warn(`request for unapproved table: "${t}"`);
+      log.warn(
+        `to approve this table for ${service === 'proxymap' ? 'read-only' : 'read-write'} access, list proxy:${t} in main.cf:${
+          service === 'proxymap' ? 'proxy_read_maps' : 'proxy_write_maps'
+        }`,
+      );
+      return fail(kind, dialect, PROXY_STAT.DENY);
+    }
+    const plan = this.plan(req);
+    const ik: InstanceKey = {
+      spec,
+      writable: service === 'proxywrite',
+      fold: plan.instanceFold,
+      dup: req.flags & (DICT_FLAG.DUP_IGNORE | DICT_FLAG.DUP_REPLACE),
+    };
+    const inst = this.o.instances.peek(ik);
+    if (inst) return this.execute(req, inst, plan, spec);
+    return this.o.instances.get(ik).then((i) => this.execute(req, i, plan, spec));
+  }
+
+  /**
+   * Decide folding. New-dialect clients say what they want (instance_flags,
+   * flags) and send keys unfolded when we report UTF8_ACTIVE. Legacy clients
+   * with the UTF-8 layer fold keys themselves and clear FOLD_FIX on the wire;
+   * without it they send FOLD_FIX and we fold. A legacy key that is not in
+   * folded form therefore comes from a client that asked for no folding.
+   */
+  private plan(req: Request): KeyPlan {
+    const utf8Wanted = (f: number) => this.o.smtputf8 && (f & DICT_FLAG.UTF8_REQUEST) !== 0;
+    if (req.dialect === 'new') {
+      const inst = req.instanceFlags;
+      const instanceFold: FoldMode = inst & DICT_FLAG.FOLD_FIX ? (utf8Wanted(inst) ? 'utf8' : 'ascii') : 'none';
+      const keyFold: FoldMode = req.flags & DICT_FLAG.FOLD_FIX ? (utf8Wanted(inst) ? 'utf8' : 'ascii') : 'none';
+      return { instanceFold, keyFold, utf8: utf8Wanted(inst) };
+    }
+    const f = req.flags;
+    const utf8 = utf8Wanted(f);
+    if (req.kind === 'open') {
+      // Legacy open carries only instance bits: open the table the way the lookups to come will want it.
+      return { instanceFold: this.o.smtputf8 ? 'utf8' : 'ascii', keyFold: 'none', utf8: false };
+    }
+    if (f & DICT_FLAG.FOLD_FIX) {
+      const mode: FoldMode = utf8 ? 'utf8' : 'ascii';
+      return { instanceFold: mode, keyFold: mode, utf8 };
+    }
+    if (utf8 && 'key' in req) {
+      const folded = foldKey(req.key, 'utf8') === req.key;
+      return { instanceFold: folded ? 'utf8' : 'none', keyFold: 'none', utf8 };
+    }
+    if (utf8) return { instanceFold: 'utf8', keyFold: 'none', utf8 };
+    return { instanceFold: 'none', keyFold: 'none', utf8: false };
+  }
+
+  private execute(req: Request, inst: Instance, plan: KeyPlan, spec: string): Outcome | Promise<Outcome> {
+    const { kind, dialect } = req;
+    if (!inst.ok) {
+      if (kind === 'open') {
+        const flags = DICT_FLAG.PATTERN | (dialect === 'new' ? DICT_FLAG.SURROGATE : 0);
+        return { kind, dialect, reply: { status: PROXY_STAT.OK, flags } };
+      }
+      log.warn(`${bytesToUtf8(spec)} is unavailable. ${bytesToUtf8(inst.reason)}`);
+      return fail(kind, dialect, PROXY_STAT.RETRY, dialect === 'new' ? req.flags : 0);
+    }
+    const table = inst.table;
+    const fixed = (table.implFlags & DICT_FLAG.FIXED) !== 0;
+    switch (kind) {
+      case 'open': {
+        // The instance flags plus the type's own bits; UTF8_ACTIVE tells a 3.11+ client that we fold and check UTF-8.
+        let flags = req.instanceFlags | table.implFlags;
+        if (this.o.smtputf8 && req.instanceFlags & DICT_FLAG.UTF8_REQUEST) flags |= DICT_FLAG.UTF8_ACTIVE;
+        return { kind, dialect, reply: { status: PROXY_STAT.OK, flags: flags >>> 0 } };
+      }
+      case 'lookup': {
+        const key = this.prepareKey(req.key, plan, fixed, req.flags, spec);
+        if (key === null) return { kind, dialect, reply: { status: PROXY_STAT.NOKEY, flags: replyFlags(req), value: '' } };
+        const r = safeCall(() => table.lookup(key, req.flags), spec, 'lookup');
+        if (r instanceof Promise) return r.then((res) => this.lookupOutcome(req, res, plan, spec, key));
+        return this.lookupOutcome(req, r, plan, spec, key);
+      }
+      case 'sequence': {
+        if (!table.sequence) {
+          log.warn(`table ${bytesToUtf8(spec)}: sequence operation is not supported`);
+          return fail(kind, dialect, PROXY_STAT.CONFIG, replyFlags(req));
+        }
+        const seq = table.sequence.bind(table);
+        return settle(safeCall(() => seq(req.fn as 0 | 1, req.flags), spec, 'sequence'), (r) =>
+          r.found
+            ? { kind, dialect, reply: { status: PROXY_STAT.OK, flags: replyFlags(req), key: r.key, value: r.value } }
+            : fail(kind, dialect, errStatus(r.error), replyFlags(req)),
+        );
+      }
+      case 'update':
+      case 'delete': {
+        const op = kind === 'update' ? table.update : table.delete;
+        if (!op) {
+          log.warn(`table ${bytesToUtf8(spec)}: ${kind} operation is not supported`);
+          return fail(kind, dialect, PROXY_STAT.CONFIG, replyFlags(req));
+        }
+        const key = this.prepareKey(req.key, plan, fixed, req.flags, spec);
+        if (key === null) return fail(kind, dialect, PROXY_STAT.NOKEY, replyFlags(req));
+        const flags = replyFlags(req);
+        if (kind === 'update' && plan.utf8 && !isValidUtf8(req.value)) {
+          log.warn(`${bytesToUtf8(spec)}: key "${bytesToUtf8(key)}": non-UTF-8 value "${bytesToUtf8(req.value)}": malformed UTF-8 or invalid codepoint`);
+          return fail(kind, dialect, PROXY_STAT.NOKEY, flags);
+        }
+        const call =
+          kind === 'update'
+            ? () => table.update!(key, req.value, req.flags | DICT_FLAG.SYNC_UPDATE | DICT_FLAG.DUP_REPLACE)
+            : () => table.delete!(key, req.flags | DICT_FLAG.SYNC_UPDATE);
+        return settle(safeCall(call, spec, kind), (r) => {
+          const status: ProxyStatus = r.status === 0 ? PROXY_STAT.OK : r.status === 1 ? PROXY_STAT.NOKEY : errStatus(r.error);
+          return { kind, dialect, reply: { status, flags } };
+        });
+      }
+    }
+  }
+
+  /** Fold and check a key; null means "not found" (invalid UTF-8 key). */
+  private prepareKey(key: string, plan: KeyPlan, fixed: boolean, flags: number, spec: string): string | null {
+    if (plan.utf8 && !isValidUtf8(key)) {
+      log.warn(`${bytesToUtf8(spec)}: non-UTF-8 key "${bytesToUtf8(key)}": malformed UTF-8 or invalid codepoint`);
+      return null;
+    }
+    if (fixed) return plan.keyFold === 'none' ? key : foldKey(key, plan.keyFold);
+    // Pattern tables fold only on FOLD_MUL (no Postfix program sets it).
+    if (flags & DICT_FLAG.FOLD_MUL) return foldKey(key, plan.utf8 ? 'utf8' : 'ascii');
+    return key;
+  }
+
+  private lookupOutcome(req: Request, r: LookupResult, plan: KeyPlan, spec: string, key: string): Outcome {
+    const { kind, dialect } = req;
+    const flags = replyFlags(req);
+    if (r.found) {
+      if (plan.utf8 && !isValidUtf8(r.value)) {
+        log.warn(
+          `${bytesToUtf8(spec)}: key "${bytesToUtf8(key)}": non-UTF-8 value "${bytesToUtf8(r.value)}": malformed UTF-8 or invalid codepoint`,
+        );
+        return fail(kind, dialect, PROXY_STAT.CONFIG, flags);
+      }
+      return { kind, dialect, reply: { status: PROXY_STAT.OK, flags, value: r.value } };
+    }
+    return fail(kind, dialect, r.error === DICT_ERR.NONE ? PROXY_STAT.NOKEY : errStatus(r.error), flags);
+  }
+}
+
+/** Reply flags of a successful request in the new dialect (the request's flags plus what the op adds). */
+function replyFlags(req: Request): number {
+  if (req.dialect === 'legacy') return 0;
+  if (req.kind === 'update') return (req.flags | DICT_FLAG.SYNC_UPDATE | DICT_FLAG.DUP_REPLACE) >>> 0;
+  if (req.kind === 'delete') return (req.flags | DICT_FLAG.SYNC_UPDATE) >>> 0;
+  return req.flags >>> 0;
+}
+
+function errStatus(err: number): ProxyStatus {
+  if (err === DICT_ERR.NONE) return PROXY_STAT.NOKEY;
+  return err === DICT_ERR.RETRY ? PROXY_STAT.RETRY : PROXY_STAT.CONFIG;
+}
+
+function fail(kind: RequestKind, dialect: Dialect, status: ProxyStatus, flags = 0): Outcome {
+  return { kind, dialect, reply: { status, flags, value: '', key: '' } };
+}
+
+/** Run a table operation; an exception becomes a RETRY result (a table bug must never take the server down). */
+function safeCall<T extends { found: boolean } | { status: number }>(
+  fn: () => T | Promise<T>,
+  spec: string,
+  op: string,
+): T | Promise<T> {
+  const onError = (e: unknown): T => {
+    log.warn(`table ${bytesToUtf8(spec)}: ${op} failed: ${(e as Error)?.message ?? String(e)}`);
+    return ({ found: false, status: -1, error: DICT_ERR.RETRY } as unknown) as T;
+  };
+  try {
+    const r = fn();
+    return r instanceof Promise ? r.catch(onError) : r;
+  } catch (e) {
+    return onError(e);
+  }
+}
+
+function settle<T, U>(v: T | Promise<T>, f: (t: T) => U): U | Promise<U> {
+  return v instanceof Promise ? v.then(f) : f(v);
+}
+
+export type { Table };

@@ -1,0 +1,152 @@
+/**
+ * The proxymap/proxywrite server: listeners on socket paths or inherited
+ * descriptors, shared table instances, one RequestHandler.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { log } from '../log.js';
+import { Connection, DEFAULT_CONNECTION_OPTIONS, type ConnectionOptions } from './connection.js';
+import { RequestHandler, type Service } from './handler.js';
+import { TableInstances, type Opener } from './instances.js';
+
+export interface ServerOptions {
+  opener: Opener;
+  authorized: Record<Service, ReadonlySet<string>>;
+  smtputf8: boolean;
+  /** main.cf parameter lookup for tables (expanded values) */
+  param: (name: string) => string | undefined;
+  connection?: Partial<ConnectionOptions>;
+}
+
+export interface ListenerInfo {
+  service: Service;
+  server: net.Server;
+  path?: string;
+}
+
+export class ProxyServer {
+  readonly instances: TableInstances;
+  readonly handler: RequestHandler;
+  private readonly listeners: ListenerInfo[] = [];
+  private readonly connections = new Set<Connection>();
+  private readonly connOpts: ConnectionOptions;
+  /** connections accepted / closed since start */
+  accepted = 0;
+  closedCount = 0;
+  private busyCount = 0;
+  /** observers (master(8) mode: busy/available status, max_use, max_idle) */
+  onBusyChange?: (busy: boolean) => void;
+  onConnectionClosed?: (open: number) => void;
+  onConnectionOpened?: (open: number) => void;
+
+  constructor(opts: ServerOptions) {
+    this.instances = new TableInstances(opts.opener, opts.param);
+    this.handler = new RequestHandler({ instances: this.instances, authorized: opts.authorized, smtputf8: opts.smtputf8 });
+    this.connOpts = { ...DEFAULT_CONNECTION_OPTIONS, ...opts.connection };
+  }
+
+  private makeServer(service: Service): net.Server {
+    const srv = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (sock) => this.accept(sock, service));
+    srv.on('error', (e) => log.warn(`${service} listener: ${e.message}`));
+    return srv;
+  }
+
+  private accept(sock: net.Socket, service: Service): void {
+    this.accepted++;
+    const conn = new Connection(sock, service, this.handler, this.connOpts, {
+      onBusy: (b) => {
+        const before = this.busyCount;
+        this.busyCount += b ? 1 : -1;
+        if (before === 0 && this.busyCount === 1) this.onBusyChange?.(true);
+        else if (before === 1 && this.busyCount === 0) this.onBusyChange?.(false);
+      },
+      onClose: () => {
+        this.connections.delete(conn);
+        this.closedCount++;
+        this.onConnectionClosed?.(this.connections.size);
+      },
+    });
+    this.connections.add(conn);
+    this.onConnectionOpened?.(this.connections.size);
+  }
+
+  /**
+   * Listen on a UNIX socket path with Postfix's permissions (socket 0666 in
+   * a 0700 private/ directory). A stale socket file is replaced; a live one
+   * (another server answering) is an error.
+   */
+  async listenPath(sockPath: string, service: Service, owner?: { uid: number; gid: number }): Promise<void> {
+    const dir = path.dirname(sockPath);
+    if (!fs.existsSync(dir)) {
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      if (owner) fs.chownSync(dir, owner.uid, owner.gid);
+    }
+    if (fs.existsSync(sockPath)) {
+      if (await isLive(sockPath)) throw new Error(`${sockPath}: another server is listening there`);
+      fs.unlinkSync(sockPath);
+    }
+    const srv = this.makeServer(service);
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(sockPath, () => {
+        srv.off('error', reject);
+        resolve();
+      });
+    });
+    fs.chmodSync(sockPath, 0o666);
+    if (owner) fs.chownSync(sockPath, owner.uid, owner.gid);
+    this.listeners.push({ service, server: srv, path: sockPath });
+  }
+
+  /** Take over an already-listening descriptor (master(8) fd 6, systemd LISTEN_FDS). */
+  async listenFd(fd: number, service: Service): Promise<void> {
+    const srv = this.makeServer(service);
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen({ fd }, () => {
+        srv.off('error', reject);
+        resolve();
+      });
+    });
+    this.listeners.push({ service, server: srv });
+  }
+
+  get openConnections(): number {
+    return this.connections.size;
+  }
+
+  /** Stop accepting; optionally drop open connections; close tables. */
+  async close(dropConnections = true): Promise<void> {
+    const closing = Promise.all(
+      this.listeners.map(
+        (l) =>
+          new Promise<void>((resolve) => {
+            l.server.close(() => resolve());
+            if (l.path) {
+              try {
+                fs.unlinkSync(l.path);
+              } catch {
+                /* already gone */
+              }
+            }
+          }),
+      ),
+    );
+    this.listeners.length = 0;
+    if (dropConnections) for (const c of [...this.connections]) c.destroy();
+    await closing;
+    await this.instances.closeAll();
+  }
+}
+
+function isLive(sockPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createConnection(sockPath);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}

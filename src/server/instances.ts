@@ -41,13 +41,19 @@ export class TableInstances {
   constructor(
     private readonly opener: Opener,
     private readonly param: (name: string) => string | undefined,
+    /** whether a type folds keys / applies the duplicate policy while loading its source (texthash, inline) */
+    private readonly loadsSource: (type: string) => boolean = () => true,
   ) {}
 
-  /** Normalize the fold mode for types whose keys are not folded (pattern tables). */
+  /**
+   * One instance per table, except that tables which fold keys while loading
+   * their source get one instance per fold mode and duplicate policy. Writable
+   * instances are never split: every writer must see the same table.
+   */
   private keyString(k: InstanceKey): string {
     const type = k.spec.slice(0, k.spec.indexOf(':'));
-    const fold = this.patternTypes.has(type) ? 'none' : k.fold;
-    return `${k.writable ? 'w' : 'r'}\0${fold}\0${k.dup}\0${k.spec}`;
+    const split = !k.writable && !this.patternTypes.has(type) && this.loadsSource(type);
+    return split ? `r\0${k.fold}\0${k.dup}\0${k.spec}` : `${k.writable ? 'w' : 'r'}\0\0\0${k.spec}`;
   }
 
   /** The instance if it is already open (no waiting), else undefined. */
@@ -59,7 +65,8 @@ export class TableInstances {
     const ks = this.keyString(k);
     const existing = this.instances.get(ks);
     if (existing) return existing;
-    const p = this.open(k).then((inst) => {
+    const split = ks.charCodeAt(2) !== 0;
+    const p = this.open(split ? k : { ...k, fold: 'none', dup: 0 }).then((inst) => {
       if (this.instances.get(ks) === p) this.resolved.set(ks, inst);
       if (!inst.ok) {
         // Let a later request try again: a missing file may appear, a backend may come back.

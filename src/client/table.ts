@@ -1,0 +1,114 @@
+/**
+ * A proxied table as Postfix's dict_proxy client sees it: open once, then
+ * lookups with the flags and client-side case folding of the chosen dialect.
+ */
+import { DICT_FLAG, FOLD_ANY, LEGACY_IMPL_MASK, LEGACY_INST_MASK, LEGACY_RQST_MASK, PROXY_STAT } from '../protocol/flags.js';
+import type { Dialect, Reply } from '../protocol/messages.js';
+import { foldKey, isValidUtf8 } from '../tables/casefold.js';
+import type { ProxyConnection } from './client.js';
+
+/** Flags `postmap -q` opens tables with: DUP_WARN|LOCK|FOLD_FIX|UTF8_REQUEST. */
+export const POSTMAP_QUERY_FLAGS = DICT_FLAG.DUP_WARN | DICT_FLAG.LOCK | DICT_FLAG.FOLD_FIX | DICT_FLAG.UTF8_REQUEST;
+
+export interface ProxyTableOptions {
+  dialect: Dialect;
+  /** open-time dictionary flags (default POSTMAP_QUERY_FLAGS) */
+  openFlags?: number;
+  /** the client's smtputf8_enable: enables the client-side UTF-8 layer */
+  smtputf8: boolean;
+}
+
+export type ClientResult =
+  | { status: 'found'; value: string }
+  | { status: 'notfound' }
+  | { status: 'error'; code: number; reason: string };
+
+export class ProxyTable {
+  /** the table's current flags, as the client keeps them */
+  flags: number;
+  private readonly openFlags: number;
+  private instFlags = 0;
+  private opened = false;
+
+  constructor(
+    private readonly conn: ProxyConnection,
+    /** "type:name", without the proxy: prefix */
+    readonly name: string,
+    private readonly opts: ProxyTableOptions,
+  ) {
+    this.openFlags = opts.openFlags ?? POSTMAP_QUERY_FLAGS;
+    this.flags = this.openFlags;
+  }
+
+  /** Whether this client folds keys and checks UTF-8 itself (the dict_utf8 layer). */
+  get clientUtf8Layer(): boolean {
+    if (!this.opts.smtputf8 || !(this.openFlags & DICT_FLAG.UTF8_REQUEST)) return false;
+    return this.opts.dialect === 'legacy' || !(this.flags & DICT_FLAG.UTF8_ACTIVE);
+  }
+
+  async open(): Promise<Reply> {
+    const legacy = this.opts.dialect === 'legacy';
+    this.instFlags = legacy ? (this.openFlags & LEGACY_INST_MASK) >>> 0 : this.openFlags;
+    const r = await this.conn.request({
+      kind: 'open',
+      dialect: this.opts.dialect,
+      table: this.name,
+      instanceFlags: this.instFlags,
+      flags: this.instFlags,
+    });
+    if (r.status === PROXY_STAT.OK) {
+      const rf = r.flags ?? 0;
+      this.flags = legacy ? ((this.openFlags & ~LEGACY_IMPL_MASK) | (rf & LEGACY_IMPL_MASK)) >>> 0 : rf;
+      this.opened = true;
+    }
+    return r;
+  }
+
+  /** Flags sent with a request (legacy: instance bits + request bits). */
+  private wireFlags(flags: number): number {
+    return this.opts.dialect === 'legacy' ? (this.instFlags | (flags & LEGACY_RQST_MASK)) >>> 0 : flags >>> 0;
+  }
+
+  async lookup(key: string): Promise<ClientResult> {
+    if (!this.opened) {
+      const r = await this.open();
+      if (r.status !== PROXY_STAT.OK) return statusResult(r.status, 'open');
+    }
+    let flags = this.flags;
+    let k = key;
+    const layer = this.clientUtf8Layer;
+    if (layer) {
+      if (!isValidUtf8(k)) return { status: 'notfound' };
+      const fixed = (flags & DICT_FLAG.FIXED) !== 0;
+      if ((fixed && flags & DICT_FLAG.FOLD_FIX) || (!fixed && flags & DICT_FLAG.FOLD_MUL)) k = foldKey(k, 'utf8');
+      flags &= ~FOLD_ANY;
+    }
+    const r = await this.conn.request({
+      kind: 'lookup',
+      dialect: this.opts.dialect,
+      table: this.name,
+      instanceFlags: this.instFlags,
+      flags: this.wireFlags(flags),
+      key: k,
+    });
+    if (this.opts.dialect === 'new' && r.flags !== undefined && r.status !== PROXY_STAT.BAD && r.status !== PROXY_STAT.DENY) {
+      this.flags = r.flags;
+    }
+    if (r.status === PROXY_STAT.OK) {
+      const value = r.value ?? '';
+      if (layer && !isValidUtf8(value)) return { status: 'error', code: PROXY_STAT.CONFIG, reason: 'non-UTF-8 value' };
+      return { status: 'found', value };
+    }
+    return statusResult(r.status, 'lookup');
+  }
+}
+
+function statusResult(status: number, op: string): ClientResult {
+  if (status === PROXY_STAT.NOKEY) return { status: 'notfound' };
+  const reason =
+    status === PROXY_STAT.DENY ? 'not configured' :
+    status === PROXY_STAT.BAD ? 'invalid request' :
+    status === PROXY_STAT.RETRY ? 'temporary error' :
+    status === PROXY_STAT.CONFIG ? 'configuration error' : `unexpected ${op} status ${status}`;
+  return { status: 'error', code: status, reason };
+}

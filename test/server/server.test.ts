@@ -1,0 +1,173 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import { ProxyConnection } from '../../src/client/client.js';
+import { encodeRecord } from '../../src/protocol/codec.js';
+import { startTestServer } from './helpers.js';
+
+const b = (s: string) => Buffer.from(s.replace(/\|/g, '\0'), 'latin1');
+const rec = (s: string) => s.split('|').reduce<Array<[string, string]>>((acc, _x, i, a) => {
+  if (i % 2 === 0 && a[i] !== '') acc.push([a[i], a[i + 1]]);
+  return acc;
+}, []);
+/** Records as 'a|b|c|d' strings for readable assertions. */
+const show = (r: ReadonlyArray<readonly [string, string]>) => r.map(([n, v]) => `${n}|${v}`).join('|');
+
+test('announcement, legacy open/lookup, socket permissions', async () => {
+  const ts = await startTestServer(['mem:a=1,b=2']);
+  try {
+    assert.equal(fs.statSync(ts.proxymap).mode & 0o777, 0o666);
+    assert.equal(fs.statSync(`${ts.dir}/private`).mode & 0o777, 0o700);
+    const c = await ProxyConnection.connect(ts.proxymap);
+    assert.equal(show(await c.exchangeRaw(b('request|open|table|mem:a=1,b=2|flags|0||'))), 'status|0|flags|16');
+    assert.equal(show(await c.exchangeRaw(b('request|lookup|table|mem:a=1,b=2|flags|524353|key|a||'))), 'status|0|value|1');
+    assert.equal(show(await c.exchangeRaw(b('request|lookup|table|mem:a=1,b=2|flags|524353|key|zz||'))), 'status|1|value|');
+    // lookup without open first, on a new connection (clients reconnect without re-opening)
+    const c2 = await ProxyConnection.connect(ts.proxymap);
+    assert.equal(show(await c2.exchangeRaw(b('request|lookup|table|proxy:proxy:mem:a=1,b=2|flags|524353|key|b||'))), 'status|0|value|2');
+    c.close();
+    c2.close();
+  } finally {
+    await ts.close();
+  }
+});
+
+test('new dialect: flags in every reply, server folds when it reports UTF8_ACTIVE', async () => {
+  const ts = await startTestServer(['mem:upper=casevalue']);
+  try {
+    const c = await ProxyConnection.connect(ts.proxymap);
+    assert.equal(show(await c.exchangeRaw(b('request|open|table|mem:upper=casevalue|instance_flags|540737||'))), 'status|0|flags|1589329');
+    assert.equal(
+      show(await c.exchangeRaw(b('request|lookup|table|mem:upper=casevalue|instance_flags|540737|flags|1589329|key|UPPER||'))),
+      'status|0|flags|1589329|value|casevalue',
+    );
+    // flags 0: no folding requested
+    assert.equal(
+      show(await c.exchangeRaw(b('request|lookup|table|mem:upper=casevalue|instance_flags|540737|flags|0|key|UPPER||'))),
+      'status|1|flags|0|value|',
+    );
+    assert.equal(
+      show(await c.exchangeRaw(b('request|lookup|table|mem:upper=casevalue|instance_flags|540737|flags|16400|key|UPPER||'))),
+      'status|0|flags|16400|value|casevalue',
+    );
+    c.close();
+  } finally {
+    await ts.close();
+  }
+});
+
+test('DENY with the two warnings; update on proxymap denied; BAD cases; unknown request', async () => {
+  const ts = await startTestServer(['mem:a=1'], ['mem:w=1']);
+  try {
+    const c = await ProxyConnection.connect(ts.proxymap);
+    assert.equal(show(await c.exchangeRaw(b('request|lookup|table|mem:other|flags|0|key|a||'))), 'status|4|value|');
+    assert.ok(ts.logs.some((l) => l.endsWith('warning: request for unapproved table: "mem:other"')));
+    assert.ok(ts.logs.some((l) => l.endsWith('warning: to approve this table for read-only access, list proxy:mem:other in main.cf:proxy_read_maps')));
+    assert.equal(show(await c.exchangeRaw(b('request|update|table|mem:a=1|flags|448|key|k|value|v||'))), 'status|4');
+    assert.ok(ts.logs.some((l) => l.endsWith('refusing mem:a=1 update request on non-proxywrite service')));
+    assert.equal(show(await c.exchangeRaw(b('request|frobnicate||'))), 'status|3');
+    assert.equal(show(await c.exchangeRaw(b('request|lookup|table|mem:a=1|key|k||'))), 'status|3|value|');
+    assert.equal(show(await c.exchangeRaw(b('request|lookup|table|mem:a=1|flags|abc|key|k||'))), 'status|3|value|');
+    assert.equal(show(await c.exchangeRaw(b('request|open|table|nocolon|flags|0||'))), 'status|3|flags|0');
+    assert.equal(show(await c.exchangeRaw(b('request|sequence|table|mem:a=1|flags|0|function|7||'))), 'status|3|key||value|');
+    assert.equal(show(await c.exchangeRaw(b('request|lookup|table|mem:other|instance_flags|0|flags|0|key|a||'))), 'status|4|flags|0|value|');
+    // still serving after all that
+    assert.equal(show(await c.exchangeRaw(b('request|lookup|table|mem:a=1|flags|0|key|a||'))), 'status|0|value|1');
+    // proxywrite: update, sequence, delete
+    const w = await ProxyConnection.connect(ts.proxywrite);
+    assert.equal(show(await w.exchangeRaw(b('request|open|table|mem:w=1|flags|0||'))), 'status|0|flags|16');
+    assert.equal(show(await w.exchangeRaw(b('request|update|table|mem:w=1|flags|448|key|k9|value|v9||'))), 'status|0');
+    assert.equal(show(await w.exchangeRaw(b('request|sequence|table|mem:w=1|flags|448|function|0||'))), 'status|0|key|w|value|1');
+    assert.equal(show(await w.exchangeRaw(b('request|sequence|table|mem:w=1|flags|448|function|1||'))), 'status|0|key|k9|value|v9');
+    assert.equal(show(await w.exchangeRaw(b('request|sequence|table|mem:w=1|flags|448|function|1||'))), 'status|1|key||value|');
+    assert.equal(show(await w.exchangeRaw(b('request|delete|table|mem:w=1|flags|524353|key|k9||'))), 'status|0');
+    assert.equal(show(await w.exchangeRaw(b('request|delete|table|mem:w=1|flags|524353|key|k9||'))), 'status|1');
+    assert.equal(show(await w.exchangeRaw(b('request|update|table|mem:w=1|instance_flags|0|flags|0|key|a|value|b||'))), 'status|0|flags|384');
+    // the read list does not authorize writes
+    assert.equal(show(await w.exchangeRaw(b('request|lookup|table|mem:a=1|flags|0|key|a||'))), 'status|4|value|');
+    c.close();
+    w.close();
+  } finally {
+    await ts.close();
+  }
+});
+
+test('a table that fails to open is a surrogate: open OK, lookups RETRY', async () => {
+  const ts = await startTestServer(['broken:x']);
+  try {
+    const c = await ProxyConnection.connect(ts.proxymap);
+    assert.equal(show(await c.exchangeRaw(b('request|open|table|broken:x|flags|0||'))), 'status|0|flags|32');
+    assert.equal(show(await c.exchangeRaw(b('request|open|table|broken:x|instance_flags|0||'))), 'status|0|flags|4194336');
+    assert.equal(show(await c.exchangeRaw(b('request|lookup|table|broken:x|flags|0|key|a||'))), 'status|2|value|');
+    assert.ok(ts.logs.some((l) => l.includes('broken:x is unavailable. broken:x: cannot open')));
+    c.close();
+  } finally {
+    await ts.close();
+  }
+});
+
+test('a throwing table answers RETRY and the server stays up', async () => {
+  const ts = await startTestServer(['throws:x']);
+  try {
+    const c = await ProxyConnection.connect(ts.proxymap);
+    assert.equal(show(await c.exchangeRaw(b('request|lookup|table|throws:x|flags|0|key|a||'))), 'status|2|value|');
+    c.close();
+  } finally {
+    await ts.close();
+  }
+});
+
+test('a slow table does not stall other clients; pipelined replies stay in order', async () => {
+  const ts = await startTestServer(['slow:300', 'mem:a=1']);
+  try {
+    const slow = await ProxyConnection.connect(ts.proxymap);
+    const fast = await ProxyConnection.connect(ts.proxymap);
+    const t0 = Date.now();
+    const pSlow = slow.exchangeRaw(b('request|lookup|table|slow:300|flags|0|key|x||'));
+    const r = await fast.exchangeRaw(b('request|lookup|table|mem:a=1|flags|0|key|a||'));
+    assert.equal(show(r), 'status|0|value|1');
+    assert.ok(Date.now() - t0 < 250, 'fast client answered while the slow lookup ran');
+    assert.equal(show(await pSlow), 'status|0|value|slow:x');
+    // pipelining: both requests in one write; replies in request order
+    slow.writeRaw(Buffer.concat([b('request|lookup|table|slow:300|flags|0|key|1||'), b('request|lookup|table|mem:a=1|flags|0|key|a||')]));
+    assert.equal(show(await slow.read()), 'status|0|value|slow:1');
+    assert.equal(show(await slow.read()), 'status|0|value|1');
+    slow.close();
+    fast.close();
+  } finally {
+    await ts.close();
+  }
+});
+
+test('a partial request past the deadline closes that connection only', async () => {
+  const ts = await startTestServer(['mem:a=1'], [], { ioDeadlineMs: 200 });
+  try {
+    const stall = await ProxyConnection.connect(ts.proxymap);
+    stall.writeRaw(b('request|lookup|table|mem:a'));
+    await assert.rejects(stall.read(), /closed/);
+    assert.ok(ts.logs.some((l) => l.includes('timeout receiving request')));
+    const c = await ProxyConnection.connect(ts.proxymap);
+    assert.equal(show(await c.exchangeRaw(b('request|lookup|table|mem:a=1|flags|0|key|a||'))), 'status|0|value|1');
+    c.close();
+  } finally {
+    await ts.close();
+  }
+});
+
+test('half-closed client still gets its reply', async () => {
+  const ts = await startTestServer(['mem:a=1']);
+  try {
+    const got = await new Promise<Buffer>((resolve, reject) => {
+      const s = net.createConnection(ts.proxymap);
+      const chunks: Buffer[] = [];
+      s.on('connect', () => s.end(encodeRecord(rec('request|lookup|table|mem:a=1|flags|0|key|a'))));
+      s.on('data', (d) => chunks.push(d));
+      s.on('close', () => resolve(Buffer.concat(chunks)));
+      s.on('error', reject);
+    });
+    assert.deepEqual(got, Buffer.concat([b('protocol|proxymap_protocol||'), b('status|0|value|1||')]));
+  } finally {
+    await ts.close();
+  }
+});

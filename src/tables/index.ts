@@ -1,0 +1,27 @@
+/**
+ * Registers the built-in table types and re-exports the table API.
+ * Import this module once (for its side effect) before calling openTable().
+ */
+import { DICT_FLAG } from '../protocol/flags.js';
+import { openEnviron } from './environ.js';
+import { openFail } from './fail.js';
+import { openInline } from './inline.js';
+import { registerTableType } from './registry.js';
+import { openStatic } from './static.js';
+import { openTextHash } from './texthash.js';
+import { openUnix } from './unix.js';
+
+const { FIXED, PATTERN } = DICT_FLAG;
+registerTableType('texthash', openTextHash, { implFlags: FIXED, writable: false });
+registerTableType('inline', openInline, { implFlags: FIXED, writable: false });
+registerTableType('static', openStatic, { implFlags: FIXED, writable: false });
+registerTableType('fail', openFail, { implFlags: PATTERN, writable: true });
+registerTableType('environ', openEnviron, { implFlags: FIXED, writable: true });
+registerTableType('unix', openUnix, { implFlags: FIXED, writable: false });
+
+export * from './table.js';
+export { openTable, registerTableType, splitTableSpec, tableTypeInfo, tableTypes, type TableTypeInfo } from './registry.js';
+export { foldKey, foldUtf8, isValidUtf8, lowercaseAscii, passesUtf8Check, utf8Active } from './casefold.js';
+export { readLogicalLines, type LogicalLine } from './lines.js';
+export { environOpener, type Environment } from './environ.js';
+export { unixOpener, type UnixTableOptions } from './unix.js';

@@ -1,0 +1,242 @@
+/**
+ * Shared, table-driven conformance suite for table types: per-case
+ * expectations (open errors, warnings, lookups, sequence) plus invariants
+ * every Table must satisfy.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import fc from 'fast-check';
+import { DICT_FLAG } from '../../src/protocol/flags.js';
+import {
+  DICT_ERR,
+  TableOpenError,
+  openTable,
+  type Bytes,
+  type DictErr,
+  type FoldMode,
+  type LookupResult,
+  type Table,
+  type TableOpenOptions,
+  type TableOpener,
+} from '../../src/tables/index.js';
+import { foldKey, passesUtf8Check, utf8Active } from '../../src/tables/casefold.js';
+
+/** Expected lookup outcome: a value, not found, or an error code. */
+export type Expect = { value: Bytes } | 'notfound' | { error: DictErr };
+
+export interface LookupCheck {
+  key: Bytes;
+  expect: Expect;
+  /** Request flags passed to lookup (default 0). */
+  flags?: number;
+}
+
+export interface ConformanceCase {
+  title: string;
+  /** Table name (after "type:"). With `file`, "{path}" in it stands for the file's path. */
+  name?: Bytes;
+  /** Source text written to a temporary file; the name defaults to its path. */
+  file?: Bytes;
+  fold?: FoldMode;
+  openFlags?: number;
+  writable?: boolean;
+  /** The open must fail with exactly this TableOpenError message. */
+  openError?: string;
+  /** Exact open-time warnings, in order. */
+  warnings?: string[];
+  lookups?: LookupCheck[];
+  /** Entries in sequence order, 'unsupported' (no sequence method), or the error sequence returns. */
+  sequence?: Array<[Bytes, Bytes]> | 'unsupported' | { error: DictErr };
+  implFlags?: number;
+}
+
+export interface ConformanceOptions {
+  /** Open with this opener instead of the registry. */
+  opener?: TableOpener;
+  /** Runs of the random-key property per case (default 100). */
+  randomKeys?: number;
+}
+
+const BYTES = /^[\x00-\xff]*$/;
+const ERRORS: readonly number[] = [DICT_ERR.NONE, DICT_ERR.RETRY, DICT_ERR.CONFIG];
+
+/** Options as the server would pass them; `warn` collects into `warnings`. */
+export function openOptions(
+  type: string,
+  name: Bytes,
+  over: Partial<TableOpenOptions> = {},
+  warnings: string[] = [],
+): TableOpenOptions {
+  return {
+    type,
+    name,
+    openFlags: 0,
+    fold: 'utf8',
+    writable: false,
+    param: () => undefined,
+    warn: (t) => warnings.push(t),
+    ...over,
+  };
+}
+
+/**
+ * A lookup the way the dictionary layer above a table does it: FIXED tables
+ * get keys folded per the fold mode; with the UTF-8 layer active a
+ * non-UTF-8 key is not found and a non-UTF-8 value is a CONFIG error.
+ */
+export async function dictLookup(table: Table, key: Bytes, opts: TableOpenOptions, flags = 0): Promise<LookupResult> {
+  const utf8 = utf8Active(opts.fold, opts.openFlags);
+  if (utf8 && !passesUtf8Check(key)) return { found: false, error: DICT_ERR.NONE };
+  const folded = table.implFlags & DICT_FLAG.FIXED ? foldKey(key, opts.fold) : key;
+  const res = await table.lookup(folded, flags);
+  if (res.found && utf8 && !passesUtf8Check(res.value)) return { found: false, error: DICT_ERR.CONFIG };
+  return res;
+}
+
+/** Describe a lookup result in Expect terms. */
+export function outcome(res: LookupResult): Expect {
+  if (res.found) return { value: res.value };
+  return res.error === DICT_ERR.NONE ? 'notfound' : { error: res.error };
+}
+
+/** All entries by sequence (first, then next until not found); throws on a runaway sequence. */
+export async function sequenceAll(table: Table, limit = 1_000_000): Promise<Array<[Bytes, Bytes]> | { error: DictErr }> {
+  const out: Array<[Bytes, Bytes]> = [];
+  if (!table.sequence) throw new Error('no sequence');
+  for (let fn: 0 | 1 = 0; out.length <= limit; fn = 1) {
+    const r = await table.sequence(fn, 0);
+    if (!r.found) return r.error === DICT_ERR.NONE ? out : { error: r.error };
+    assert.match(r.key, BYTES);
+    assert.match(r.value, BYTES);
+    out.push([r.key, r.value]);
+  }
+  throw new Error('sequence does not terminate');
+}
+
+function assertValidResult(res: LookupResult): void {
+  if (res.found) {
+    assert.equal(typeof res.value, 'string');
+    assert.match(res.value, BYTES);
+  } else {
+    assert.ok(ERRORS.includes(res.error), `bad error code ${res.error}`);
+  }
+}
+
+/** Byte strings without NUL, the empty string included. */
+const keyArb = fc
+  .uint8Array({ maxLength: 40 })
+  .map((a) => Buffer.from(a.filter((b) => b !== 0)).toString('latin1'));
+
+async function openCase(typeName: string, name: Bytes, c: ConformanceCase, options: ConformanceOptions) {
+  const warnings: string[] = [];
+  const opts = openOptions(
+    typeName,
+    name,
+    { fold: c.fold ?? 'utf8', openFlags: c.openFlags ?? 0, writable: c.writable ?? false },
+    warnings,
+  );
+  const table = await (options.opener ? options.opener(opts) : openTable(opts));
+  return { table, opts, warnings };
+}
+
+/** Register node:test tests for each case plus the generic invariants. */
+export function runConformance(typeName: string, cases: ConformanceCase[], options: ConformanceOptions = {}): void {
+  describe(`${typeName} conformance`, () => {
+    let dir = '';
+    before(() => {
+      dir = mkdtempSync(join(tmpdir(), `conf-${typeName}-`));
+    });
+    after(() => rmSync(dir, { recursive: true, force: true }));
+
+    cases.forEach((c, index) => {
+      describe(c.title, () => {
+        let path = '';
+        const subst = (s: string) => s.replaceAll('{path}', path);
+        const nameOf = () => {
+          if (c.file !== undefined) {
+            path = join(dir, `case-${index}`);
+            writeFileSync(path, Buffer.from(c.file, 'latin1'));
+          }
+          return subst(c.name ?? path);
+        };
+
+        if (c.openError !== undefined) {
+          it('open fails with the Postfix message', async () => {
+            const name = nameOf();
+            await assert.rejects(
+              Promise.resolve().then(() => openCase(typeName, name, c, options)),
+              (err: unknown) => err instanceof TableOpenError && err.message === subst(c.openError!),
+            );
+          });
+          return;
+        }
+
+        it('expected warnings, flags, lookups and sequence', async () => {
+          const { table, opts, warnings } = await openCase(typeName, nameOf(), c, options);
+          assert.equal(table.type, typeName);
+          assert.equal(table.name, opts.name);
+          if (c.implFlags !== undefined) assert.equal(table.implFlags & (DICT_FLAG.FIXED | DICT_FLAG.PATTERN), c.implFlags);
+          if (c.warnings) assert.deepEqual(warnings, c.warnings.map(subst));
+          for (const l of c.lookups ?? []) {
+            const got = outcome(await dictLookup(table, l.key, opts, l.flags));
+            assert.deepEqual(got, l.expect, `lookup ${JSON.stringify(l.key)}`);
+          }
+          if (c.sequence === 'unsupported') assert.equal(table.sequence, undefined);
+          else if (c.sequence !== undefined) {
+            const want = Array.isArray(c.sequence) ? c.sequence.map(([k, v]) => [subst(k), subst(v)]) : c.sequence;
+            assert.deepEqual(await sequenceAll(table), want);
+          }
+          await table.close?.();
+        });
+
+        it('invariant: lookup never throws and returns byte strings', async () => {
+          const { table, opts } = await openCase(typeName, nameOf(), c, options);
+          for (const key of ['', ' ', '\xff', 'a'.repeat(1000)]) assertValidResult(await table.lookup(key, 0));
+          await fc.assert(
+            fc.asyncProperty(keyArb, async (key) => {
+              assertValidResult(await table.lookup(key, 0));
+              assertValidResult(await dictLookup(table, key, opts));
+            }),
+            { numRuns: options.randomKeys ?? 100 },
+          );
+          await table.close?.();
+        });
+
+        it('invariant: sequence terminates; repeated opens are independent', async () => {
+          const name = nameOf();
+          const a = await openCase(typeName, name, c, options);
+          const b = await openCase(typeName, name, c, options);
+          assert.notEqual(a.table, b.table);
+          if (a.table.sequence && b.table.sequence) {
+            const all = await sequenceAll(a.table);
+            const first = await a.table.sequence(0, 0);
+            await sequenceAll(b.table); // must not move a's cursor
+            const second = await a.table.sequence(1, 0);
+            if (Array.isArray(all)) {
+              assert.deepEqual(first.found ? [first.key, first.value] : undefined, all[0]);
+              assert.deepEqual(second.found ? [second.key, second.value] : undefined, all[1]);
+              assert.deepEqual(await sequenceAll(b.table), all);
+            } else {
+              assert.deepEqual(outcomeOfSeq(first), all);
+            }
+          }
+          for (const l of c.lookups ?? []) {
+            assert.deepEqual(await dictLookup(a.table, l.key, a.opts), await dictLookup(b.table, l.key, b.opts));
+          }
+          await a.table.close?.();
+          for (const l of c.lookups ?? []) {
+            assert.deepEqual(outcome(await dictLookup(b.table, l.key, b.opts)), l.expect);
+          }
+          await b.table.close?.();
+        });
+      });
+    });
+  });
+}
+
+function outcomeOfSeq(r: { found: boolean; error?: DictErr }): { error: DictErr } | undefined {
+  return r.found ? undefined : { error: r.error ?? DICT_ERR.NONE };
+}

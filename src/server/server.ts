@@ -16,6 +16,8 @@ export interface ServerOptions {
   smtputf8: boolean;
   /** main.cf parameter lookup for tables (expanded values) */
   param: (name: string) => string | undefined;
+  /** whether a table type folds keys while loading its source (see TableInstances) */
+  loadsSource?: (type: string) => boolean;
   connection?: Partial<ConnectionOptions>;
 }
 
@@ -41,7 +43,7 @@ export class ProxyServer {
   onConnectionOpened?: (open: number) => void;
 
   constructor(opts: ServerOptions) {
-    this.instances = new TableInstances(opts.opener, opts.param);
+    this.instances = new TableInstances(opts.opener, opts.param, opts.loadsSource);
     this.handler = new RequestHandler({ instances: this.instances, authorized: opts.authorized, smtputf8: opts.smtputf8 });
     this.connOpts = { ...DEFAULT_CONNECTION_OPTIONS, ...opts.connection };
   }

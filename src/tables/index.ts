@@ -12,8 +12,8 @@ import { openTextHash } from './texthash.js';
 import { openUnix } from './unix.js';
 
 const { FIXED, PATTERN } = DICT_FLAG;
-registerTableType('texthash', openTextHash, { implFlags: FIXED, writable: false });
-registerTableType('inline', openInline, { implFlags: FIXED, writable: false });
+registerTableType('texthash', openTextHash, { implFlags: FIXED, writable: false, loadsSource: true });
+registerTableType('inline', openInline, { implFlags: FIXED, writable: false, loadsSource: true });
 registerTableType('static', openStatic, { implFlags: FIXED, writable: false });
 registerTableType('fail', openFail, { implFlags: PATTERN, writable: true });
 registerTableType('environ', openEnviron, { implFlags: FIXED, writable: true });

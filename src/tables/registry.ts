@@ -9,6 +9,12 @@ export interface TableTypeInfo {
   implFlags: number;
   /** Whether tables of this type can be opened for writing. */
   writable: boolean;
+  /**
+   * Whether the type folds keys and applies the duplicate policy while it
+   * loads its source (texthash, inline): such tables get one open instance
+   * per fold mode. Others are opened once whatever the request flags.
+   */
+  loadsSource?: boolean;
 }
 
 interface Registration {

@@ -32,7 +32,7 @@ export function testOpener(opts: TableOpenOptions): Table {
     sequence: (fn) => {
       if (fn === 0 || !cursor) cursor = m.entries();
       const n = cursor.next();
-      return n.done ? NOT_FOUND : { found: true, key: n.value[0], value: n.value[1] };
+      return n.done ? { found: false as const, error: 0 as const } : { found: true as const, key: n.value[0], value: n.value[1] };
     },
     update: (key, value) => { m.set(key, value); return { status: 0, error: 0 }; },
     delete: (key) => (m.delete(key) ? { status: 0, error: 0 } : { status: 1, error: 0 }),

@@ -1,0 +1,23 @@
+/** proxymapd serve: standalone daemon on $queue_directory/private/{proxymap,proxywrite}. */
+import { log, setLogName, setVerbose } from '../log.js';
+import { createServer, listenStandalone } from '../server/daemon.js';
+import { CONFIG_OPTIONS, loadConfig, parse } from './common.js';
+
+export async function runServe(args: string[]): Promise<number> {
+  const { values } = parse(args, CONFIG_OPTIONS);
+  const config = loadConfig(values as { c?: string; o?: string[] });
+  setLogName(`${config.get('syslog_name') || 'postfix'}/proxymap`);
+  setVerbose((values.v as boolean[] | undefined)?.length ?? 0);
+  const server = createServer({ config });
+  const paths = await listenStandalone(server, config);
+  log.info(`proxymapd ready: proxymap on ${paths.proxymap}, proxywrite on ${paths.proxywrite}`);
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      log.info(`${sig}: shutting down`);
+      server.close().then(resolve, resolve);
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  return 0;
+}

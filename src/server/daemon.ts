@@ -1,0 +1,85 @@
+/**
+ * Build a ProxyServer from a Postfix configuration: authorization sets,
+ * smtputf8, the cleaned environment for environ:, socket paths and owner.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { Config } from '../config/params.js';
+import { authorizedTables } from '../config/authorize.js';
+import { log } from '../log.js';
+import { environOpener, openTable, registerTableType, tableTypeInfo, type Environment } from '../tables/index.js';
+import { ProxyServer } from './server.js';
+import type { Service } from './handler.js';
+import type { ConnectionOptions } from './connection.js';
+
+/**
+ * The environment Postfix daemons run with: only the names listed in
+ * import_environment, plus the NAME=value settings listed there.
+ */
+export function importEnvironment(spec: string, env: NodeJS.ProcessEnv = process.env): Environment {
+  const out: Environment = {};
+  for (const item of spec.split(/[\s,]+/).filter(Boolean)) {
+    const eq = item.indexOf('=');
+    if (eq > 0) out[item.slice(0, eq)] = item.slice(eq + 1);
+    else if (env[item] !== undefined) out[item] = env[item];
+  }
+  return out;
+}
+
+export interface DaemonOptions {
+  config: Config;
+  connection?: Partial<ConnectionOptions>;
+}
+
+export function createServer(opts: DaemonOptions): ProxyServer {
+  const { config } = opts;
+  registerTableType('environ', environOpener(importEnvironment(config.get('import_environment'))), {
+    implFlags: tableTypeInfo('environ')?.implFlags ?? 0,
+    writable: true,
+  });
+  const authorized: Record<Service, ReadonlySet<string>> = {
+    proxymap: authorizedTables(config, 'proxymap', log.warn),
+    proxywrite: authorizedTables(config, 'proxywrite', log.warn),
+  };
+  return new ProxyServer({
+    opener: openTable,
+    authorized,
+    smtputf8: config.smtputf8(),
+    param: (name) => config.lookup(name),
+    loadsSource: (type) => tableTypeInfo(type)?.loadsSource ?? false,
+    connection: opts.connection,
+  });
+}
+
+/** uid/gid of a user name via NSS (getent), or undefined. */
+export function lookupUser(name: string): { uid: number; gid: number } | undefined {
+  try {
+    const line = execFileSync('getent', ['passwd', name], { encoding: 'utf8', timeout: 5000 }).split('\n')[0];
+    const f = line.split(':');
+    if (f[0] !== name) return undefined;
+    return { uid: Number(f[2]), gid: Number(f[3]) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Socket paths: $queue_directory/private/$proxymap_service_name and .../$proxywrite_service_name. */
+export function socketPaths(config: Config): Record<Service, string> {
+  const priv = path.join(config.get('queue_directory'), 'private');
+  return {
+    proxymap: path.join(priv, config.get('proxymap_service_name') || 'proxymap'),
+    proxywrite: path.join(priv, config.get('proxywrite_service_name') || 'proxywrite'),
+  };
+}
+
+/** Listen on both sockets; as root, the private/ directory and sockets belong to mail_owner. */
+export async function listenStandalone(server: ProxyServer, config: Config): Promise<Record<Service, string>> {
+  const paths = socketPaths(config);
+  const owner = process.getuid?.() === 0 ? lookupUser(config.get('mail_owner')) : undefined;
+  const queue = config.get('queue_directory');
+  if (!fs.existsSync(queue)) fs.mkdirSync(queue, { recursive: true, mode: 0o755 });
+  await server.listenPath(paths.proxymap, 'proxymap', owner);
+  await server.listenPath(paths.proxywrite, 'proxywrite', owner);
+  return paths;
+}

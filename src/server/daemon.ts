@@ -34,7 +34,9 @@ export interface DaemonOptions {
 
 export function createServer(opts: DaemonOptions): ProxyServer {
   const { config } = opts;
-  registerTableType('environ', environOpener(importEnvironment(config.get('import_environment'))), {
+  // Like a Postfix command given -c, the daemon runs with MAIL_CONFIG set to its configuration directory.
+  const env = { ...process.env, MAIL_CONFIG: config.configDir };
+  registerTableType('environ', environOpener(importEnvironment(config.get('import_environment'), env)), {
     implFlags: tableTypeInfo('environ')?.implFlags ?? 0,
     writable: true,
   });

@@ -23,6 +23,11 @@ export type ClientResult =
   | { status: 'notfound' }
   | { status: 'error'; code: number; reason: string };
 
+export type SequenceClientResult =
+  | { status: 'found'; key: string; value: string }
+  | { status: 'end' }
+  | { status: 'error'; code: number; reason: string };
+
 export class ProxyTable {
   /** the table's current flags, as the client keeps them */
   flags: number;
@@ -67,6 +72,25 @@ export class ProxyTable {
   /** Flags sent with a request (legacy: instance bits + request bits). */
   private wireFlags(flags: number): number {
     return this.opts.dialect === 'legacy' ? (this.instFlags | (flags & LEGACY_RQST_MASK)) >>> 0 : flags >>> 0;
+  }
+
+  /** First (0) or next (1) entry; the cursor lives in the server's table instance. */
+  async sequence(fn: 0 | 1): Promise<SequenceClientResult> {
+    if (!this.opened) {
+      const r = await this.open();
+      if (r.status !== PROXY_STAT.OK) return statusResult(r.status, 'open') as SequenceClientResult;
+    }
+    const r = await this.conn.request({
+      kind: 'sequence',
+      dialect: this.opts.dialect,
+      table: this.name,
+      instanceFlags: this.instFlags,
+      flags: this.wireFlags(this.flags),
+      fn,
+    });
+    if (r.status === PROXY_STAT.OK) return { status: 'found', key: r.key ?? '', value: r.value ?? '' };
+    if (r.status === PROXY_STAT.NOKEY) return { status: 'end' };
+    return statusResult(r.status, 'sequence') as SequenceClientResult;
   }
 
   async lookup(key: string): Promise<ClientResult> {

@@ -85,3 +85,24 @@ export async function listenStandalone(server: ProxyServer, config: Config): Pro
   await server.listenPath(paths.proxywrite, 'proxywrite', owner);
   return paths;
 }
+
+/**
+ * Descriptors handed over by systemd socket activation (sd_listen_fds):
+ * LISTEN_FDS sockets from fd 3, for this process (LISTEN_PID). Named
+ * "proxywrite" in LISTEN_FDNAMES for the write service; unnamed ones are
+ * proxymap then proxywrite, in order.
+ */
+export function systemdListenFds(env: NodeJS.ProcessEnv = process.env): Array<{ fd: number; service: Service }> {
+  const n = Number(env.LISTEN_FDS ?? '0');
+  if (!Number.isInteger(n) || n <= 0) return [];
+  if (env.LISTEN_PID !== undefined && Number(env.LISTEN_PID) !== process.pid) return [];
+  const names = (env.LISTEN_FDNAMES ?? '').split(':');
+  const out: Array<{ fd: number; service: Service }> = [];
+  for (let i = 0; i < n; i++) {
+    const name = names[i];
+    const service: Service =
+      name === 'proxywrite' || name === 'proxymap' ? name : i === 1 && !env.LISTEN_FDNAMES ? 'proxywrite' : 'proxymap';
+    out.push({ fd: 3 + i, service });
+  }
+  return out;
+}

@@ -30,7 +30,8 @@ export interface Instance {
   queue: string;
   proxymap: string;
   log(): string;
-  stop(): Promise<void>;
+  /** SIGTERM, wait for exit; resolves to the exit code */
+  stop(): Promise<number | null>;
 }
 
 /** Write a main.cf (mtime backdated: Postfix re-reads a file younger than a second). */
@@ -88,13 +89,14 @@ export async function startProxymapd(params: Record<string, string>, dir?: strin
     proxymap,
     log: () => stderr,
     async stop() {
-      if (child.exitCode === null) {
+      if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
         const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
         await once(child, 'exit');
         clearTimeout(timer);
       }
       if (!dir) fs.rmSync(base, { recursive: true, force: true });
+      return child.exitCode;
     },
   };
 }

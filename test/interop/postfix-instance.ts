@@ -70,6 +70,8 @@ export interface PostfixInstance {
   stop(): Promise<void>;
   /** Current contents of the instance's maillog ("" if none). */
   maillog(): string;
+  /** Pids of the instance's live processes (master and its children, by MAIL_CONFIG). */
+  processes(): number[];
 }
 
 const PROXYMAP_ANNOUNCEMENT = Buffer.from('protocol\0proxymap_protocol\0\0', 'latin1');
@@ -431,5 +433,6 @@ export async function startPostfixInstance(opts: PostfixInstanceOptions = {}): P
     },
     stop,
     maillog,
+    processes: () => instancePids(confDir),
   };
 }

@@ -30,7 +30,7 @@ test('sequence over texthash and inline equals postmap -s (as sets); clean exit 
         const got: string[] = [];
         for (let r = await table.sequence(0); r.status === 'found'; r = await table.sequence(1)) got.push(`${r.key}\t${r.value}`);
         assert.deepEqual(got.sort(), expected, `${dialect} ${t}`);
-        assert.ok(got.length >= 3);
+        assert.ok(got.length >= 2, `${t}: ${got.length} entries`);
       }
       conn.close();
     }

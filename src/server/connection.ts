@@ -39,7 +39,7 @@ export class Connection {
     private readonly service: Service,
     private readonly handler: RequestHandler,
     private readonly opts: ConnectionOptions,
-    private readonly hooks: { onBusy?: (busy: boolean) => void; onClose?: () => void } = {},
+    private readonly hooks: { onBusy?: (busy: boolean) => void; onClose?: () => void; onData?: () => void; onReply?: () => void } = {},
   ) {
     this.decoder = new RecordDecoder(opts.maxRecord);
     sock.setNoDelay?.(true);
@@ -55,6 +55,7 @@ export class Connection {
 
   private onData(chunk: Buffer): void {
     if (this.closed) return;
+    this.hooks.onData?.();
     this.decoder.push(chunk);
     try {
       let rec: AttrRecord | null;
@@ -139,6 +140,7 @@ export class Connection {
   private reply(o: Outcome): void {
     this.write(encodeReply(o.kind, o.dialect, o.reply));
     this.setBusy(false);
+    this.hooks.onReply?.();
   }
 
   private write(b: Buffer): void {

@@ -51,7 +51,20 @@ export function createServer(opts: DaemonOptions): ProxyServer {
     param: (name) => config.lookup(name),
     loadsSource: (type) => tableTypeInfo(type)?.loadsSource ?? false,
     connection: opts.connection,
+    busyPollUsec: busyPollUsec(config),
   });
+}
+
+/** proxymapd_busy_poll_usec (microseconds; 0 turns busy polling off). */
+function busyPollUsec(config: Config): number | undefined {
+  const v = config.lookup('proxymapd_busy_poll_usec');
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 10_000) {
+    log.warn(`invalid proxymapd_busy_poll_usec value "${v}": using the default`);
+    return undefined;
+  }
+  return n;
 }
 
 /** uid/gid of a user name via NSS (getent), or undefined. */

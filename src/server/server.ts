@@ -10,6 +10,9 @@ import { Connection, DEFAULT_CONNECTION_OPTIONS, type ConnectionOptions } from '
 import { RequestHandler, type Service } from './handler.js';
 import { TableInstances, type Opener } from './instances.js';
 
+/** Default busy-poll window (µs); see ServerOptions.busyPollUsec. */
+export const DEFAULT_BUSY_POLL_USEC = 100;
+
 export interface ServerOptions {
   opener: Opener;
   authorized: Record<Service, ReadonlySet<string>>;
@@ -19,6 +22,13 @@ export interface ServerOptions {
   /** whether a table type folds keys while loading its source (see TableInstances) */
   loadsSource?: (type: string) => boolean;
   connection?: Partial<ConnectionOptions>;
+  /**
+   * Busy-poll window in microseconds (0: off). After a reply, while clients
+   * have recently sent their next request within this window, the event loop
+   * keeps polling instead of sleeping, which saves the wake-up latency of a
+   * back-to-back client. Idle or lightly loaded servers never spin.
+   */
+  busyPollUsec?: number;
 }
 
 export interface ListenerInfo {
@@ -37,6 +47,11 @@ export class ProxyServer {
   accepted = 0;
   closedCount = 0;
   private busyCount = 0;
+  private readonly busyPollNs: bigint;
+  private lastReplyAt = 0n;
+  /** time from the last reply to the next request data, ns */
+  private lastGapNs = BigInt(Number.MAX_SAFE_INTEGER);
+  private spinning = false;
   /** observers (master(8) mode: busy/available status, max_use, max_idle) */
   onBusyChange?: (busy: boolean) => void;
   onConnectionClosed?: (open: number) => void;
@@ -46,7 +61,30 @@ export class ProxyServer {
     this.instances = new TableInstances(opts.opener, opts.param, opts.loadsSource);
     this.handler = new RequestHandler({ instances: this.instances, authorized: opts.authorized, smtputf8: opts.smtputf8 });
     this.connOpts = { ...DEFAULT_CONNECTION_OPTIONS, ...opts.connection };
+    this.busyPollNs = BigInt(Math.max(0, Math.floor(opts.busyPollUsec ?? DEFAULT_BUSY_POLL_USEC))) * 1000n;
   }
+
+  private onRequestData(): void {
+    if (this.lastReplyAt !== 0n) this.lastGapNs = process.hrtime.bigint() - this.lastReplyAt;
+  }
+
+  private onReplySent(): void {
+    if (this.busyPollNs === 0n) return;
+    this.lastReplyAt = process.hrtime.bigint();
+    if (this.lastGapNs < this.busyPollNs && !this.spinning) {
+      this.spinning = true;
+      setImmediate(this.spin);
+    }
+  }
+
+  /** Keep the event loop polling (setImmediate: the poll phase does not block) until the window passes. */
+  private readonly spin = (): void => {
+    if (process.hrtime.bigint() - this.lastReplyAt < this.busyPollNs && this.connections.size > 0) {
+      setImmediate(this.spin);
+    } else {
+      this.spinning = false;
+    }
+  };
 
   private makeServer(service: Service): net.Server {
     const srv = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (sock) => this.accept(sock, service));
@@ -63,6 +101,8 @@ export class ProxyServer {
         if (before === 0 && this.busyCount === 1) this.onBusyChange?.(true);
         else if (before === 1 && this.busyCount === 0) this.onBusyChange?.(false);
       },
+      onData: () => this.onRequestData(),
+      onReply: () => this.onReplySent(),
       onClose: () => {
         this.connections.delete(conn);
         this.closedCount++;
@@ -112,6 +152,11 @@ export class ProxyServer {
       });
     });
     this.listeners.push({ service, server: srv });
+  }
+
+  /** Whether the event loop is busy-polling right now. */
+  get busyPolling(): boolean {
+    return this.spinning;
   }
 
   get openConnections(): number {

@@ -3,9 +3,14 @@
  * Import this module once (for its side effect) before calling openTable().
  */
 import { DICT_FLAG } from '../protocol/flags.js';
+import { openCidr } from './cidr.js';
+import { openPipemap, openUnionmap } from './composite.js';
 import { openEnviron } from './environ.js';
 import { openFail } from './fail.js';
 import { openInline } from './inline.js';
+import { openPcre } from './pcre.js';
+import { openRandmap } from './randmap.js';
+import { openRegexp } from './regexp.js';
 import { registerTableType } from './registry.js';
 import { openStatic } from './static.js';
 import { openTextHash } from './texthash.js';
@@ -18,6 +23,14 @@ registerTableType('static', openStatic, { implFlags: FIXED, writable: false });
 registerTableType('fail', openFail, { implFlags: PATTERN, writable: true });
 registerTableType('environ', openEnviron, { implFlags: FIXED, writable: true });
 registerTableType('unix', openUnix, { implFlags: FIXED, writable: false });
+registerTableType('regexp', openRegexp, { implFlags: PATTERN, writable: false });
+registerTableType('pcre', openPcre, { implFlags: PATTERN, writable: false });
+registerTableType('cidr', openCidr, { implFlags: PATTERN, writable: false });
+registerTableType('randmap', openRandmap, { implFlags: PATTERN, writable: false });
+// FIXED/PATTERN come from the first component (0 here: known only once opened, see Table.implFlags);
+// components may fold keys while loading, so composites get one instance per fold mode.
+registerTableType('pipemap', openPipemap, { implFlags: 0, writable: false, loadsSource: true });
+registerTableType('unionmap', openUnionmap, { implFlags: 0, writable: false, loadsSource: true });
 
 export * from './table.js';
 export { openTable, registerTableType, splitTableSpec, tableTypeInfo, tableTypes, type TableTypeInfo } from './registry.js';
@@ -25,3 +38,7 @@ export { foldKey, foldUtf8, isValidUtf8, lowercaseAscii, passesUtf8Check, utf8Ac
 export { readLogicalLines, type LogicalLine } from './lines.js';
 export { environOpener, type Environment } from './environ.js';
 export { unixOpener, type UnixTableOptions } from './unix.js';
+export { inetNtop, inetPton, inetPton4, inetPton6 } from './inet.js';
+export { CidrMatcher, parseCidrPattern, parseCidrRule, parseCidrText, type CidrRule } from './cidr.js';
+export { splitCompositeName } from './composite.js';
+export { parseRandmapName } from './randmap.js';

@@ -171,3 +171,16 @@ test('half-closed client still gets its reply', async () => {
     await ts.close();
   }
 });
+
+test('busy polling runs only while clients come back quickly, and stops when idle', async () => {
+  const ts = await startTestServer(['mem:a=1']);
+  try {
+    const c = await ProxyConnection.connect(ts.proxymap);
+    for (let i = 0; i < 50; i++) await c.exchangeRaw(b('request|lookup|table|mem:a=1|flags|0|key|a||'));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(ts.server.busyPolling, false, 'no spinning once the client is idle');
+    c.close();
+  } finally {
+    await ts.close();
+  }
+});

@@ -29,9 +29,17 @@ export function setLogSink(s: LogSink): LogSink {
   return old;
 }
 
-/** Replace non-printable bytes by '?' as Postfix does in log text. */
+/** Replace non-printable characters by '?' as Postfix does in log text. */
 export function printable(s: string): string {
-  return s.replace(/[\x00-\x1f\x7f]/g, '?');
+  return s.replace(/[\x00-\x1f\x7f\ufffd]/g, '?');
+}
+
+/**
+ * Log text for a byte string: well-formed UTF-8 shows as text, every other
+ * byte >= 0x80 (and control bytes) as '?', like Postfix's printable().
+ */
+export function logBytes(b: string): string {
+  return Buffer.from(b, 'latin1').toString('utf8');
 }
 
 function emit(level: LogLevel, text: string): void {

@@ -4,8 +4,8 @@
  */
 import { DICT_FLAG, PROXY_STAT, type ProxyStatus } from '../protocol/flags.js';
 import type { Dialect, Reply, Request, RequestKind, BadRequest } from '../protocol/messages.js';
-import { log } from '../log.js';
-import { DICT_ERR, bytesToUtf8, type FoldMode, type LookupResult, type Table } from '../tables/table.js';
+import { log, logBytes } from '../log.js';
+import { DICT_ERR, type FoldMode, type LookupResult, type Table } from '../tables/table.js';
 import { foldKey, isValidUtf8 } from '../tables/casefold.js';
 import type { Instance, InstanceKey, TableInstances } from './instances.js';
 
@@ -44,10 +44,10 @@ export class RequestHandler {
   handle(req: Request | BadRequest, service: Service): Outcome | Promise<Outcome> {
     if (req.kind === 'bad') {
       if (req.request === null) {
-        log.warn(bytesToUtf8(req.reason));
+        log.warn(logBytes(req.reason));
         return { kind: null, dialect: req.dialect, reply: { status: PROXY_STAT.BAD } };
       }
-      log.warn(`${req.request} request: ${bytesToUtf8(req.reason)}`);
+      log.warn(`${req.request} request: ${logBytes(req.reason)}`);
       return fail(req.request, req.dialect, PROXY_STAT.BAD);
     }
     const { kind, dialect } = req;
@@ -55,14 +55,14 @@ export class RequestHandler {
       return fail(kind, dialect, PROXY_STAT.BAD);
     }
     if ((kind === 'update' || kind === 'delete') && service !== 'proxywrite') {
-      log.warn(`refusing ${bytesToUtf8(req.table)} ${kind} request on non-proxywrite service`);
+      log.warn(`refusing ${logBytes(req.table)} ${kind} request on non-proxywrite service`);
       return fail(kind, dialect, PROXY_STAT.DENY);
     }
     let spec = req.table;
     while (spec.startsWith(PROXY_PREFIX)) spec = spec.slice(PROXY_PREFIX.length);
     if (!spec.includes(':')) return fail(kind, dialect, PROXY_STAT.BAD);
     if (!this.o.authorized[service].has(spec)) {
-      const t = bytesToUtf8(spec);
+      const t = logBytes(spec);
       log.warn(`request for unapproved table: "${t}"`);
       log.warn(
         `to approve this table for ${service === 'proxymap' ? 'read-only' : 'read-write'} access, list proxy:${t} in main.cf:${
@@ -123,7 +123,7 @@ export class RequestHandler {
         const flags = DICT_FLAG.PATTERN | (dialect === 'new' ? DICT_FLAG.SURROGATE : 0);
         return { kind, dialect, reply: { status: PROXY_STAT.OK, flags } };
       }
-      log.warn(`${bytesToUtf8(spec)} is unavailable. ${bytesToUtf8(inst.reason)}`);
+      log.warn(`${logBytes(spec)} is unavailable. ${logBytes(inst.reason)}`);
       return fail(kind, dialect, PROXY_STAT.RETRY, dialect === 'new' ? req.flags : 0);
     }
     const table = inst.table;
@@ -144,7 +144,7 @@ export class RequestHandler {
       }
       case 'sequence': {
         if (!table.sequence) {
-          log.warn(`table ${bytesToUtf8(spec)}: sequence operation is not supported`);
+          log.warn(`table ${logBytes(spec)}: sequence operation is not supported`);
           return fail(kind, dialect, PROXY_STAT.CONFIG, replyFlags(req));
         }
         const seq = table.sequence.bind(table);
@@ -158,14 +158,14 @@ export class RequestHandler {
       case 'delete': {
         const op = kind === 'update' ? table.update : table.delete;
         if (!op) {
-          log.warn(`table ${bytesToUtf8(spec)}: ${kind} operation is not supported`);
+          log.warn(`table ${logBytes(spec)}: ${kind} operation is not supported`);
           return fail(kind, dialect, PROXY_STAT.CONFIG, replyFlags(req));
         }
         const key = this.prepareKey(req.key, plan, fixed, req.flags, spec);
         if (key === null) return fail(kind, dialect, PROXY_STAT.NOKEY, replyFlags(req));
         const flags = replyFlags(req);
         if (kind === 'update' && plan.utf8 && !isValidUtf8(req.value)) {
-          log.warn(`${bytesToUtf8(spec)}: key "${bytesToUtf8(key)}": non-UTF-8 value "${bytesToUtf8(req.value)}": malformed UTF-8 or invalid codepoint`);
+          log.warn(`${logBytes(spec)}: key "${logBytes(key)}": non-UTF-8 value "${logBytes(req.value)}": malformed UTF-8 or invalid codepoint`);
           return fail(kind, dialect, PROXY_STAT.NOKEY, flags);
         }
         const call =
@@ -183,7 +183,7 @@ export class RequestHandler {
   /** Fold and check a key; null means "not found" (invalid UTF-8 key). */
   private prepareKey(key: string, plan: KeyPlan, fixed: boolean, flags: number, spec: string): string | null {
     if (plan.utf8 && !isValidUtf8(key)) {
-      log.warn(`${bytesToUtf8(spec)}: non-UTF-8 key "${bytesToUtf8(key)}": malformed UTF-8 or invalid codepoint`);
+      log.warn(`${logBytes(spec)}: non-UTF-8 key "${logBytes(key)}": malformed UTF-8 or invalid codepoint`);
       return null;
     }
     if (fixed) return plan.keyFold === 'none' ? key : foldKey(key, plan.keyFold);
@@ -198,7 +198,7 @@ export class RequestHandler {
     if (r.found) {
       if (plan.utf8 && !isValidUtf8(r.value)) {
         log.warn(
-          `${bytesToUtf8(spec)}: key "${bytesToUtf8(key)}": non-UTF-8 value "${bytesToUtf8(r.value)}": malformed UTF-8 or invalid codepoint`,
+          `${logBytes(spec)}: key "${logBytes(key)}": non-UTF-8 value "${logBytes(r.value)}": malformed UTF-8 or invalid codepoint`,
         );
         return fail(kind, dialect, PROXY_STAT.CONFIG, flags);
       }
@@ -232,7 +232,7 @@ function safeCall<T extends { found: boolean } | { status: number }>(
   op: string,
 ): T | Promise<T> {
   const onError = (e: unknown): T => {
-    log.warn(`table ${bytesToUtf8(spec)}: ${op} failed: ${(e as Error)?.message ?? String(e)}`);
+    log.warn(`table ${logBytes(spec)}: ${op} failed: ${(e as Error)?.message ?? String(e)}`);
     return ({ found: false, status: -1, error: DICT_ERR.RETRY } as unknown) as T;
   };
   try {

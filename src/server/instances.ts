@@ -4,10 +4,9 @@
  * fails to open becomes a surrogate: open answers OK, every operation RETRY.
  */
 import { DICT_FLAG } from '../protocol/flags.js';
-import { log } from '../log.js';
+import { log, logBytes } from '../log.js';
 import {
   TableOpenError,
-  bytesToUtf8,
   type FoldMode,
   type Table,
   type TableOpenOptions,
@@ -90,7 +89,7 @@ export class TableInstances {
     const openedAt = Date.now();
     if (colon <= 0 || name.length === 0) {
       const reason = `open dictionary: expecting "type:name" form instead of "${k.spec}"`;
-      log.error(bytesToUtf8(reason));
+      log.error(logBytes(reason));
       return { ok: false, reason, openedAt };
     }
     const opts: TableOpenOptions = {
@@ -100,7 +99,7 @@ export class TableInstances {
       fold: k.fold,
       writable: k.writable,
       param: this.param,
-      warn: (text) => log.warn(bytesToUtf8(text)),
+      warn: (text) => log.warn(logBytes(text)),
     };
     try {
       const table = await this.opener(opts);
@@ -108,8 +107,8 @@ export class TableInstances {
       return { ok: true, table, openedAt };
     } catch (e) {
       const reason = e instanceof TableOpenError ? e.message : `${k.spec}: ${(e as Error).message ?? String(e)}`;
-      if (!(e instanceof TableOpenError)) log.warn(`unexpected error opening ${bytesToUtf8(k.spec)}: ${(e as Error).stack ?? e}`);
-      log.error(bytesToUtf8(reason));
+      if (!(e instanceof TableOpenError)) log.warn(`unexpected error opening ${logBytes(k.spec)}: ${(e as Error).stack ?? e}`);
+      log.error(logBytes(reason));
       return { ok: false, reason, openedAt };
     }
   }

@@ -4,10 +4,12 @@
  * questions.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { ENGINE, NATIVE_ADDON_PATH, RULE_OP, loadNative } from '../../src/native/index.js';
 import { DICT_FLAG } from '../../src/protocol/flags.js';
 import { DICT_ERR, openTable, utf8ToBytes as u, type Table, type TableOpenOptions } from '../../src/tables/index.js';
 import { openOptions, runConformance, type ConformanceCase } from './conformance.js';
@@ -584,4 +586,74 @@ test('regexp: changed() follows the file; inline tables never change', async () 
   });
   const inline = await openTable(openOptions('regexp', '{{/a/ b}}'));
   assert.equal(await inline.changed?.(), false);
+});
+
+describe('native POSIX regex binding', () => {
+  const n = loadNative();
+  const { REG } = n;
+
+  test('compile: handle and group count, or the regerror text', () => {
+    const ok = n.regexCompile('^p(foo|foobar)(x)?', REG.EXTENDED | REG.ICASE);
+    assert.ok(!('error' in ok));
+    assert.equal(ok.nsub, 2);
+    assert.deepEqual(n.regexCompile('a\\{1', 0), { error: 'Unmatched \\{', code: 9 });
+    assert.deepEqual(n.regexCompile('(', REG.EXTENDED), { error: 'Unmatched ( or \\(', code: 8 });
+  });
+
+  test('exec: leftmost-longest offsets, -1 for groups that did not take part', () => {
+    const c = n.regexCompile('^p(foo|foobar)(x)?', REG.EXTENDED);
+    assert.ok(!('error' in c));
+    assert.deepEqual([...(n.regexExec(c.handle, 'pfoobar', 3) as Int32Array)], [0, 7, 1, 7, -1, -1]);
+    assert.equal(n.regexExec(c.handle, 'xpfoo', 3), null);
+    assert.deepEqual([...(n.regexExec(c.handle, 'pfoo', 0) as Int32Array)], []);
+  });
+
+  test('C locale whatever the environment: bytes, ASCII-only case folding', () => {
+    const c = n.regexCompile('^x.y$', REG.EXTENDED);
+    const e = n.regexCompile('^\xe9$', REG.EXTENDED | REG.ICASE);
+    assert.ok(!('error' in c) && !('error' in e));
+    assert.equal(n.regexExec(c.handle, u('xéy'), 0), null);
+    assert.notEqual(n.regexExec(c.handle, 'x\xe9y', 0), null);
+    assert.equal(n.regexExec(e.handle, '\xc9', 0), null);
+  });
+
+  test('bad arguments throw TypeError instead of crashing', () => {
+    const p = n.pcreCompile('a', 0);
+    assert.ok(!('error' in p));
+    assert.throws(() => n.regexExec(p.handle as never, 'a', 0), TypeError);
+    assert.throws(() => n.regexExec({} as never, 'a', 0), TypeError);
+    assert.throws(() => n.regexCompile(42 as never, 0), TypeError);
+    assert.throws(() => n.ruleSetCreate(ENGINE.REGEX, [[RULE_OP.MATCH, null, 1, null, 1, 0, -1]]), TypeError);
+    assert.throws(() => n.ruleSetCreate(ENGINE.REGEX, [[RULE_OP.MATCH, p.handle as never, 1, null, 1, 0, -1]]), TypeError);
+    assert.throws(() => n.ruleSetExec({} as never, 'a', false, new Int32Array(2)), TypeError);
+  });
+
+  test('rule sets keep their patterns alive after the JS handles are collected', () => {
+    const script = `
+      const n = require(${JSON.stringify(NATIVE_ADDON_PATH)});
+      let set;
+      {
+        const a = n.regexCompile('^(a+)', 3), b = n.regexCompile('b', 3);
+        set = n.ruleSetCreate(1, [[2, b.handle, 0, null, 1, 0, 2], [1, a.handle, 1, null, 1, 1, -1], [3, null, 1, null, 1, 0, -1]]);
+      }
+      for (let i = 0; i < 5; i++) { for (let j = 0; j < 10000; j++) n.regexCompile('x' + j, 1); global.gc(); }
+      const off = new Int32Array(4);
+      const r = [n.ruleSetExec(set, 'aab', false, off), n.ruleSetExec(set, 'aa', false, off), [...off]];
+      set = null; global.gc();
+      console.log(JSON.stringify(r));`;
+    const out = execFileSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8' });
+    assert.deepEqual(JSON.parse(out), [-1, 1, [0, 2, 0, 2]]);
+  });
+});
+
+test('regexp: a 1,000-rule table with a missing key is one native call', async () => {
+  const rules = Array.from({ length: 1000 }, (_, i) => `/^user${i}@example\\.com$/ OK ${i}`).join('\n') + '\n';
+  await withTable(rules, async (table, warnings) => {
+    assert.deepEqual(warnings, []);
+    assert.deepEqual(await table.lookup('user999@example.com', 0), { found: true, value: 'OK 999' });
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < 100; i++) assert.equal((await table.lookup('nobody@example.org', 0)).found, false);
+    const perLookupMs = Number(process.hrtime.bigint() - t0) / 1e6 / 100;
+    assert.ok(perLookupMs < 20, `${perLookupMs} ms per lookup`);
+  });
 });

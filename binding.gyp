@@ -1,0 +1,11 @@
+{
+  "targets": [
+    {
+      "target_name": "proxymapd_native",
+      "sources": ["native/proxymapd_native.c"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "libraries": ["-lpcre2-8"]
+    }
+  ]
+}

@@ -39,6 +39,6 @@ export { readLogicalLines, type LogicalLine } from './lines.js';
 export { environOpener, type Environment } from './environ.js';
 export { unixOpener, type UnixTableOptions } from './unix.js';
 export { inetNtop, inetPton, inetPton4, inetPton6 } from './inet.js';
-export { CidrMatcher, parseCidrPattern, parseCidrRule, parseCidrText, type CidrRule } from './cidr.js';
+export { CidrMatcher, CidrRules, parseCidrPattern, parseCidrRule, parseCidrText, type CidrRule } from './cidr.js';
 export { splitCompositeName } from './composite.js';
 export { parseRandmapName } from './randmap.js';

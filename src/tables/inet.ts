@@ -56,16 +56,15 @@ function hexValue(c: number): number {
 }
 
 /**
- * Parse s as an IPv6 address into out[0..16); false (out unspecified) when
- * inet_pton would reject it.
+ * Parse s[start, end) as an IPv6 address into out[0..16); false (out
+ * unspecified) when inet_pton would reject it.
  */
-export function parseIPv6Into(s: Bytes, out: Uint8Array): boolean {
-  const end = s.length;
-  let i = 0;
-  if (end === 0) return false;
+export function parseIPv6Into(s: Bytes, out: Uint8Array, start = 0, end = s.length): boolean {
+  let i = start;
+  if (end <= start) return false;
   // A leading "::" needs its second colon.
-  if (s.charCodeAt(0) === 0x3a) {
-    i = 1;
+  if (s.charCodeAt(i) === 0x3a) {
+    i++;
     if (i === end || s.charCodeAt(i) !== 0x3a) return false;
   }
   out.fill(0);

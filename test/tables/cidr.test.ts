@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, test } from 'node:test';
 import { DICT_FLAG } from '../../src/protocol/flags.js';
-import { CidrMatcher, parseCidrPattern, parseCidrText } from '../../src/tables/cidr.js';
+import fc from 'fast-check';
+import { CidrMatcher, parseCidrPattern, parseCidrRule, parseCidrText, scanLogicalLines, warmUpCidr } from '../../src/tables/cidr.js';
+import { readLogicalLines } from '../../src/tables/lines.js';
 import { inetPton } from '../../src/tables/inet.js';
 import { DICT_ERR, openTable, type Bytes } from '../../src/tables/index.js';
 import { gen, linearMatch, randomKeys, randomTable } from './cidrgen.js';
@@ -288,27 +290,76 @@ describe('cidr pattern parsing', () => {
   });
 });
 
+describe('cidr parsing internals', () => {
+  it('the logical-line scanner agrees with readLogicalLines', () => {
+    const piece = fc.constantFrom('a', ' ', '\t', '#', '\n', '\n', '\n ', '\n#', '\r', '\0', '1.2.3.4 x', 'endif');
+    fc.assert(
+      fc.property(fc.array(piece, { maxLength: 30 }), (parts) => {
+        const text = parts.join('');
+        const theirs: string[] = [];
+        const want = readLogicalLines(text, 'o', (w) => theirs.push(w)).map((l) => [l.text, l.lineNo]);
+        const ours: string[] = [];
+        const got: Array<[string, number]> = [];
+        scanLogicalLines(text, 'o', (w) => ours.push(w), { line: (str, b, e, n) => got.push([str.slice(b, e), n]) });
+        assert.deepEqual(got, want);
+        assert.deepEqual(ours, theirs);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('the IPv4 fast path accepts exactly what the general parser accepts, with the same result', () => {
+    const octet = fc.oneof(fc.integer({ min: 0, max: 300 }).map(String), fc.constantFrom('00', '01', '007', '', '1a'));
+    const line = fc
+      .tuple(
+        fc.array(octet, { minLength: 1, maxLength: 5 }),
+        fc.option(fc.oneof(fc.integer({ min: 0, max: 300 }).map(String), fc.constantFrom('', '00', '032', '08', 'x')), { nil: undefined }),
+        fc.constantFrom(' ', '\t', '  ', '', '\v', ':'),
+        fc.constantFrom('v', 'a b', '', ' ', 'x\t', '[]'),
+      )
+      .map(([o, len, sep, value]) => `${o.join('.')}${len === undefined ? '' : '/' + len}${sep}${value}`);
+    fc.assert(
+      fc.property(line, (text) => {
+        fc.pre(/^[^\s]/.test(text)); // one logical line
+        const warnings: string[] = [];
+        const rules = parseCidrText(text, 'm', 'o', { warn: (w) => warnings.push(w), openFlags: 0 });
+        const general = parseCidrRule(text, 1, 0, false);
+        if ('error' in general) {
+          assert.equal(rules.length, 0, text);
+          assert.deepEqual(warnings, [`cidr map m, line 1: ${general.error}: skipping this rule`]);
+        } else {
+          assert.equal(rules.length, 1, text);
+          assert.deepEqual(rules.rule(0), general.rule, text);
+        }
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
+  it('the warm-up runs', () => warmUpCidr());
+});
+
 describe('cidr matcher', () => {
   it('the indexed matcher agrees with a linear walk on random tables', () => {
     for (let seed = 1; seed <= 60; seed++) {
       const g = gen(seed);
       const lines = seed % 3 === 0 ? 2000 : 1 + g.int(120);
       const text = randomTable(g, lines);
-      const { rules, blockEnd } = parseCidrText(text, 'x', 'x', { warn: () => {}, openFlags: 0 });
-      const m = new CidrMatcher(rules, blockEnd);
+      const rules = parseCidrText(text, 'x', 'x', { warn: () => {}, openFlags: 0 });
+      const m = new CidrMatcher(rules);
       for (const key of randomKeys(g, 400, text)) {
-        assert.equal(m.match(key), linearMatch(rules, blockEnd, key, inetPton), `seed ${seed} key ${key}`);
+        assert.equal(m.match(key), linearMatch(rules, key, inetPton), `seed ${seed} key ${key}`);
       }
     }
   });
 
   it('first match wins inside an indexed run, across prefix lengths and duplicates', () => {
     const text = ['10.0.0.0/8 a', '10.1.0.0/16 b', '10.1.2.0/24 c', '10.1.2.3 d', '10.1.0.0/16 dup', '0.0.0.0/0 any', '::/0 v6', '10.2.0.0/16 e', '2001:db8::/32 f'].join('\n');
-    const { rules, blockEnd } = parseCidrText(text, 'x', 'x', { warn: () => {}, openFlags: 0 });
-    const m = new CidrMatcher(rules, blockEnd);
-    assert.equal(rules[m.match('10.1.2.3')].value, 'a');
-    assert.equal(rules[m.match('11.0.0.0')].value, 'any');
-    assert.equal(rules[m.match('2001:db8::1')].value, 'v6');
+    const rules = parseCidrText(text, 'x', 'x', { warn: () => {}, openFlags: 0 });
+    const m = new CidrMatcher(rules);
+    assert.equal(rules.value(m.match('10.1.2.3')), 'a');
+    assert.equal(rules.value(m.match('11.0.0.0')), 'any');
+    assert.equal(rules.value(m.match('2001:db8::1')), 'v6');
   });
 });
 

@@ -4,7 +4,7 @@
  * the indexed matcher and for differential runs against postmap.
  */
 import { inetNtop, inetPton } from '../../src/tables/inet.js';
-import type { CidrRule } from '../../src/tables/cidr.js';
+import type { CidrRules } from '../../src/tables/cidr.js';
 import type { Bytes } from '../../src/tables/table.js';
 
 /** mulberry32: a small deterministic PRNG. */
@@ -181,23 +181,25 @@ export function randomKeys(g: Gen, n: number, table?: string): Bytes[] {
 }
 
 /** cidr_match_execute() as written in Postfix: a linear walk. The matching rule's index, or -1. */
-export function linearMatch(rules: readonly CidrRule[], blockEnd: Int32Array, key: Bytes, parse: (k: Bytes) => Uint8Array | null): number {
+export function linearMatch(table: CidrRules, key: Bytes, parse: (k: Bytes) => Uint8Array | null): number {
   const bytes = parse(key);
   if (!bytes) return -1;
   const v6 = key.includes(':');
   const words: number[] = [];
   for (let i = 0; i < bytes.length; i += 4) words.push(((bytes[i] << 24) | (bytes[i + 1] << 16) | (bytes[i + 2] << 8) | bytes[i + 3]) | 0);
-  const test = (r: CidrRule) => {
+  const rules = Array.from({ length: table.length }, (_, i) => table.rule(i));
+  const test = (i: number) => {
+    const r = rules[i];
     if (r.v6 !== v6) return false;
-    const hit = words.every((w, i) => (w & r.mask[i]) === r.net[i]);
+    const hit = words.every((w, k) => (w & r.mask[k]) === r.net[k]);
     return hit === r.positive;
   };
   for (let i = 0; i < rules.length; i++) {
     const r = rules[i];
-    if (r.op === 1 && test(r)) return i;
-    if (r.op === 2 && !test(r)) {
-      if (blockEnd[i] < 0) return -1;
-      i = blockEnd[i];
+    if (r.op === 1 && test(i)) return i;
+    if (r.op === 2 && !test(i)) {
+      if (table.blockEnd[i] < 0) return -1;
+      i = table.blockEnd[i];
     }
   }
   return -1;

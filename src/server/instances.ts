@@ -34,8 +34,8 @@ export class TableInstances {
   private readonly instances = new Map<string, Promise<Instance>>();
   /** resolved instances, for a synchronous fast path */
   private readonly resolved = new Map<string, Instance>();
-  /** table types seen to be non-FIXED: their keys are never folded, so one instance serves every fold mode */
-  private readonly patternTypes = new Set<string>();
+  /** tables seen to be non-FIXED: their keys are never folded, so one instance serves every fold mode */
+  private readonly patternSpecs = new Set<string>();
 
   constructor(
     private readonly opener: Opener,
@@ -51,7 +51,7 @@ export class TableInstances {
    */
   private keyString(k: InstanceKey): string {
     const type = k.spec.slice(0, k.spec.indexOf(':'));
-    const split = !k.writable && !this.patternTypes.has(type) && this.loadsSource(type);
+    const split = !k.writable && !this.patternSpecs.has(k.spec) && this.loadsSource(type);
     return split ? `r\0${k.fold}\0${k.dup}\0${k.spec}` : `${k.writable ? 'w' : 'r'}\0\0\0${k.spec}`;
   }
 
@@ -103,7 +103,7 @@ export class TableInstances {
     };
     try {
       const table = await this.opener(opts);
-      if (!(table.implFlags & DICT_FLAG.FIXED)) this.patternTypes.add(type);
+      if (!(table.implFlags & DICT_FLAG.FIXED)) this.patternSpecs.add(k.spec);
       return { ok: true, table, openedAt };
     } catch (e) {
       const reason = e instanceof TableOpenError ? e.message : `${k.spec}: ${(e as Error).message ?? String(e)}`;

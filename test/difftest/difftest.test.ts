@@ -9,7 +9,7 @@ import { skipReason } from '../interop/harness.js';
 import { formatDifference, runDifftest } from './run.js';
 
 const skip = skipReason();
-const CASES = Number(process.env.DIFFTEST_CASES ?? 120);
+const CASES = Number(process.env.DIFFTEST_CASES ?? 300);
 // A fixed seed per CI run would test the same cases forever; vary it by day, and print it.
 const SEED = Number(process.env.DIFFTEST_SEED ?? Math.floor(Date.now() / 86_400_000) * 1000);
 

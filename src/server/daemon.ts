@@ -8,7 +8,8 @@ import { execFileSync } from 'node:child_process';
 import { Config } from '../config/params.js';
 import { authorizedTables } from '../config/authorize.js';
 import { log } from '../log.js';
-import { environOpener, openTable, registerTableType, tableTypeInfo, type Environment } from '../tables/index.js';
+import { environOpener, openTable, registerTableType, splitCompositeName, tableTypeInfo, type Environment } from '../tables/index.js';
+import { DICT_FLAG } from '../protocol/flags.js';
 import { ProxyServer } from './server.js';
 import type { Service } from './handler.js';
 import type { ConnectionOptions } from './connection.js';
@@ -50,6 +51,7 @@ export function createServer(opts: DaemonOptions): ProxyServer {
     smtputf8: config.smtputf8(),
     param: (name) => config.lookup(name),
     loadsSource: (type) => tableTypeInfo(type)?.loadsSource ?? false,
+    typeFixed,
     connection: opts.connection,
     busyPollUsec: busyPollUsec(config),
   });
@@ -65,6 +67,23 @@ function busyPollUsec(config: Config): number | undefined {
     return undefined;
   }
   return n;
+}
+
+/**
+ * FIXED or not, from the type registry; pipemap and unionmap take it from
+ * their first component. undefined when unknown.
+ */
+export function typeFixed(spec: string): boolean | undefined {
+  const colon = spec.indexOf(':');
+  if (colon <= 0) return undefined;
+  const type = spec.slice(0, colon);
+  if (type === 'pipemap' || type === 'unionmap') {
+    const first = splitCompositeName(spec.slice(colon + 1))?.[0];
+    return first === undefined ? undefined : typeFixed(first);
+  }
+  const info = tableTypeInfo(type);
+  if (!info) return undefined;
+  return (info.implFlags & DICT_FLAG.FIXED) !== 0;
 }
 
 /** uid/gid of a user name via NSS (getent), or undefined. */

@@ -17,6 +17,8 @@ export interface HandlerOptions {
   authorized: Record<Service, ReadonlySet<string>>;
   /** main.cf smtputf8_enable */
   smtputf8: boolean;
+  /** whether a table has FIXED keys, as known before opening it (type registry), or undefined */
+  typeFixed?: (spec: string) => boolean | undefined;
 }
 
 export interface Outcome {
@@ -71,7 +73,7 @@ export class RequestHandler {
       );
       return fail(kind, dialect, PROXY_STAT.DENY);
     }
-    const plan = this.plan(req);
+    const plan = this.plan(req, spec);
     const ik: InstanceKey = {
       spec,
       writable: service === 'proxywrite',
@@ -90,7 +92,7 @@ export class RequestHandler {
    * without it they send FOLD_FIX and we fold. A legacy key that is not in
    * folded form therefore comes from a client that asked for no folding.
    */
-  private plan(req: Request): KeyPlan {
+  private plan(req: Request, spec: string): KeyPlan {
     const utf8Wanted = (f: number) => this.o.smtputf8 && (f & DICT_FLAG.UTF8_REQUEST) !== 0;
     if (req.dialect === 'new') {
       const inst = req.instanceFlags;
@@ -109,11 +111,19 @@ export class RequestHandler {
       return { instanceFold: mode, keyFold: mode, utf8 };
     }
     if (utf8 && 'key' in req) {
+      // The client folds keys for FIXED tables only: a pattern table's keys say nothing about folding.
+      if (this.isFixed(spec) === false) return { instanceFold: 'utf8', keyFold: 'none', utf8 };
       const folded = foldKey(req.key, 'utf8') === req.key;
       return { instanceFold: folded ? 'utf8' : 'none', keyFold: 'none', utf8 };
     }
     if (utf8) return { instanceFold: 'utf8', keyFold: 'none', utf8 };
     return { instanceFold: 'none', keyFold: 'none', utf8: false };
+  }
+
+  private isFixed(spec: string): boolean | undefined {
+    const known = this.o.instances.knownImplFlags(spec);
+    if (known !== undefined) return (known & DICT_FLAG.FIXED) !== 0;
+    return this.o.typeFixed?.(spec);
   }
 
   private execute(req: Request, inst: Instance, plan: KeyPlan, spec: string): Outcome | Promise<Outcome> {
@@ -127,7 +137,6 @@ export class RequestHandler {
       return fail(kind, dialect, PROXY_STAT.RETRY, dialect === 'new' ? req.flags : 0);
     }
     const table = inst.table;
-    const fixed = (table.implFlags & DICT_FLAG.FIXED) !== 0;
     switch (kind) {
       case 'open': {
         // The instance flags plus the type's own bits; UTF8_ACTIVE tells a 3.11+ client that we fold and check UTF-8.
@@ -136,7 +145,7 @@ export class RequestHandler {
         return { kind, dialect, reply: { status: PROXY_STAT.OK, flags: flags >>> 0 } };
       }
       case 'lookup': {
-        const key = this.prepareKey(req.key, plan, fixed, req.flags, spec);
+        const key = this.prepareKey(req.key, plan, table, req.flags, spec);
         if (key === null) return { kind, dialect, reply: { status: PROXY_STAT.NOKEY, flags: replyFlags(req), value: '' } };
         const r = safeCall(() => table.lookup(key, req.flags), spec, 'lookup');
         if (r instanceof Promise) return r.then((res) => this.lookupOutcome(req, res, plan, spec, key));
@@ -161,7 +170,7 @@ export class RequestHandler {
           log.warn(`table ${logBytes(spec)}: ${kind} operation is not supported`);
           return fail(kind, dialect, PROXY_STAT.CONFIG, replyFlags(req));
         }
-        const key = this.prepareKey(req.key, plan, fixed, req.flags, spec);
+        const key = this.prepareKey(req.key, plan, table, req.flags, spec);
         if (key === null) return fail(kind, dialect, PROXY_STAT.NOKEY, replyFlags(req));
         const flags = replyFlags(req);
         if (kind === 'update' && plan.utf8 && !isValidUtf8(req.value)) {
@@ -181,12 +190,17 @@ export class RequestHandler {
   }
 
   /** Fold and check a key; null means "not found" (invalid UTF-8 key). */
-  private prepareKey(key: string, plan: KeyPlan, fixed: boolean, flags: number, spec: string): string | null {
+  private prepareKey(key: string, plan: KeyPlan, table: Table, flags: number, spec: string): string | null {
+    const fixed = (table.implFlags & DICT_FLAG.FIXED) !== 0;
     if (plan.utf8 && !isValidUtf8(key)) {
       log.warn(`${logBytes(spec)}: non-UTF-8 key "${logBytes(key)}": malformed UTF-8 or invalid codepoint`);
       return null;
     }
-    if (fixed) return plan.keyFold === 'none' ? key : foldKey(key, plan.keyFold);
+    if (fixed) {
+      // Without the UTF-8 layer Postfix's tables fold inside their own lookup; composites do it per component.
+      if (plan.keyFold === 'none' || (plan.keyFold === 'ascii' && table.foldsKeys)) return key;
+      return foldKey(key, plan.keyFold);
+    }
     // Pattern tables fold only on FOLD_MUL (no Postfix program sets it).
     if (flags & DICT_FLAG.FOLD_MUL) return foldKey(key, plan.utf8 ? 'utf8' : 'ascii');
     return key;

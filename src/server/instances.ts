@@ -34,8 +34,8 @@ export class TableInstances {
   private readonly instances = new Map<string, Promise<Instance>>();
   /** resolved instances, for a synchronous fast path */
   private readonly resolved = new Map<string, Instance>();
-  /** tables seen to be non-FIXED: their keys are never folded, so one instance serves every fold mode */
-  private readonly patternSpecs = new Set<string>();
+  /** implFlags of the tables opened so far, by "type:name" */
+  private readonly implFlags = new Map<string, number>();
 
   constructor(
     private readonly opener: Opener,
@@ -46,13 +46,19 @@ export class TableInstances {
 
   /**
    * One instance per table, except that tables which fold keys while loading
-   * their source get one instance per fold mode and duplicate policy. Writable
-   * instances are never split: every writer must see the same table.
+   * their source (texthash, inline, and composites whose components may) get
+   * one instance per fold mode and duplicate policy. Writable instances are
+   * never split: every writer must see the same table.
    */
   private keyString(k: InstanceKey): string {
     const type = k.spec.slice(0, k.spec.indexOf(':'));
-    const split = !k.writable && !this.patternSpecs.has(k.spec) && this.loadsSource(type);
+    const split = !k.writable && this.loadsSource(type);
     return split ? `r\0${k.fold}\0${k.dup}\0${k.spec}` : `${k.writable ? 'w' : 'r'}\0\0\0${k.spec}`;
+  }
+
+  /** The type bits of a table opened before (any instance), or undefined. */
+  knownImplFlags(spec: string): number | undefined {
+    return this.implFlags.get(spec);
   }
 
   /** The instance if it is already open (no waiting), else undefined. */
@@ -103,7 +109,7 @@ export class TableInstances {
     };
     try {
       const table = await this.opener(opts);
-      if (!(table.implFlags & DICT_FLAG.FIXED)) this.patternSpecs.add(k.spec);
+      this.implFlags.set(k.spec, table.implFlags);
       return { ok: true, table, openedAt };
     } catch (e) {
       const reason = e instanceof TableOpenError ? e.message : `${k.spec}: ${(e as Error).message ?? String(e)}`;

@@ -21,6 +21,8 @@ export interface ServerOptions {
   param: (name: string) => string | undefined;
   /** whether a table type folds keys while loading its source (see TableInstances) */
   loadsSource?: (type: string) => boolean;
+  /** whether a table has FIXED keys, known from its type before it is opened */
+  typeFixed?: (spec: string) => boolean | undefined;
   connection?: Partial<ConnectionOptions>;
   /**
    * Busy-poll window in microseconds (0: off). After a reply, while clients
@@ -59,7 +61,12 @@ export class ProxyServer {
 
   constructor(opts: ServerOptions) {
     this.instances = new TableInstances(opts.opener, opts.param, opts.loadsSource);
-    this.handler = new RequestHandler({ instances: this.instances, authorized: opts.authorized, smtputf8: opts.smtputf8 });
+    this.handler = new RequestHandler({
+      instances: this.instances,
+      authorized: opts.authorized,
+      smtputf8: opts.smtputf8,
+      typeFixed: opts.typeFixed,
+    });
     this.connOpts = { ...DEFAULT_CONNECTION_OPTIONS, ...opts.connection };
     this.busyPollNs = BigInt(Math.max(0, Math.floor(opts.busyPollUsec ?? DEFAULT_BUSY_POLL_USEC))) * 1000n;
   }

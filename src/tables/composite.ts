@@ -81,6 +81,7 @@ async function closeAll(components: readonly Component[]): Promise<void> {
 /** Base of the two composites: component lookups through a per-component dictionary layer. */
 abstract class CompositeTable implements Table {
   readonly implFlags: number;
+  readonly foldsKeys = true;
   private readonly utf8: boolean;
 
   constructor(

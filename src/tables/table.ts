@@ -51,6 +51,12 @@ export interface Table {
   /** Bits the type imposes: FIXED or PATTERN, MULTI_WRITER, TRY0NULL/TRY1NULL ... */
   readonly implFlags: number;
   /**
+   * The table folds keys itself when no UTF-8 layer is in place (composites
+   * fold per component). The server then passes such a table's keys
+   * unfolded in ASCII mode.
+   */
+  readonly foldsKeys?: boolean;
+  /**
    * Look up a key. The key was already folded by the caller according to
    * `fold` for FIXED tables; pattern tables get the key unfolded.
    * `flags` are the request's DICT_FLAG_* bits (e.g. NO_REGSUB).

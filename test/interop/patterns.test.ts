@@ -68,3 +68,27 @@ for (const level of ['3.6', '0']) describe(`pattern and composite tables through
     }
   });
 });
+
+describe('no_regsub from a client (trivial-rewrite transport maps)', { skip }, () => {
+  it('a regexp/pcre rule whose value uses $n does not match; others still do', async () => {
+    const { ProxyConnection } = await import('../../src/client/client.js');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pmd-regsub-'));
+    const re = path.join(dir, 're');
+    const pc = path.join(dir, 'pc');
+    writeTable(re, '/^(a)(.*)$/ sub:$1\n/^a/ plain\n');
+    writeTable(pc, '/^(a)(.*)$/ sub:$1\n');
+    const inst = await startProxymapd({ proxy_read_maps: `proxy:regexp:${re} proxy:pcre:${pc}` }, dir);
+    try {
+      const c = await ProxyConnection.connect(inst.proxymap);
+      const lookup = (t: string, flags: number) =>
+        c.exchangeRaw(Buffer.from(`request\0lookup\0table\0${t}\0flags\0${flags}\0key\0abc\0\0`, 'latin1'));
+      assert.deepEqual(await lookup(`regexp:${re}`, 0), [['status', '0'], ['value', 'sub:a']]);
+      assert.deepEqual(await lookup(`regexp:${re}`, 0x800), [['status', '0'], ['value', 'plain']]);
+      assert.deepEqual(await lookup(`pcre:${pc}`, 0x800), [['status', '1'], ['value', '']]);
+      c.close();
+    } finally {
+      await inst.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -54,6 +54,7 @@ export function createServer(opts: DaemonOptions): ProxyServer {
     typeFixed,
     connection: opts.connection,
     busyPollUsec: busyPollUsec(config),
+    reload: { checkIntervalMs: config.getTime('proxymapd_table_check_interval', 's', 1) * 1000 },
   });
 }
 

@@ -30,19 +30,50 @@ export type Instance =
 /** How long a surrogate stays before the next request tries to open the table again (ms). */
 export const SURROGATE_RETRY_MS = 10_000;
 
+/** One table instance and its reload state. */
+interface Slot {
+  key: InstanceKey;
+  /** resolves to the instance in service (replaced on reload) */
+  pending: Promise<Instance>;
+  /** the instance in service once open, for a synchronous fast path */
+  current?: Instance;
+  reloading: boolean;
+}
+
+export interface ReloadOptions {
+  /** how often open tables are checked for changes (ms; 0: never) */
+  checkIntervalMs: number;
+  /** wait this long after a change is seen before reading the new version (ms) */
+  settleMs: number;
+  /** keep a replaced version open this long for requests still using it (ms) */
+  graceMs: number;
+}
+
+export const DEFAULT_RELOAD: ReloadOptions = { checkIntervalMs: 1000, settleMs: 300, graceMs: 10_000 };
+
 export class TableInstances {
-  private readonly instances = new Map<string, Promise<Instance>>();
-  /** resolved instances, for a synchronous fast path */
-  private readonly resolved = new Map<string, Instance>();
+  private readonly slots = new Map<string, Slot>();
   /** implFlags of the tables opened so far, by "type:name" */
   private readonly implFlags = new Map<string, number>();
+  private readonly reload: ReloadOptions;
+  private timer?: NodeJS.Timeout;
+  /** counts, for tests and metrics */
+  reloads = 0;
+  reloadFailures = 0;
 
   constructor(
     private readonly opener: Opener,
     private readonly param: (name: string) => string | undefined,
     /** whether a type folds keys / applies the duplicate policy while loading its source (texthash, inline) */
     private readonly loadsSource: (type: string) => boolean = () => true,
-  ) {}
+    reload: Partial<ReloadOptions> = {},
+  ) {
+    this.reload = { ...DEFAULT_RELOAD, ...reload };
+    if (this.reload.checkIntervalMs > 0) {
+      this.timer = setInterval(() => void this.checkChanges(), this.reload.checkIntervalMs);
+      this.timer.unref();
+    }
+  }
 
   /**
    * One instance per table, except that tables which fold keys while loading
@@ -63,32 +94,78 @@ export class TableInstances {
 
   /** The instance if it is already open (no waiting), else undefined. */
   peek(k: InstanceKey): Instance | undefined {
-    return this.resolved.get(this.keyString(k));
+    return this.slots.get(this.keyString(k))?.current;
   }
 
   get(k: InstanceKey): Promise<Instance> {
     const ks = this.keyString(k);
-    const existing = this.instances.get(ks);
-    if (existing) return existing;
+    const existing = this.slots.get(ks);
+    if (existing) return existing.pending;
     const split = ks.charCodeAt(2) !== 0;
-    const p = this.open(split ? k : { ...k, fold: 'none', dup: 0 }).then((inst) => {
-      if (this.instances.get(ks) === p) this.resolved.set(ks, inst);
+    const key = split ? k : { ...k, fold: 'none' as const, dup: 0 };
+    const slot: Slot = { key, pending: this.open(key), reloading: false };
+    slot.pending.then((inst) => {
+      if (this.slots.get(ks) !== slot) return;
+      slot.current = inst;
       if (!inst.ok) {
         // Let a later request try again: a missing file may appear, a backend may come back.
         setTimeout(() => {
-          if (this.instances.get(ks) === p) {
-            this.instances.delete(ks);
-            this.resolved.delete(ks);
-          }
+          if (this.slots.get(ks) === slot && slot.current === inst) this.slots.delete(ks);
         }, SURROGATE_RETRY_MS).unref();
       }
-      return inst;
     });
-    this.instances.set(ks, p);
-    return p;
+    this.slots.set(ks, slot);
+    return slot.pending;
   }
 
-  private async open(k: InstanceKey): Promise<Instance> {
+  /**
+   * Reload without restart: where Postfix's proxymap exits when a table file
+   * changed, check the open read-only tables and swap a changed one for its
+   * new version. A version that cannot be opened leaves the old one in
+   * service, with a warning. Requests hold the table they started with, so
+   * each sees one version.
+   */
+  async checkChanges(): Promise<void> {
+    for (const [ks, slot] of this.slots) {
+      const inst = slot.current;
+      if (!inst?.ok || slot.reloading || slot.key.writable || !inst.table.changed) continue;
+      let changed = false;
+      try {
+        changed = await inst.table.changed();
+      } catch {
+        changed = false;
+      }
+      if (changed && this.slots.get(ks) === slot && slot.current === inst) await this.reopen(slot, inst);
+    }
+  }
+
+  private async reopen(slot: Slot, old: Instance & { ok: true }): Promise<void> {
+    slot.reloading = true;
+    const name = logBytes(slot.key.spec);
+    try {
+      await new Promise((r) => setTimeout(r, this.reload.settleMs));
+      const next = await this.open(slot.key, true);
+      if (!next.ok) {
+        this.reloadFailures++;
+        log.warn(`table ${name} has changed, but the new version cannot be used: ${logBytes(next.reason)}; keeping the old version`);
+        return;
+      }
+      // Written to again while we read it: try again at the next check.
+      if (await next.table.changed?.()) {
+        await next.table.close?.();
+        return;
+      }
+      slot.current = next;
+      slot.pending = Promise.resolve(next);
+      this.reloads++;
+      log.info(`table ${name} has changed -- reloaded`);
+      setTimeout(() => void Promise.resolve(old.table.close?.()).catch(() => undefined), this.reload.graceMs).unref();
+    } finally {
+      slot.reloading = false;
+    }
+  }
+
+  private async open(k: InstanceKey, quiet = false): Promise<Instance> {
     const colon = k.spec.indexOf(':');
     const type = k.spec.slice(0, colon);
     const name = k.spec.slice(colon + 1);
@@ -114,16 +191,16 @@ export class TableInstances {
     } catch (e) {
       const reason = e instanceof TableOpenError ? e.message : `${k.spec}: ${(e as Error).message ?? String(e)}`;
       if (!(e instanceof TableOpenError)) log.warn(`unexpected error opening ${logBytes(k.spec)}: ${(e as Error).stack ?? e}`);
-      log.error(logBytes(reason));
+      if (!quiet) log.error(logBytes(reason));
       return { ok: false, reason, openedAt };
     }
   }
 
   /** Close every open table (shutdown). */
   async closeAll(): Promise<void> {
-    const all = [...this.instances.values()];
-    this.instances.clear();
-    this.resolved.clear();
+    if (this.timer) clearInterval(this.timer);
+    const all = [...this.slots.values()].map((s) => s.pending);
+    this.slots.clear();
     for (const p of all) {
       const inst = await p;
       if (inst.ok) {
@@ -137,6 +214,6 @@ export class TableInstances {
   }
 
   get size(): number {
-    return this.instances.size;
+    return this.slots.size;
   }
 }

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { log } from '../log.js';
 import { Connection, DEFAULT_CONNECTION_OPTIONS, type ConnectionOptions } from './connection.js';
 import { RequestHandler, type Service } from './handler.js';
-import { TableInstances, type Opener } from './instances.js';
+import { TableInstances, type Opener, type ReloadOptions } from './instances.js';
 
 /** Default busy-poll window (µs); see ServerOptions.busyPollUsec. */
 export const DEFAULT_BUSY_POLL_USEC = 100;
@@ -21,6 +21,8 @@ export interface ServerOptions {
   param: (name: string) => string | undefined;
   /** whether a table type folds keys while loading its source (see TableInstances) */
   loadsSource?: (type: string) => boolean;
+  /** reload-without-restart settings (see TableInstances) */
+  reload?: Partial<ReloadOptions>;
   /** whether a table has FIXED keys, known from its type before it is opened */
   typeFixed?: (spec: string) => boolean | undefined;
   connection?: Partial<ConnectionOptions>;
@@ -60,7 +62,7 @@ export class ProxyServer {
   onConnectionOpened?: (open: number) => void;
 
   constructor(opts: ServerOptions) {
-    this.instances = new TableInstances(opts.opener, opts.param, opts.loadsSource);
+    this.instances = new TableInstances(opts.opener, opts.param, opts.loadsSource, opts.reload);
     this.handler = new RequestHandler({
       instances: this.instances,
       authorized: opts.authorized,

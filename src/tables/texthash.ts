@@ -108,8 +108,9 @@ async function readSource(path: Bytes): Promise<{ text: Bytes; st: Stats }> {
     throw new TableOpenError(`open database ${path}: ${strerror(err)}`);
   }
   try {
-    const data = await fh.readFile();
+    // Status first: a write that lands after it makes changed() report the file as changed.
     const st = await fh.stat();
+    const data = await fh.readFile();
     return { text: data.toString('latin1'), st };
   } catch (err) {
     throw new TableOpenError(`read ${path}: ${strerror(err)}`);

@@ -15,10 +15,15 @@
  * Usage as a program:
  *   node --import tsx bench/load.ts --socket PATH --table texthash:/x \
  *     (--keys k1,k2 | --keys-file FILE) [--conns 20] [--duration 5] [--warmup 1]
- *     [--workers 0] [--requests N]
+ *     [--workers 0] [--requests N] [--oracle [--postmap-config DIR]]
+ *
+ * Replies are checked byte for byte when the expected answers are known:
+ * `expected[i]` is the value (status 0) or null for "not found" (status 1);
+ * --oracle asks the real `postmap -q -` for them (postmapOracle()).
  */
 import net from 'node:net';
 import fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 
@@ -516,6 +521,216 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   };
 }
 
+// ---- open time ---------------------------------------------------------------
+
+/** One connection, one request at a time; replies split into records. */
+class SequentialClient {
+  private buf: Buffer = Buffer.alloc(0);
+  private readonly records: Buffer[] = [];
+  private waiter: ((r: Buffer | Error) => void) | null = null;
+  private failure: Error | null = null;
+  private constructor(private readonly sock: net.Socket) {
+    sock.on('data', (d: Buffer) => {
+      this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
+      // strings alternate name/value; an empty name ends the record
+      let start = 0;
+      let pos = 0;
+      let strings = 0;
+      for (;;) {
+        const z = this.buf.indexOf(0, pos);
+        if (z < 0) break;
+        if (z === pos && (strings & 1) === 0) {
+          this.records.push(Buffer.from(this.buf.subarray(start, z + 1)));
+          start = z + 1;
+          strings = 0;
+        } else {
+          strings++;
+        }
+        pos = z + 1;
+      }
+      this.buf = this.buf.subarray(start);
+      this.deliver();
+    });
+    sock.on('error', (e) => this.fail(e));
+    sock.on('close', () => this.fail(new Error('connection closed by the server')));
+  }
+
+  static connect(socketPath: string): SequentialClient {
+    return new SequentialClient(net.connect({ path: socketPath }));
+  }
+
+  private fail(e: Error): void {
+    this.failure ??= e;
+    this.deliver();
+  }
+
+  private deliver(): void {
+    if (!this.waiter) return;
+    const rec = this.records.shift();
+    if (rec) {
+      const w = this.waiter;
+      this.waiter = null;
+      w(rec);
+    } else if (this.failure) {
+      const w = this.waiter;
+      this.waiter = null;
+      w(this.failure);
+    }
+  }
+
+  /** The next record (after writing `request`, if given), bounded by timeoutMs. */
+  next(request: Buffer | null, timeoutMs: number): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiter = null;
+        reject(new Error(`no reply within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiter = (r) => {
+        clearTimeout(timer);
+        if (r instanceof Error) reject(r);
+        else resolve(r);
+      };
+      if (request) this.sock.write(request);
+      this.deliver();
+    });
+  }
+
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+const statusOf = (rec: Buffer): string | undefined => {
+  const parts = rec.toString('latin1').split('\0');
+  const i = parts.indexOf('status');
+  return i >= 0 && i % 2 === 0 ? parts[i + 1] : undefined;
+};
+
+export interface OpenTiming {
+  /** per table: ms from writing `open` to its complete reply */
+  openMs: number[];
+  /** per table: ms of the first lookup on it, right after the open (when `check` was given) */
+  firstLookupMs: number[];
+}
+
+/**
+ * Time `open` requests as a client sees them on a warm connection: connect,
+ * read the announcement, open `warmTable` and look up `warmKey` in it (so
+ * the server process exists and has served a request), then for each of
+ * `tables` in turn time `open` until its reply, and (with `check`) look up
+ * one key in the freshly opened table and compare the reply. Every table is
+ * expected to be opened for the first time by this server.
+ */
+export async function timeOpens(opts: {
+  socketPath: string;
+  warmTable: string;
+  warmKey: string;
+  tables: string[];
+  check?: { key: string; expected: string | null };
+  openFlags?: number;
+  lookupFlags?: number;
+  timeoutMs?: number;
+}): Promise<OpenTiming> {
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  const openFlags = opts.openFlags ?? 0;
+  const lookupFlags = opts.lookupFlags ?? LEGACY_LOOKUP_FLAGS;
+  const c = SequentialClient.connect(opts.socketPath);
+  try {
+    const ann = await c.next(null, timeoutMs);
+    if (!ann.equals(ANNOUNCEMENT)) throw new Error(`bad announcement ${show(ann)}`);
+    let r = await c.next(encodeOpen(opts.warmTable, openFlags), timeoutMs);
+    if (statusOf(r) !== '0') throw new Error(`open ${opts.warmTable}: ${show(r)}`);
+    r = await c.next(encodeLookup(opts.warmTable, lookupFlags, opts.warmKey), timeoutMs);
+    if (statusOf(r) !== '0') throw new Error(`lookup ${opts.warmKey} in ${opts.warmTable}: ${show(r)}`);
+    const openMs: number[] = [];
+    const firstLookupMs: number[] = [];
+    for (const t of opts.tables) {
+      const t0 = process.hrtime.bigint();
+      r = await c.next(encodeOpen(t, openFlags), timeoutMs);
+      openMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      if (statusOf(r) !== '0') throw new Error(`open ${t}: ${show(r)}`);
+      if (opts.check) {
+        const want = opts.check.expected === null ? encodeLookupReply(1, '') : encodeLookupReply(0, opts.check.expected);
+        const t1 = process.hrtime.bigint();
+        r = await c.next(encodeLookup(t, lookupFlags, opts.check.key), timeoutMs);
+        firstLookupMs.push(Number(process.hrtime.bigint() - t1) / 1e6);
+        if (!r.equals(want)) throw new Error(`${t}: key ${JSON.stringify(opts.check.key)}: reply ${show(r)}, expected ${show(want)}`);
+      }
+    }
+    return { openMs, firstLookupMs };
+  } finally {
+    c.close();
+  }
+}
+
+// ---- expected answers ------------------------------------------------------
+
+function findPostmap(): string | undefined {
+  const dirs = [...(process.env.PATH ?? '').split(':').filter(Boolean), '/usr/sbin', '/usr/bin', '/sbin', '/usr/local/sbin'];
+  for (const d of dirs) {
+    try {
+      fs.accessSync(`${d}/postmap`, fs.constants.X_OK);
+      return `${d}/postmap`;
+    } catch {
+      /* next */
+    }
+  }
+  return undefined;
+}
+
+export interface OracleResult {
+  /** per key (same index): the value, or null for "not found" */
+  expected: (string | null)[];
+  /** keys found */
+  found: number;
+  /** wall time of the postmap run, ms */
+  elapsedMs: number;
+  /** what postmap wrote to stderr (warnings about the table, ...) */
+  stderr: string;
+}
+
+/**
+ * The expected answer for every key, from the real Postfix: one run of
+ * `postmap [-c DIR] -q - TYPE:FILE` with the keys on stdin, one a line.
+ * postmap prints `key<TAB>value` for each key found and nothing for the
+ * others, which are expected to be not found (status 1). Keys must be
+ * non-empty and free of NUL, TAB and newline.
+ */
+export function postmapOracle(table: string, keys: string[], opts: { configDir?: string; timeoutMs?: number } = {}): OracleResult {
+  const postmap = findPostmap();
+  if (!postmap) throw new Error('postmap not installed: cannot compute the expected answers');
+  for (const k of keys) {
+    if (k === '' || /[\0\t\n\r]/.test(k)) throw new Error(`key ${JSON.stringify(k)} cannot be asked with postmap -q -`);
+  }
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync(postmap, [...(opts.configDir ? ['-c', opts.configDir] : []), '-q', '-', table], {
+    input: keys.join('\n') + '\n',
+    encoding: 'utf8',
+    maxBuffer: 1 << 30,
+    timeout: opts.timeoutMs ?? 120_000,
+    killSignal: 'SIGKILL',
+  });
+  const elapsedMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  if (r.error) throw new Error(`postmap -q - ${table}: ${r.error.message}`);
+  if (r.status !== 0 && r.status !== 1) {
+    throw new Error(`postmap -q - ${table}: ${r.signal ? `signal ${r.signal}` : `exit status ${r.status}`}: ${r.stderr.trim()}`);
+  }
+  if (/\b(fatal|panic):/.test(r.stderr)) throw new Error(`postmap -q - ${table}: ${r.stderr.trim()}`);
+  const answers = new Map<string, string>();
+  for (const line of r.stdout.split('\n')) {
+    if (line === '') continue;
+    const tab = line.indexOf('\t');
+    if (tab < 0) throw new Error(`postmap -q - ${table}: unexpected output line ${JSON.stringify(line)}`);
+    answers.set(line.slice(0, tab), line.slice(tab + 1));
+  }
+  const wanted = new Set(keys);
+  for (const k of answers.keys()) {
+    if (!wanted.has(k)) throw new Error(`postmap -q - ${table}: answered for ${JSON.stringify(k)}, which was not asked`);
+  }
+  const expected = keys.map((k) => answers.get(k) ?? null);
+  return { expected, found: expected.filter((v) => v !== null).length, elapsedMs, stderr: r.stderr };
+}
+
 // ---- command line -------------------------------------------------------
 
 function parseArgs(argv: string[]): Record<string, string> {
@@ -525,6 +740,7 @@ function parseArgs(argv: string[]): Record<string, string> {
     if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
     const eq = a.indexOf('=');
     if (eq > 0) out[a.slice(2, eq)] = a.slice(eq + 1);
+    else if (a === '--oracle') out.oracle = '';
     else out[a.slice(2)] = argv[++i] ?? '';
   }
   return out;
@@ -533,7 +749,10 @@ function parseArgs(argv: string[]): Record<string, string> {
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   if (!a.socket || !a.table || !(a.keys || a['keys-file'])) {
-    console.error('usage: load.ts --socket PATH --table TYPE:NAME (--keys k1,k2 | --keys-file FILE) [--conns N] [--duration SEC] [--warmup SEC] [--workers N] [--requests N]');
+    console.error(
+      'usage: load.ts --socket PATH --table TYPE:NAME (--keys k1,k2 | --keys-file FILE) [--conns N] [--duration SEC] [--warmup SEC] [--workers N] [--requests N]\n' +
+        '               [--oracle [--postmap-config DIR]]   check every reply against postmap -q - (found value or not found)',
+    );
     process.exit(2);
   }
   const keys = a.keys
@@ -543,10 +762,19 @@ async function main(): Promise<void> {
         .split('\n')
         .map((l) => l.trim().split(/\s+/)[0]!)
         .filter((k) => k && !k.startsWith('#'));
+  const table = a.table.replace(/^(proxy:)+/, '');
+  let expected: (string | null)[] | undefined;
+  if ('oracle' in a) {
+    const o = postmapOracle(table, keys, { configDir: a['postmap-config'] || undefined });
+    if (o.stderr.trim()) console.error(o.stderr.trim());
+    console.error(`postmap -q -: ${o.found} of ${keys.length} keys found; the others are expected not found`);
+    expected = o.expected;
+  }
   const r = await runLoad({
     socketPath: a.socket,
-    table: a.table.replace(/^(proxy:)+/, ''),
+    table,
     keys,
+    expected,
     connections: Number(a.conns ?? 1),
     durationMs: Number(a.duration ?? 5) * 1000,
     warmupMs: Number(a.warmup ?? 1) * 1000,

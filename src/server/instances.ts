@@ -81,10 +81,12 @@ export class TableInstances {
    * one instance per fold mode and duplicate policy. Writable instances are
    * never split: every writer must see the same table.
    */
+  private isSplit(k: InstanceKey): boolean {
+    return !k.writable && this.loadsSource(k.spec.slice(0, k.spec.indexOf(':')));
+  }
+
   private keyString(k: InstanceKey): string {
-    const type = k.spec.slice(0, k.spec.indexOf(':'));
-    const split = !k.writable && this.loadsSource(type);
-    return split ? `r\0${k.fold}\0${k.dup}\0${k.spec}` : `${k.writable ? 'w' : 'r'}\0\0\0${k.spec}`;
+    return this.isSplit(k) ? `r\0${k.fold}\0${k.dup}\0${k.spec}` : `${k.writable ? 'w' : 'r'}\0\0\0${k.spec}`;
   }
 
   /** The type bits of a table opened before (any instance), or undefined. */
@@ -101,8 +103,8 @@ export class TableInstances {
     const ks = this.keyString(k);
     const existing = this.slots.get(ks);
     if (existing) return existing.pending;
-    const split = ks.charCodeAt(2) !== 0;
-    const key = split ? k : { ...k, fold: 'none' as const, dup: 0 };
+    // A table opened once for every fold mode is opened without load-time folding.
+    const key = this.isSplit(k) ? k : { ...k, fold: 'none' as const, dup: 0 };
     const slot: Slot = { key, pending: this.open(key), reloading: false };
     slot.pending.then((inst) => {
       if (this.slots.get(ks) !== slot) return;

@@ -2,10 +2,10 @@
   "targets": [
     {
       "target_name": "proxymapd_native",
-      "sources": ["native/proxymapd_native.c"],
+      "sources": ["native/proxymapd_native.c", "native/sqlite.c", "native/kv.c"],
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "libraries": ["-lpcre2-8"]
+      "libraries": ["-lpcre2-8", "-lsqlite3", "-llmdb", "-ldb"]
     }
   ]
 }

@@ -29,6 +29,8 @@
 #include <node_api.h>
 #include <pcre2.h>
 
+#include "sqlite.h"
+
 /* ------------------------------------------------------------------ */
 /* Plumbing                                                            */
 /* ------------------------------------------------------------------ */
@@ -731,6 +733,9 @@ static int add_fn(napi_env env, napi_value exports, const char *name, napi_callb
          napi_set_named_property(env, exports, name, fn) == napi_ok;
 }
 
+/* native/kv.c: LMDB and Berkeley DB files for lmdb:, hash: and btree: tables. */
+int kv_register(napi_env env, napi_value exports);
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_value reg, pcre;
   CHECK(env, napi_create_object(env, &reg));
@@ -753,6 +758,8 @@ static napi_value Init(napi_env env, napi_value exports) {
       !add_fn(env, exports, "pcreMatch", PcreMatch) || !add_fn(env, exports, "ruleSetCreate", RuleSetCreate) ||
       !add_fn(env, exports, "ruleSetExec", RuleSetExec))
     return NULL;
+  if (!proxymapd_sqlite_register(env, exports)) return NULL;
+  if (!kv_register(env, exports)) return NULL;
   return exports;
 }
 

@@ -1,14 +1,16 @@
 #!/usr/bin/env node
 /**
- * proxymapd command line: serve | query | list
+ * proxymapd command line: serve | query | list | build
  */
 import { runServe } from './serve.js';
 import { runQuery } from './query.js';
 import { runList } from './list.js';
+import { runBuild, BUILD_USAGE } from './build.js';
 
 const USAGE = `usage: proxymapd serve [-c config_dir] [-o name=value ...] [-v]
        proxymapd query [-c config_dir] [-f] [-u] [--dialect legacy|new] [-o name=value ...] key|- table ...
-       proxymapd list [-c config_dir] [-o name=value ...] [--service proxymap|proxywrite]`;
+       proxymapd list [-c config_dir] [-o name=value ...] [--service proxymap|proxywrite]
+       ${BUILD_USAGE}`;
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -19,6 +21,8 @@ async function main(argv: string[]): Promise<number> {
       return runQuery(rest);
     case 'list':
       return runList(rest);
+    case 'build':
+      return runBuild(rest);
     case '-h':
     case '--help':
     case 'help':

@@ -3,15 +3,19 @@
  * Import this module once (for its side effect) before calling openTable().
  */
 import { DICT_FLAG } from '../protocol/flags.js';
+import { openCdb } from './cdb.js';
 import { openCidr } from './cidr.js';
 import { openPipemap, openUnionmap } from './composite.js';
 import { openEnviron } from './environ.js';
 import { openFail } from './fail.js';
 import { openInline } from './inline.js';
+import { openMysql } from './mysql.js';
 import { openPcre } from './pcre.js';
+import { openPgsql } from './pgsql.js';
 import { openRandmap } from './randmap.js';
 import { openRegexp } from './regexp.js';
 import { registerTableType } from './registry.js';
+import { openSqlite } from './sqlite.js';
 import { openStatic } from './static.js';
 import { openTextHash } from './texthash.js';
 import { openUnix } from './unix.js';
@@ -27,6 +31,10 @@ registerTableType('regexp', openRegexp, { implFlags: PATTERN, writable: false })
 registerTableType('pcre', openPcre, { implFlags: PATTERN, writable: false });
 registerTableType('cidr', openCidr, { implFlags: PATTERN, writable: false });
 registerTableType('randmap', openRandmap, { implFlags: PATTERN, writable: false });
+registerTableType('mysql', openMysql, { implFlags: FIXED, writable: false });
+registerTableType('pgsql', openPgsql, { implFlags: FIXED, writable: false });
+registerTableType('sqlite', openSqlite, { implFlags: FIXED, writable: false });
+registerTableType('cdb', openCdb, { implFlags: FIXED, writable: false });
 // FIXED/PATTERN come from the first component (0 here: known only once opened, see Table.implFlags);
 // components may fold keys while loading, so composites get one instance per fold mode.
 registerTableType('pipemap', openPipemap, { implFlags: 0, writable: false, loadsSource: true });

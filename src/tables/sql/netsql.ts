@@ -1,0 +1,110 @@
+/**
+ * The table side shared by the client/server SQL types (mysql, pgsql): a
+ * Table over a shared bounded pool (pool.ts) and the common pipeline of
+ * common.ts. Per lookup, as dict_mysql_lookup / dict_pgsql_lookup:
+ *
+ *  1. the domain filter and the query expansion without quoting decide
+ *     whether the key is looked up at all (no server contact otherwise);
+ *  2. on a pooled connection the query is expanded again with that
+ *     connection's quoting, sent, and the result checked; a failure takes
+ *     the host out of service and the next host is tried (pool.ts);
+ *  3. the values (rows in order, all columns) go through result_format and
+ *     are joined; expansion_limit exceeded is RETRY.
+ */
+import { DICT_FLAG } from '../../protocol/flags.js';
+import { NOT_FOUND, RETRY, type Bytes, type LookupResult, type Table } from '../table.js';
+import type { CfParser } from './cf.js';
+import { ResultCollector, planQuery, type SqlSettings } from './common.js';
+import { POOL_RETRY, type PoolHost, type SqlPool, type WorkResult } from './pool.js';
+
+/** Thrown by a backend's quote function when the key cannot be escaped for a connection. */
+export class QuoteError extends Error {}
+
+/** What a backend supplies per connection. */
+export interface NetSqlBackend<T, C> {
+  /** The quote function for one connection (may throw QuoteError). */
+  quoter(conn: C): (raw: Bytes) => Bytes;
+  /** What the failed quoting does: Postfix marks the host down for pgsql; see the backend. */
+  quoteFailure(host: PoolHost<T>, err: QuoteError): WorkResult<never>;
+  /** Run the query; the values (null = SQL NULL, skipped silently), or null for "no result set" (NOTFOUND). */
+  run(conn: C, host: PoolHost<T>, query: Bytes): Promise<WorkResult<(Bytes | null)[] | null>>;
+}
+
+export interface NetSqlTableInit<T, C> {
+  type: string;
+  name: Bytes;
+  cf: CfParser;
+  settings: SqlSettings;
+  pool: SqlPool<T, C>;
+  releasePool: () => void;
+  backend: NetSqlBackend<T, C>;
+  /** time budget of one lookup (ms) */
+  timeoutMs: number;
+  /** prefix of the expansion-limit warning: `dict_mysql_lookup` / `dict_pgsql_lookup` */
+  lookupName: string;
+  warn(text: string): void;
+}
+
+export class NetSqlTable<T, C> implements Table {
+  readonly type: string;
+  readonly name: Bytes;
+  readonly implFlags = DICT_FLAG.FIXED;
+  private closed = false;
+
+  constructor(private readonly t: NetSqlTableInit<T, C>) {
+    this.type = t.type;
+    this.name = t.name;
+  }
+
+  /** The pool this table uses (shared with every table of the same configuration). */
+  get pool(): SqlPool<T, C> {
+    return this.t.pool;
+  }
+
+  async lookup(key: Bytes): Promise<LookupResult> {
+    const t = this.t;
+    if (this.closed) return RETRY;
+    const plan = await planQuery(t.settings, key, { utf8Check: false });
+    if (plan.kind === 'skip') return plan.result;
+    const values = await t.pool.use(
+      async (conn, host) => {
+        let query: Bytes | null;
+        try {
+          query = t.settings.ctx.expandQuery(t.settings.query, key, t.backend.quoter(conn));
+        } catch (e) {
+          if (e instanceof QuoteError) return t.backend.quoteFailure(host, e);
+          throw e;
+        }
+        if (query === null) return { kind: 'ok', value: null };
+        return t.backend.run(conn, host, query);
+      },
+      { deadline: Date.now() + t.timeoutMs, warn: t.warn },
+    );
+    if (values === POOL_RETRY) return RETRY;
+    if (values === null) return NOT_FOUND;
+    const out = new ResultCollector(t.settings, key);
+    for (const v of values) {
+      if (!out.add(v)) {
+        t.warn(`${t.lookupName}: ${t.cf.name}: Expansion limit exceeded for key: '${key}'`);
+        break;
+      }
+    }
+    return out.result();
+  }
+
+  changed(): Promise<boolean> {
+    return this.t.cf.changed();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.t.releasePool();
+    await this.t.settings.domain?.close();
+  }
+}
+
+/** A pool key from everything that configures a backend (same content and hosts = same pool). */
+export function poolKey(type: string, parts: Record<string, unknown>): string {
+  return JSON.stringify([type, Object.entries(parts).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))]);
+}

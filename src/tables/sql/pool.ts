@@ -1,0 +1,524 @@
+/**
+ * A bounded, shared connection pool for the SQL table types (mysql, pgsql),
+ * with Postfix's host failover rules (dict_mysql.c / dict_pgsql.c, spec
+ * tables-network.md 2.3).
+ *
+ * One pool serves every open table of one backend configuration (same type,
+ * same parameters, same hosts): however many clients and table instances
+ * there are, it holds at most `maxConnections` connections. Lookups beyond
+ * that wait in a FIFO queue until a connection is free or their deadline
+ * passes (then they answer RETRY).
+ *
+ * Host state machine (per entry of `hosts`, as Postfix keeps it per process):
+ *   UNTRIED -> (connect ok) ACTIVE -> (idle timeout of its last connection) UNTRIED
+ *   any     -> (connect or query failure) FAIL, blocked while ts >= now (seconds),
+ *              ts = now + retry_interval; afterwards eligible for a new connect.
+ * A connection is taken from an ACTIVE host, UNIX sockets before TCP before
+ * URIs, a random host within a class; with no ACTIVE host, an eligible
+ * UNTRIED/FAIL host is connected to in the same order. With every host
+ * blocked a lookup answers RETRY at once. A single configured host is listed
+ * twice (Postfix 3.10+), so one failure does not block the only server.
+ *
+ * Differences from Postfix, all invisible in answers: connections are
+ * shared by all clients instead of one per proxymap process; a connection
+ * that the server closes while idle is dropped without marking its host
+ * down; a lookup that runs out of time answers RETRY (Postfix would block
+ * as long as the client library does).
+ */
+
+export type HostKind = 'unix' | 'inet' | 'uri';
+
+/** One entry of the `hosts` parameter, parsed by the backend. */
+export interface PoolHost<T> {
+  /** as written in `hosts` (used in log messages) */
+  readonly label: string;
+  readonly kind: HostKind;
+  /** backend-specific connect target */
+  readonly target: T;
+}
+
+/** The backend's part: opening and closing connections. */
+export interface PoolDriver<T, C> {
+  /**
+   * Open a connection. Reject with an Error whose message is the complete
+   * warning to log (e.g. `connect to mysql server H: ...`).
+   * `onLost` must be called if the connection dies on its own.
+   */
+  connect(host: PoolHost<T>, onLost: () => void): Promise<C>;
+  /** Close (or destroy) a connection; must not throw. */
+  close(conn: C): void;
+}
+
+/** What a unit of work on one connection reports. */
+export type WorkResult<R> =
+  | { kind: 'ok'; value: R }
+  /** query failed: warn, mark the host down, try the next host (Postfix's behaviour) */
+  | { kind: 'host-error'; message: string }
+  /** this lookup fails with RETRY, the connection and host stay in service */
+  | { kind: 'retry'; message?: string };
+
+export interface PoolOptions {
+  /** most connections open at once (in use, idle or being opened) */
+  maxConnections: number;
+  /** retry_interval: seconds a failed host is left alone */
+  retryInterval: number;
+  /** idle_interval: seconds after which an unused connection is closed */
+  idleInterval: number;
+  /** connect timeout in ms (the backend's own may be shorter) */
+  connectTimeoutMs: number;
+}
+
+export interface UseOptions {
+  /** absolute time (ms since the epoch) after which the lookup answers RETRY */
+  deadline: number;
+  warn(text: string): void;
+}
+
+/** Returned by `use` when the lookup must answer RETRY. */
+export const POOL_RETRY: unique symbol = Symbol('POOL_RETRY');
+
+const enum State {
+  UNTRIED,
+  ACTIVE,
+  FAIL,
+}
+
+interface HostEntry<T> {
+  readonly spec: PoolHost<T>;
+  state: State;
+  /** end of the back-off, in seconds (Postfix's time_t ts) */
+  ts: number;
+  /** connections to this entry that exist (idle, busy or opening) */
+  conns: number;
+}
+
+interface Conn<T, C> {
+  readonly host: HostEntry<T>;
+  readonly conn: C;
+  busy: boolean;
+  /** closed or to be closed when released */
+  retired: boolean;
+  /** its slot was given back */
+  freed: boolean;
+  /** driver.close was called */
+  destroyed: boolean;
+  idleTimer?: NodeJS.Timeout;
+}
+
+interface Waiter<T, C> {
+  /** resolve with a connection handed over, or undefined to re-run the acquire logic */
+  wake(c: Conn<T, C> | undefined): void;
+}
+
+const KIND_ORDER: HostKind[] = ['unix', 'inet', 'uri'];
+
+/** Seconds since the epoch (Postfix's time()); overridable for tests. */
+export let nowSeconds = (): number => Math.floor(Date.now() / 1000);
+export function setClock(fn: () => number): void {
+  nowSeconds = fn;
+}
+
+export interface PoolStats {
+  open: number;
+  busy: number;
+  idle: number;
+  waiting: number;
+  /** the most connections ever open at once */
+  peak: number;
+  hosts: { label: string; state: 'untried' | 'active' | 'fail'; until: number; conns: number }[];
+}
+
+export class SqlPool<T, C> {
+  private readonly hosts: HostEntry<T>[];
+  private readonly idle: Conn<T, C>[] = [];
+  private readonly waiters: Waiter<T, C>[] = [];
+  private open = 0;
+  private peak = 0;
+  private closed = false;
+
+  constructor(
+    hosts: readonly PoolHost<T>[],
+    private readonly driver: PoolDriver<T, C>,
+    private readonly opts: PoolOptions,
+  ) {
+    if (hosts.length === 0) throw new Error('SqlPool: no hosts');
+    // Postfix 3.10+: a single host is listed twice.
+    const list = hosts.length === 1 ? [hosts[0]!, hosts[0]!] : hosts;
+    this.hosts = list.map((spec) => ({ spec, state: State.UNTRIED, ts: 0, conns: 0 }));
+  }
+
+  stats(): PoolStats {
+    return {
+      open: this.open,
+      busy: this.open - this.idle.length,
+      idle: this.idle.length,
+      waiting: this.waiters.length,
+      peak: this.peak,
+      hosts: this.hosts.map((h) => ({
+        label: h.spec.label,
+        state: h.state === State.ACTIVE ? 'active' : h.state === State.FAIL ? 'fail' : 'untried',
+        until: h.ts,
+        conns: h.conns,
+      })),
+    };
+  }
+
+  /**
+   * Run `work` on a pooled connection, failing over across hosts as Postfix
+   * does. Answers POOL_RETRY when no host can serve before the deadline.
+   */
+  async use<R>(work: (conn: C, host: PoolHost<T>) => Promise<WorkResult<R>>, uo: UseOptions): Promise<R | typeof POOL_RETRY> {
+    // Each failed attempt takes a host out of service, so this ends; the cap is a safety net.
+    for (let attempts = 0; attempts < 2 * this.hosts.length + 4; attempts++) {
+      const c = await this.acquire(uo);
+      if (!c) return POOL_RETRY;
+      let res: WorkResult<R>;
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        // at least a second for the query, even when connecting took most of the budget
+        const remaining = Math.max(uo.deadline - Date.now(), 1000);
+        const timeout = new Promise<WorkResult<R>>((resolve) => {
+          timer = setTimeout(
+            () => resolve({ kind: 'host-error', message: `${c.host.spec.label}: query timed out` }),
+            remaining,
+          );
+        });
+        res = await Promise.race([
+          work(c.conn, c.host.spec).catch((e: unknown): WorkResult<R> => ({ kind: 'host-error', message: errText(e) })),
+          timeout,
+        ]);
+      } finally {
+        clearTimeout(timer);
+      }
+      if (res.kind === 'ok') {
+        if (c.host.state !== State.FAIL) c.host.state = State.ACTIVE;
+        this.release(c);
+        return res.value;
+      }
+      if (res.kind === 'retry') {
+        if (res.message) uo.warn(res.message);
+        this.release(c);
+        return POOL_RETRY;
+      }
+      uo.warn(res.message);
+      this.down(c.host);
+      this.retire(c);
+      if (Date.now() >= uo.deadline) return POOL_RETRY;
+    }
+    return POOL_RETRY;
+  }
+
+  /** Close idle connections now, the others when they are released; wake all waiters (RETRY). */
+  close(): void {
+    this.closed = true;
+    for (const c of this.idle.splice(0)) this.destroy(c);
+    for (const w of this.waiters.splice(0)) w.wake(undefined);
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private eligible(h: HostEntry<T>, states: State[], kind: HostKind, now: number): boolean {
+    if (!states.includes(h.state) || h.spec.kind !== kind) return false;
+    return !(h.state === State.FAIL && h.ts > 0 && h.ts >= now);
+  }
+
+  /** Postfix's find_host: a uniformly random eligible host of one kind. */
+  private pick(states: State[], kind: HostKind, now: number): HostEntry<T> | undefined {
+    const ok = this.hosts.filter((h) => this.eligible(h, states, kind, now));
+    if (ok.length === 0) return undefined;
+    return ok[Math.floor(Math.random() * ok.length)];
+  }
+
+  private pickActive(now: number): HostEntry<T> | undefined {
+    for (const k of KIND_ORDER) {
+      const h = this.pick([State.ACTIVE], k, now);
+      if (h) return h;
+    }
+    return undefined;
+  }
+
+  private pickUntried(now: number): HostEntry<T> | undefined {
+    for (const k of KIND_ORDER) {
+      const h = this.pick([State.UNTRIED, State.FAIL], k, now);
+      if (h) return h;
+    }
+    return undefined;
+  }
+
+  /** An idle connection to an ACTIVE host of the best kind available. */
+  private takeIdle(): Conn<T, C> | undefined {
+    for (const k of KIND_ORDER) {
+      const cands = this.idle.filter((c) => c.host.state === State.ACTIVE && c.host.spec.kind === k);
+      if (cands.length) {
+        const c = cands[Math.floor(Math.random() * cands.length)]!;
+        this.idle.splice(this.idle.indexOf(c), 1);
+        clearTimeout(c.idleTimer);
+        c.busy = true;
+        return c;
+      }
+    }
+    return undefined;
+  }
+
+  private anyBlockedOnly(now: number): boolean {
+    return !this.pickActive(now) && !this.pickUntried(now);
+  }
+
+  private async acquire(uo: UseOptions): Promise<Conn<T, C> | undefined> {
+    for (;;) {
+      if (this.closed) return undefined;
+      const now = nowSeconds();
+      const idle = this.takeIdle();
+      if (idle) return idle;
+      // Every host blocked: RETRY at once, as Postfix does.
+      if (this.anyBlockedOnly(now)) return undefined;
+      if (this.open < this.opts.maxConnections) {
+        const h = this.pickActive(now) ?? this.pickUntried(now);
+        if (!h) return undefined;
+        const c = await this.connect(h, uo);
+        if (c) return c;
+        continue; // host marked down; try the next one
+      }
+      // Pool full: wait for a connection (FIFO) or a free slot.
+      const remaining = uo.deadline - Date.now();
+      if (remaining <= 0) {
+        uo.warn(`timed out waiting for a database connection (all ${this.opts.maxConnections} in use)`);
+        return undefined;
+      }
+      const got = await new Promise<Conn<T, C> | undefined | 'timeout'>((resolve) => {
+        const w: Waiter<T, C> = {
+          wake: (c) => {
+            clearTimeout(timer);
+            resolve(c);
+          },
+        };
+        const timer = setTimeout(() => {
+          const i = this.waiters.indexOf(w);
+          if (i >= 0) this.waiters.splice(i, 1);
+          resolve('timeout');
+        }, remaining);
+        this.waiters.push(w);
+      });
+      if (got === 'timeout') {
+        uo.warn(`timed out waiting for a database connection (all ${this.opts.maxConnections} in use)`);
+        return undefined;
+      }
+      if (got) return got;
+    }
+  }
+
+  /** Open a connection to h; on failure warn, mark h down and answer undefined. */
+  private async connect(h: HostEntry<T>, uo: UseOptions): Promise<Conn<T, C> | undefined> {
+    this.open++;
+    this.peak = Math.max(this.peak, this.open);
+    h.conns++;
+    let entry: Conn<T, C> | undefined;
+    let lost = false;
+    let gaveUp = false;
+    const onLost = () => {
+      lost = true;
+      if (entry) this.lost(entry);
+    };
+    let timer: NodeJS.Timeout | undefined;
+    let conn: C;
+    try {
+      const attempt = this.driver.connect(h.spec, onLost);
+      // A connection that completes after the timeout is closed.
+      attempt.then((late) => gaveUp && this.driver.close(late), () => undefined);
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          gaveUp = true;
+          reject(new Error(`connect to ${h.spec.label}: timed out`));
+        }, this.opts.connectTimeoutMs);
+      });
+      conn = await Promise.race([attempt, timeout]);
+    } catch (e) {
+      clearTimeout(timer);
+      gaveUp = true;
+      this.open--;
+      h.conns--;
+      uo.warn(errText(e));
+      this.down(h);
+      this.wakeOne();
+      return undefined;
+    }
+    clearTimeout(timer);
+    entry = { host: h, conn, busy: true, retired: false, freed: false, destroyed: false };
+    if (lost || this.closed) {
+      this.retire(entry);
+      return undefined;
+    }
+    if (h.state !== State.FAIL) h.state = State.ACTIVE;
+    return entry;
+  }
+
+  /** A connection died on its own (server restart, network, server-side timeout). */
+  private lost(c: Conn<T, C>): void {
+    if (c.retired) return;
+    if (c.busy) {
+      // the running query fails and reports it; just make sure it is not reused
+      c.retired = true;
+      this.free(c);
+      return;
+    }
+    const i = this.idle.indexOf(c);
+    if (i >= 0) this.idle.splice(i, 1);
+    this.retire(c);
+  }
+
+  private release(c: Conn<T, C>): void {
+    c.busy = false;
+    if (c.retired || this.closed || c.host.state !== State.ACTIVE) {
+      this.retire(c);
+      return;
+    }
+    const w = this.waiters.shift();
+    if (w) {
+      c.busy = true;
+      w.wake(c);
+      return;
+    }
+    this.idle.push(c);
+    c.idleTimer = setTimeout(() => {
+      const i = this.idle.indexOf(c);
+      if (i < 0) return;
+      this.idle.splice(i, 1);
+      this.retire(c);
+    }, this.opts.idleInterval * 1000);
+    c.idleTimer.unref();
+  }
+
+  /** Take a connection out of service, close it and free its slot. */
+  private retire(c: Conn<T, C>): void {
+    c.retired = true;
+    this.free(c);
+    this.destroy(c);
+  }
+
+  private free(c: Conn<T, C>): void {
+    if (c.freed) return;
+    c.freed = true;
+    this.open--;
+    c.host.conns--;
+    // Postfix's close_host: a host whose last connection closed goes back to UNTRIED.
+    if (c.host.conns === 0 && c.host.state === State.ACTIVE) c.host.state = State.UNTRIED;
+    this.wakeOne();
+  }
+
+  private destroy(c: Conn<T, C>): void {
+    clearTimeout(c.idleTimer);
+    if (c.destroyed) return;
+    c.destroyed = true;
+    try {
+      this.driver.close(c.conn);
+    } catch {
+      /* ignore */
+    }
+  }
+
+  /** A slot is free: let the first waiter run the acquire logic again. */
+  private wakeOne(): void {
+    if (this.open < this.opts.maxConnections) this.waiters.shift()?.wake(undefined);
+  }
+
+  /** Postfix's down_host: close its connections, leave it alone for retry_interval. */
+  private down(h: HostEntry<T>): void {
+    h.state = State.FAIL;
+    h.ts = nowSeconds() + this.opts.retryInterval;
+    for (const c of this.idle.filter((x) => x.host === h)) {
+      this.idle.splice(this.idle.indexOf(c), 1);
+      this.retire(c);
+    }
+    // busy connections to h are retired when released (state is FAIL)
+    // Waiters must not wait for connections that will not come back.
+    if (this.anyBlockedOnly(nowSeconds())) for (const w of this.waiters.splice(0)) w.wake(undefined);
+  }
+}
+
+function errText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+// ------------------------------------------------------------ shared registry
+
+interface Shared {
+  pool: SqlPool<unknown, unknown>;
+  refs: number;
+}
+
+const pools = new Map<string, Shared>();
+
+/**
+ * The pool for a backend configuration, created on first use. `key` must
+ * identify the configuration completely (type, every parameter, hosts, pool
+ * settings). Call the returned release function when the table closes; the
+ * pool is closed when its last table is.
+ */
+export function sharedPool<T, C>(key: string, make: () => SqlPool<T, C>): { pool: SqlPool<T, C>; release: () => void } {
+  let s = pools.get(key);
+  if (!s) {
+    s = { pool: make() as SqlPool<unknown, unknown>, refs: 0 };
+    pools.set(key, s);
+  }
+  s.refs++;
+  const shared = s;
+  let released = false;
+  return {
+    pool: shared.pool as SqlPool<T, C>,
+    release() {
+      if (released) return;
+      released = true;
+      if (--shared.refs === 0) {
+        shared.pool.close();
+        if (pools.get(key) === shared) pools.delete(key);
+      }
+    },
+  };
+}
+
+/** Number of live shared pools (tests). */
+export function sharedPoolCount(): number {
+  return pools.size;
+}
+
+// ------------------------------------------------------ main.cf pool settings
+
+/** proxymapd's own main.cf parameters for the SQL pools (defaults in brackets). */
+export const POOL_PARAMS = {
+  /** connections per backend configuration [4] */
+  maxConnections: 'proxymapd_sql_max_connections',
+  /** time budget of one lookup: waiting for a connection, connecting, querying [10s] */
+  timeout: 'proxymapd_sql_timeout',
+} as const;
+
+/** Parse a Postfix time value: digits with an optional s/m/h/d/w unit (default seconds). */
+export function parseTimeSeconds(text: string): number | undefined {
+  const m = /^\s*(\d+)\s*([smhdw]?)\s*$/.exec(text);
+  if (!m) return undefined;
+  const mult = { '': 1, s: 1, m: 60, h: 3600, d: 86400, w: 604800 }[m[2] as '' | 's'];
+  return Number(m[1]) * mult;
+}
+
+export interface PoolSettings {
+  maxConnections: number;
+  timeoutMs: number;
+}
+
+/** Read the pool settings from main.cf (invalid values: warning, default). */
+export function poolSettings(param: (name: string) => string | undefined, warn: (t: string) => void): PoolSettings {
+  let maxConnections = 4;
+  const mc = param(POOL_PARAMS.maxConnections);
+  if (mc !== undefined && mc.trim() !== '') {
+    const n = /^\s*\d+\s*$/.test(mc) ? Number(mc) : NaN;
+    if (Number.isSafeInteger(n) && n >= 1) maxConnections = n;
+    else warn(`${POOL_PARAMS.maxConnections}: bad value "${mc}", using ${maxConnections}`);
+  }
+  let timeoutMs = 10_000;
+  const to = param(POOL_PARAMS.timeout);
+  if (to !== undefined && to.trim() !== '') {
+    const s = parseTimeSeconds(to);
+    if (s !== undefined && s >= 1) timeoutMs = s * 1000;
+    else warn(`${POOL_PARAMS.timeout}: bad value "${to}", using ${timeoutMs / 1000}s`);
+  }
+  return { maxConnections, timeoutMs };
+}

@@ -1,0 +1,191 @@
+/**
+ * The SQL connection pool with a fake driver: the bound, the FIFO queue and
+ * its deadline, Postfix's failover order and back-off, dead connections.
+ */
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+import { POOL_RETRY, SqlPool, poolSettings, setClock, sharedPool, sharedPoolCount, type PoolDriver, type PoolHost } from '../../src/tables/sql/pool.js';
+
+interface FakeConn {
+  id: number;
+  host: string;
+  lose(): void;
+}
+
+class FakeDriver implements PoolDriver<string, FakeConn> {
+  down = new Set<string>();
+  connects: string[] = [];
+  open = 0;
+  maxOpen = 0;
+  private n = 0;
+  connect(h: PoolHost<string>, onLost: () => void): Promise<FakeConn> {
+    this.connects.push(h.label);
+    if (this.down.has(h.label)) return Promise.reject(new Error(`connect to fake server ${h.label}: refused`));
+    this.open++;
+    this.maxOpen = Math.max(this.maxOpen, this.open);
+    return Promise.resolve({ id: ++this.n, host: h.label, lose: onLost });
+  }
+  close(): void {
+    this.open--;
+  }
+}
+
+const host = (label: string, kind: 'unix' | 'inet' | 'uri' = 'inet'): PoolHost<string> => ({ label, kind, target: label });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const opts = { maxConnections: 3, retryInterval: 60, idleInterval: 60, connectTimeoutMs: 1000 };
+
+describe('SQL pool', () => {
+  let now = 1_000_000;
+  afterEach(() => setClock(() => Math.floor(Date.now() / 1000)));
+
+  it('never opens more than maxConnections; waiters are served in FIFO order', async () => {
+    const d = new FakeDriver();
+    const pool = new SqlPool([host('a')], d, opts);
+    const order: number[] = [];
+    const warnings: string[] = [];
+    const jobs = Array.from({ length: 100 }, (_, i) =>
+      pool.use(async () => {
+        order.push(i);
+        await sleep(2);
+        return { kind: 'ok', value: i };
+      }, { deadline: Date.now() + 10_000, warn: (t) => warnings.push(t) }),
+    );
+    const res = await Promise.all(jobs);
+    assert.deepEqual(res, Array.from({ length: 100 }, (_, i) => i));
+    assert.equal(d.maxOpen, 3);
+    assert.equal(pool.stats().peak, 3);
+    // the first three start at once, the rest in arrival order
+    assert.deepEqual(order.slice(3), Array.from({ length: 97 }, (_, i) => i + 3));
+    assert.deepEqual(warnings, []);
+    pool.close();
+  });
+
+  it('answers RETRY when the wait exceeds the deadline', async () => {
+    const d = new FakeDriver();
+    const pool = new SqlPool([host('a')], d, { ...opts, maxConnections: 1 });
+    const warnings: string[] = [];
+    const slow = pool.use(async () => {
+      await sleep(300);
+      return { kind: 'ok', value: 'slow' };
+    }, { deadline: Date.now() + 5000, warn: (t) => warnings.push(t) });
+    const waiting = pool.use(async () => ({ kind: 'ok', value: 'late' }), { deadline: Date.now() + 50, warn: (t) => warnings.push(t) });
+    assert.equal(await waiting, POOL_RETRY);
+    assert.equal(await slow, 'slow');
+    assert.match(warnings[0]!, /timed out waiting for a database connection/);
+    pool.close();
+  });
+
+  it('prefers UNIX hosts, fails over, and leaves a failed host alone for retry_interval', async () => {
+    setClock(() => now);
+    const d = new FakeDriver();
+    const pool = new SqlPool([host('inet1'), host('sock', 'unix'), host('uri', 'uri')], d, { ...opts, maxConnections: 1 });
+    const warn = () => undefined;
+    const use = () => pool.use(async (c: FakeConn) => ({ kind: 'ok', value: c.host }), { deadline: Date.now() + 1000, warn });
+    assert.equal(await use(), 'sock');
+    d.down.add('sock');
+    // a query failure takes the host down; the next host is tried at once
+    const r = await pool.use(async (c: FakeConn) => (c.host === 'sock' ? { kind: 'host-error', message: 'gone' } : { kind: 'ok', value: c.host }), { deadline: Date.now() + 1000, warn });
+    assert.equal(r, 'inet1');
+    d.connects.length = 0;
+    d.down.delete('sock');
+    // sock stays blocked while ts >= now, even though inet1 goes idle and closes
+    now += 60;
+    assert.equal(await use(), 'inet1');
+    assert.deepEqual(d.connects, []);
+    now += 1;
+    pool.close();
+  });
+
+  it('answers RETRY at once when every host is down, and recovers after retry_interval', async () => {
+    setClock(() => now);
+    const d = new FakeDriver();
+    const pool = new SqlPool([host('a'), host('b')], d, { ...opts, retryInterval: 5 });
+    d.down.add('a');
+    d.down.add('b');
+    const warnings: string[] = [];
+    const use = () => pool.use(async (c: FakeConn) => ({ kind: 'ok', value: c.host }), { deadline: Date.now() + 1000, warn: (t) => warnings.push(t) });
+    assert.equal(await use(), POOL_RETRY);
+    assert.equal(warnings.length, 2);
+    d.connects.length = 0;
+    assert.equal(await use(), POOL_RETRY);
+    assert.deepEqual(d.connects, [], 'no connect attempt while backing off');
+    d.down.clear();
+    now += 5;
+    assert.equal(await use(), POOL_RETRY, 'ts >= now: still blocked');
+    now += 1;
+    assert.match(String(await use()), /^[ab]$/);
+    pool.close();
+  });
+
+  it('lists a single host twice: one failure does not block it', async () => {
+    setClock(() => now);
+    const d = new FakeDriver();
+    const pool = new SqlPool([host('only')], d, { ...opts, maxConnections: 1 });
+    let fail = true;
+    const r = await pool.use(async (c: FakeConn) => {
+      if (fail) {
+        fail = false;
+        return { kind: 'host-error', message: 'server has gone away' };
+      }
+      return { kind: 'ok', value: c.id };
+    }, { deadline: Date.now() + 1000, warn: () => undefined });
+    assert.equal(r, 2);
+    pool.close();
+  });
+
+  it('replaces connections that die while idle, without marking the host down', async () => {
+    const d = new FakeDriver();
+    const pool = new SqlPool([host('a'), host('b')], d, opts);
+    let conn: FakeConn | undefined;
+    await pool.use(async (c: FakeConn) => {
+      conn = c;
+      return { kind: 'ok', value: 1 };
+    }, { deadline: Date.now() + 1000, warn: () => undefined });
+    conn!.lose();
+    assert.equal(pool.stats().open, 0);
+    const h = conn!.host;
+    const r = await pool.use(async (c: FakeConn) => ({ kind: 'ok', value: c }), { deadline: Date.now() + 1000, warn: () => undefined });
+    assert.ok(r !== POOL_RETRY);
+    assert.notEqual((r as FakeConn).id, conn!.id);
+    assert.ok(pool.stats().hosts.every((x) => x.state !== 'fail'), `${h}: no host marked down`);
+    pool.close();
+  });
+
+  it('a "retry" result fails only that lookup', async () => {
+    const d = new FakeDriver();
+    const pool = new SqlPool([host('a')], d, opts);
+    const warnings: string[] = [];
+    const r = await pool.use(async () => ({ kind: 'retry', message: 'bad key' }), { deadline: Date.now() + 1000, warn: (t) => warnings.push(t) });
+    assert.equal(r, POOL_RETRY);
+    assert.deepEqual(warnings, ['bad key']);
+    assert.equal(pool.stats().idle, 1);
+    pool.close();
+  });
+
+  it('shares one pool per configuration key and closes it with its last user', () => {
+    const before = sharedPoolCount();
+    const d = new FakeDriver();
+    const a = sharedPool('k1', () => new SqlPool([host('a')], d, opts));
+    const b = sharedPool('k1', () => new SqlPool([host('a')], d, opts));
+    const c = sharedPool('k2', () => new SqlPool([host('a')], d, opts));
+    assert.equal(a.pool, b.pool);
+    assert.notEqual(a.pool, c.pool);
+    assert.equal(sharedPoolCount(), before + 2);
+    a.release();
+    a.release();
+    assert.equal(sharedPoolCount(), before + 2);
+    b.release();
+    c.release();
+    assert.equal(sharedPoolCount(), before);
+  });
+
+  it('reads its main.cf settings', () => {
+    const warnings: string[] = [];
+    const p = (m: Record<string, string>) => (n: string) => m[n];
+    assert.deepEqual(poolSettings(p({}), (t) => warnings.push(t)), { maxConnections: 4, timeoutMs: 10_000 });
+    assert.deepEqual(poolSettings(p({ proxymapd_sql_max_connections: '7', proxymapd_sql_timeout: '2m' }), (t) => warnings.push(t)), { maxConnections: 7, timeoutMs: 120_000 });
+    assert.equal(warnings.length, 0);
+    assert.deepEqual(poolSettings(p({ proxymapd_sql_max_connections: '0', proxymapd_sql_timeout: 'x' }), (t) => warnings.push(t)), { maxConnections: 4, timeoutMs: 10_000 });
+    assert.equal(warnings.length, 2);
+  });
+});

@@ -79,6 +79,8 @@ export class RequestHandler {
       writable: service === 'proxywrite',
       fold: plan.instanceFold,
       dup: req.flags & (DICT_FLAG.DUP_IGNORE | DICT_FLAG.DUP_REPLACE),
+      // Instance flags: a legacy client repeats them in every request's flags, a new one sends instance_flags.
+      nul: (dialect === 'new' ? req.instanceFlags : req.flags) & (DICT_FLAG.TRY0NULL | DICT_FLAG.TRY1NULL),
     };
     const inst = this.o.instances.peek(ik);
     if (inst) return this.execute(req, inst, plan, spec);

@@ -21,6 +21,11 @@ export interface InstanceKey {
   fold: FoldMode;
   /** DUP_IGNORE / DUP_REPLACE bits (0: warn and keep first) */
   dup: number;
+  /**
+   * TRY0NULL / TRY1NULL bits the client opened its table with (postmap -n / -N):
+   * instance flags, so each NUL mode gets its own instance, as in Postfix.
+   */
+  nul?: number;
 }
 
 export type Instance =
@@ -86,7 +91,8 @@ export class TableInstances {
   }
 
   private keyString(k: InstanceKey): string {
-    return this.isSplit(k) ? `r\0${k.fold}\0${k.dup}\0${k.spec}` : `${k.writable ? 'w' : 'r'}\0\0\0${k.spec}`;
+    const nul = k.nul ?? 0;
+    return this.isSplit(k) ? `r\0${k.fold}\0${k.dup}\0${nul}\0${k.spec}` : `${k.writable ? 'w' : 'r'}\0\0\0${nul}\0${k.spec}`;
   }
 
   /** The type bits of a table opened before (any instance), or undefined. */
@@ -180,7 +186,11 @@ export class TableInstances {
     const opts: TableOpenOptions = {
       type,
       name,
-      openFlags: k.dup | (k.fold !== 'none' ? DICT_FLAG.FOLD_FIX : 0) | (k.fold === 'utf8' ? DICT_FLAG.UTF8_REQUEST : 0),
+      openFlags:
+        k.dup |
+        ((k.nul ?? 0) & (DICT_FLAG.TRY0NULL | DICT_FLAG.TRY1NULL)) |
+        (k.fold !== 'none' ? DICT_FLAG.FOLD_FIX : 0) |
+        (k.fold === 'utf8' ? DICT_FLAG.UTF8_REQUEST : 0),
       fold: k.fold,
       writable: k.writable,
       param: this.param,

@@ -125,7 +125,42 @@ export class ProxyTable {
     }
     return statusResult(r.status, 'lookup');
   }
+
+  /** update (proxywrite only): the key is folded and checked as for a lookup; OK, NOKEY or an error. */
+  update(key: string, value: string): Promise<WriteClientResult> {
+    return this.write('update', key, value);
+  }
+
+  /** delete (proxywrite only): OK when something was deleted, notfound when not. */
+  delete(key: string): Promise<WriteClientResult> {
+    return this.write('delete', key, '');
+  }
+
+  private async write(kind: 'update' | 'delete', key: string, value: string): Promise<WriteClientResult> {
+    if (!this.opened) {
+      const r = await this.open();
+      if (r.status !== PROXY_STAT.OK) return statusResult(r.status, 'open') as WriteClientResult;
+    }
+    let flags = this.flags;
+    let k = key;
+    if (this.clientUtf8Layer) {
+      // dict_utf8: a non-UTF-8 key or value is skipped with a warning.
+      if (!isValidUtf8(k) || (kind === 'update' && !isValidUtf8(value))) return { status: 'notfound' };
+      const fixed = (flags & DICT_FLAG.FIXED) !== 0;
+      if ((fixed && flags & DICT_FLAG.FOLD_FIX) || (!fixed && flags & DICT_FLAG.FOLD_MUL)) k = foldKey(k, 'utf8');
+      flags &= ~FOLD_ANY;
+    }
+    const base = { dialect: this.opts.dialect, table: this.name, instanceFlags: this.instFlags, flags: this.wireFlags(flags), key: k };
+    const r = await this.conn.request(kind === 'update' ? { ...base, kind, value } : { ...base, kind });
+    if (this.opts.dialect === 'new' && r.flags !== undefined && r.status !== PROXY_STAT.BAD && r.status !== PROXY_STAT.DENY) {
+      this.flags = r.flags;
+    }
+    if (r.status === PROXY_STAT.OK) return { status: 'ok' };
+    return statusResult(r.status, kind) as WriteClientResult;
+  }
 }
+
+export type WriteClientResult = { status: 'ok' } | { status: 'notfound' } | { status: 'error'; code: number; reason: string };
 
 function statusResult(status: number, op: string): ClientResult {
   if (status === PROXY_STAT.NOKEY) return { status: 'notfound' };

@@ -29,6 +29,12 @@ export interface Instance {
   conf: string;
   queue: string;
   proxymap: string;
+  /** `$queue/private/proxywrite` */
+  proxywrite: string;
+  /** pid of the proxymapd process */
+  pid: number;
+  /** Send a signal and wait for the process to end (e.g. SIGKILL). */
+  kill(signal: NodeJS.Signals): Promise<void>;
   log(): string;
   /** SIGTERM, wait for exit; resolves to the exit code */
   stop(): Promise<number | null>;
@@ -87,6 +93,14 @@ export async function startProxymapd(params: Record<string, string>, dir?: strin
     conf,
     queue,
     proxymap,
+    proxywrite: path.join(queue, 'private', 'proxywrite'),
+    pid: child.pid!,
+    async kill(signal: NodeJS.Signals) {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = once(child, 'exit');
+      child.kill(signal);
+      await exited;
+    },
     log: () => stderr,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {

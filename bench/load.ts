@@ -121,7 +121,7 @@ export function encodeLookupReply(status: number, value: string): Buffer {
   return attrRecord([['status', String(status)], ['value', value]]);
 }
 
-const show = (b: Buffer) => b.toString('latin1').replace(/\0/g, '|');
+export const show = (b: Buffer) => b.toString('latin1').replace(/\0/g, '|');
 
 class LatencyLog {
   buf = new Uint32Array(1 << 16);
@@ -524,7 +524,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
 // ---- open time ---------------------------------------------------------------
 
 /** One connection, one request at a time; replies split into records. */
-class SequentialClient {
+export class SequentialClient {
   private buf: Buffer = Buffer.alloc(0);
   private readonly records: Buffer[] = [];
   private waiter: ((r: Buffer | Error) => void) | null = null;

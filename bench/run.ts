@@ -2,7 +2,7 @@
  * `npm run bench`: proxymapd versus the real Postfix proxymap(8), same
  * machine, same table, same load generator, in one run.
  *
- *   npm run bench -- [--scenario texthash|regexp|pcre|cidr|all] [--duration SEC]
+ *   npm run bench -- [--scenario texthash|regexp|pcre|cidr|cdb|lmdb|hash|proxywrite|all] [--duration SEC]
  *                    [--warmup SEC] [--keys N] [--conns 1,20] [--rounds N]
  *                    [--workers N] [--only proxymapd|postfix] [--cpu-prof DIR]
  *                    [--json FILE] [--strict] ...
@@ -21,7 +21,14 @@
  *     differs from postmap's answer fails the run;
  *  4. load: each round runs every connection count against each target in
  *     turn (interleaved, so drifting background load hits both alike); the
- *     report shows the median over the rounds.
+ *     report shows the median over the rounds;
+ *  5. memory: resident set of proxymapd (VmRSS, of it RssAnon = heap and
+ *     RssFile = mapped file pages) before the table is opened and after the
+ *     load, and of the real proxymap process(es).
+ *
+ * The `proxywrite` scenario instead measures updates/s through proxymapd's
+ * proxywrite service and the real proxywrite (bench/updates.ts), into an
+ * lmdb and a btree table (the default proxy_write_maps types).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -30,7 +37,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ANNOUNCEMENT, postmapOracle, runLoad, timeOpens, type LoadResult, type OpenTiming } from './load.js';
-import { buildScenario, SCENARIOS, type ScenarioData, type ScenarioName } from './scenarios.js';
+import { buildScenario, INDEXED_SCENARIOS, SCENARIOS, type ScenarioData, type ScenarioName } from './scenarios.js';
+import { runUpdates, type UpdateLoadResult } from './updates.js';
 import {
   postfixAvailable,
   postfixUnavailableReason,
@@ -48,6 +56,9 @@ interface Args {
   regexpRules: number;
   cidrRules: number;
   patternKeys: number;
+  indexedEntries: number;
+  indexedLookups: number;
+  updateConns: number[];
   openSamples: number;
   conns: number[];
   rounds: number;
@@ -60,13 +71,16 @@ interface Args {
 }
 
 const USAGE = `usage: npm run bench -- [options]
-  --scenario NAME    texthash (default) | regexp | pcre | cidr | all, or a comma list
+  --scenario NAME    texthash (default) | regexp | pcre | cidr | cdb | lmdb | hash | proxywrite | all, or a comma list
   --duration SEC     measured time per run (default 3)
   --warmup SEC       warm-up per run, not measured (default 1)
   --keys N           keys in the texthash table (default 10000)
   --regexp-rules N   rules in the regexp and pcre tables (default 1000)
   --cidr-rules N     lines in the cidr table (default 100000)
   --pattern-keys N   keys looked up in the regexp, pcre and cidr tables (default 2000)
+  --indexed-entries N  entries in the cdb, lmdb and hash tables (default 1000000)
+  --indexed-lookups N  keys looked up in them, spread over the table, 10% absent (default 50000)
+  --update-conns LIST  connection counts of the proxywrite scenario (default 1,4)
   --open-samples N   copies of the table whose open is timed; the median is reported (default 3)
   --conns LIST       connection counts (default 1,20)
   --rounds N         interleaved rounds; the median is reported (default 3)
@@ -86,6 +100,9 @@ function parseArgs(argv: string[]): Args {
     regexpRules: 1000,
     cidrRules: 100_000,
     patternKeys: 2000,
+    indexedEntries: 1_000_000,
+    indexedLookups: 50_000,
+    updateConns: [1, 4],
     openSamples: 3,
     conns: [1, 20],
     rounds: 3,
@@ -122,6 +139,13 @@ function parseArgs(argv: string[]): Args {
       case '--regexp-rules': a.regexpRules = Math.floor(num(opt, next(), 10)); break;
       case '--cidr-rules': a.cidrRules = Math.floor(num(opt, next(), 10)); break;
       case '--pattern-keys': a.patternKeys = Math.floor(num(opt, next(), 1)); break;
+      case '--indexed-entries': a.indexedEntries = Math.floor(num(opt, next(), 10)); break;
+      case '--indexed-lookups': a.indexedLookups = Math.floor(num(opt, next(), 1)); break;
+      case '--update-conns': {
+        const v = next() ?? '';
+        a.updateConns = v.split(',').map((x) => Math.floor(num(opt, x.trim(), 1)));
+        break;
+      }
       case '--open-samples': a.openSamples = Math.floor(num(opt, next(), 1)); break;
       case '--rounds': a.rounds = Math.floor(num(opt, next(), 1)); break;
       case '--workers': a.workers = Math.floor(num(opt, next(), 0)); break;
@@ -324,6 +348,43 @@ function cpuBetween(a: Snapshot, b: Snapshot): { server: number; client: number;
   return { server: pct(server), client: pct(client), other: pct(other) };
 }
 
+// ---- memory (/proc) ---------------------------------------------------------------
+
+interface Memory {
+  /** kB */
+  rss: number;
+  anon: number;
+  file: number;
+}
+
+function memoryOf(pid: number): Memory | undefined {
+  try {
+    const st = fs.readFileSync(`/proc/${pid}/status`, 'latin1');
+    const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(st)?.[1] ?? NaN);
+    return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') + kb('RssShmem') };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Summed over processes (the real proxymap may run several). */
+function memorySum(pids: number[]): Memory | undefined {
+  const ms = pids.map(memoryOf).filter((m): m is Memory => m !== undefined);
+  if (!ms.length) return undefined;
+  return ms.reduce((a, m) => ({ rss: a.rss + m.rss, anon: a.anon + m.anon, file: a.file + m.file }));
+}
+
+/** The proxymap(8) processes among a Postfix instance's processes. */
+function proxymapPids(pids: number[]): number[] {
+  return pids.filter((p) => {
+    try {
+      return fs.readFileSync(`/proc/${p}/comm`, 'latin1').trim() === 'proxymap';
+    } catch {
+      return false;
+    }
+  });
+}
+
 // ---- running ------------------------------------------------------------------
 
 interface RunResult extends LoadResult {
@@ -338,6 +399,16 @@ interface TargetInfo {
   target: Target;
   socket: string;
   pids: () => number[];
+  /** the processes that hold the tables (proxymapd; the real proxymap processes) */
+  tablePids: () => number[];
+}
+
+interface MemoryResult {
+  target: Target;
+  /** before the scenario's table was opened (proxymapd: after serving the small table) */
+  before?: Memory;
+  /** after the load */
+  after?: Memory;
 }
 
 interface OpenResult extends OpenTiming {
@@ -363,6 +434,9 @@ interface ScenarioResult {
   open: OpenResult[];
   verify: VerifyResult[];
   results: RunResult[];
+  memory?: MemoryResult[];
+  /** proxywrite scenario */
+  updates?: Array<UpdateLoadResult & { target: Target; table: string; round: number }>;
   /** why a target (or the whole scenario) could not be measured */
   failures: string[];
 }
@@ -399,6 +473,8 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
     regexpRules: args.regexpRules,
     cidrRules: args.cidrRules,
     patternKeys: args.patternKeys,
+    indexedEntries: args.indexedEntries,
+    indexedKeys: args.indexedLookups,
   });
   // Files readable by user postfix: the table, identical copies for the open
   // timing (each one a fresh table instance), and a small table for warming
@@ -410,10 +486,28 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
   fs.writeFileSync(small, 'probe@example.com probe-ok\n', { mode: 0o644 });
   const smallTable = `texthash:${small}`;
   const tables: string[] = [];
-  for (let i = 0; i < args.openSamples; i++) {
-    const f = path.join(dir, i === 0 ? `table.${data.type}` : `table-${i + 1}.${data.type}`);
-    fs.writeFileSync(f, data.text, { mode: 0o644 });
-    tables.push(`${data.type}:${f}`);
+  if (data.indexed) {
+    // Built once by the real postmap; the other open samples are copies of the built file.
+    const src = path.join(dir, 'table');
+    fs.writeFileSync(src, data.text, { mode: 0o644 });
+    process.stderr.write(`[${name}] postmap ${data.type}:${src} ... `);
+    const t0 = Date.now();
+    const b = spawnSync('postmap', ['-c', ctx.postmapConf, `${data.type}:${src}`], { encoding: 'utf8', timeout: 600_000 });
+    if (b.status !== 0) throw new Error(`postmap ${data.type}:${src}: ${b.stderr || b.error?.message}`);
+    const suffix = data.type === 'hash' || data.type === 'btree' ? '.db' : `.${data.type}`;
+    process.stderr.write(`${fmt((Date.now() - t0) / 1000, 1)} s, ${fmt(fs.statSync(src + suffix).size / 1048576, 1)} MiB\n`);
+    tables.push(`${data.type}:${src}`);
+    for (let i = 1; i < args.openSamples; i++) {
+      const f = path.join(dir, `table-${i + 1}`);
+      fs.copyFileSync(src + suffix, f + suffix);
+      tables.push(`${data.type}:${f}`);
+    }
+  } else {
+    for (let i = 0; i < args.openSamples; i++) {
+      const f = path.join(dir, i === 0 ? `table.${data.type}` : `table-${i + 1}.${data.type}`);
+      fs.writeFileSync(f, data.text, { mode: 0o644 });
+      tables.push(`${data.type}:${f}`);
+    }
   }
   const table = tables[0]!;
   const readMaps = [smallTable, ...tables].map((t) => `proxy:${t}`).join(' ');
@@ -427,6 +521,7 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
     open: [],
     verify: [],
     results: [],
+    memory: [],
     failures: [],
   };
 
@@ -457,7 +552,7 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
       process.stderr.write(`[${name}] starting proxymapd ... `);
       const pmd = await startProxymapd(ctx.repo, conf, path.join(queue, 'private', 'proxymap'), profDir, args.cpuProfIntervalUs);
       process.stderr.write(`pid ${pmd.pid}\n`);
-      targets.push({ target: 'proxymapd', socket: pmd.socket, pids: () => [pmd.pid] });
+      targets.push({ target: 'proxymapd', socket: pmd.socket, pids: () => [pmd.pid], tablePids: () => [pmd.pid] });
       cleanups.push(async () => {
         // surface warnings/errors proxymapd logged during the run
         const bad = pmd
@@ -475,13 +570,15 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
       const inst: PostfixInstance = await starting;
       if (interrupted) throw new Error('interrupted');
       process.stderr.write(`master pid ${inst.masterPid} (${inst.dir})\n`);
-      targets.push({ target: 'postfix', socket: inst.proxymapSocket, pids: () => inst.processes() });
+      targets.push({ target: 'postfix', socket: inst.proxymapSocket, pids: () => inst.processes(), tablePids: () => proxymapPids(inst.processes()) });
     }
 
     // 3. open time, on a connection that has served a lookup on the small table
     const live: TargetInfo[] = [];
     for (const t of targets) {
       if (interrupted) throw new Error('interrupted');
+      const mem: MemoryResult = { target: t.target, before: t.target === 'proxymapd' ? memorySum(t.tablePids()) : undefined };
+      sr.memory!.push(mem);
       try {
         const o = await timeOpens({
           socketPath: t.socket,
@@ -544,6 +641,8 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
           const cpu = cpuBetween(before, after);
           if (interrupted) throw new Error('interrupted');
           sr.results.push({ ...r, target: t.target, round, serverCpuPct: cpu.server, clientCpuPctProc: cpu.client, otherCpuPct: cpu.other });
+          const mem = sr.memory!.find((m) => m.target === t.target);
+          if (mem) mem.after = memorySum(t.tablePids());
           console.error(
             `[${name}] round ${round}: ${t.target.padEnd(9)} ${String(conns).padStart(3)} conn  ${fmt(r.lookupsPerSec).padStart(7)}/s  ` +
               `p50 ${fmt(r.p50Us, 1)} µs  p99 ${fmt(r.p99Us, 1)} µs  cpu server ${fmt(cpu.server)}% client ${fmt(cpu.client)}% other ${fmt(cpu.other)}%` +
@@ -632,6 +731,137 @@ function printScenario(sr: ScenarioResult, args: Args): void {
       console.log(pad(['', String(conns), ratio(m.rate, p.rate), ratio(m.p50, p.p50), ratio(m.p99, p.p99)], [10, 6, 10, 9, 9]));
     }
   }
+  printMemory(sr);
+}
+
+function printMemory(sr: ScenarioResult): void {
+  if (!sr.memory?.some((m) => m.after)) return;
+  const mb = (kb: number | undefined) => (kb === undefined ? '-' : fmt(kb / 1024, 1));
+  const w = [10, 13, 13, 13, 13];
+  console.log(pad(['memory MiB', 'RSS before', 'RSS after', 'anon after', 'file after'], w));
+  for (const m of sr.memory) {
+    console.log(pad([m.target, mb(m.before?.rss), mb(m.after?.rss), mb(m.after?.anon), mb(m.after?.file)], w));
+  }
+  console.log('  (before = server started, small table served, scenario table not yet opened; file = mapped file pages, shared with the page cache;');
+  console.log('   postfix = the sum over its proxymap processes)');
+}
+
+// ---- proxywrite: updates/s ------------------------------------------------------
+
+async function runUpdateScenario(ctx: Ctx): Promise<ScenarioResult> {
+  const { args } = ctx;
+  const name: ScenarioName = 'proxywrite';
+  const dir = path.join(ctx.tmp, name);
+  fs.mkdirSync(dir);
+  fs.chmodSync(dir, 0o755);
+  const sr: ScenarioResult = {
+    name,
+    describe: 'updates/s through proxywrite into lmdb and btree caches (verify(8) flags)',
+    table: '',
+    keys: 10_000,
+    found: 0,
+    targets: [],
+    open: [],
+    verify: [],
+    results: [],
+    updates: [],
+    failures: [],
+  };
+  // Each target writes its own files; the real proxywrite runs as postfix and needs a directory it may write.
+  const tablesFor = (who: string) => {
+    const d = path.join(dir, who);
+    fs.mkdirSync(d);
+    if (who === 'postfix') {
+      const uid = Number(spawnSync('id', ['-u', 'postfix'], { encoding: 'utf8' }).stdout.trim());
+      fs.chownSync(d, uid, -1);
+    }
+    return [`lmdb:${d}/verify_cache`, `btree:${d}/verify_cache`];
+  };
+  const mark = cleanups.length;
+  try {
+    const targets: Array<{ target: Target; socket: string; tables: string[] }> = [];
+    if (ctx.wantProxymapd) {
+      const tables = tablesFor('proxymapd');
+      const base = path.join(dir, 'proxymapd-srv');
+      const conf = path.join(base, 'conf');
+      const queue = path.join(base, 'queue');
+      fs.mkdirSync(conf, { recursive: true });
+      fs.mkdirSync(queue, { recursive: true });
+      fs.writeFileSync(
+        path.join(conf, 'main.cf'),
+        `queue_directory = ${queue}\nproxy_write_maps = ${tables.map((t) => `proxy:${t}`).join(' ')}\ncompatibility_level = 3.6\n`,
+      );
+      process.stderr.write(`[${name}] starting proxymapd ... `);
+      const pmd = await startProxymapd(ctx.repo, conf, path.join(queue, 'private', 'proxymap'));
+      process.stderr.write(`pid ${pmd.pid}\n`);
+      targets.push({ target: 'proxymapd', socket: path.join(queue, 'private', 'proxywrite'), tables });
+    }
+    if (ctx.wantPostfix) {
+      const tables = tablesFor('postfix');
+      process.stderr.write(`[${name}] starting real Postfix instance ... `);
+      const starting = startPostfixInstance({ mainCf: { proxy_write_maps: tables.map((t) => `proxy:${t}`).join(' ') } });
+      cleanups.push(async () => (await starting.catch(() => undefined))?.stop());
+      const inst = await starting;
+      process.stderr.write(`master pid ${inst.masterPid}\n`);
+      targets.push({ target: 'postfix', socket: inst.proxywriteSocket, tables });
+    }
+    sr.targets = targets.map((t) => t.target);
+    for (let round = 1; round <= args.rounds; round++) {
+      for (const kind of [0, 1]) {
+        for (const conns of args.updateConns) {
+          for (const t of targets) {
+            if (interrupted) throw new Error('interrupted');
+            const table = t.tables[kind]!;
+            const r = await runUpdates({ socketPath: t.socket, table, connections: conns, durationMs: args.durationSec * 1000, warmupMs: args.warmupSec * 1000 });
+            sr.updates!.push({ ...r, target: t.target, table: table.slice(0, table.indexOf(':')), round });
+            console.error(
+              `[${name}] round ${round}: ${t.target.padEnd(9)} ${table.slice(0, table.indexOf(':')).padEnd(5)} ${String(conns).padStart(2)} conn  ${fmt(r.updatesPerSec).padStart(6)} updates/s  ` +
+                `p50 ${fmt(r.p50Us, 0)} µs  p99 ${fmt(r.p99Us, 0)} µs` +
+                (r.errors ? `  ERRORS ${r.errors}: ${r.errorSamples.join('; ')}` : ''),
+            );
+            if (r.errors) sr.failures.push(`${t.target} ${table}: ${r.errors} failed updates: ${r.errorSamples.join('; ')}`);
+          }
+        }
+      }
+    }
+    // What was written must read back through the real postmap.
+    for (const t of targets) {
+      for (const table of t.tables) {
+        const q = spawnSync('postmap', ['-c', ctx.postmapConf, '-s', table], { encoding: 'latin1', timeout: 60_000, maxBuffer: 1 << 28 });
+        const n = q.stdout.split('\n').filter(Boolean).length;
+        if (q.status !== 0 || n === 0) sr.failures.push(`${t.target} ${table}: postmap -s: status ${q.status}, ${n} entries: ${q.stderr}`);
+        else console.error(`[${name}] ${t.target.padEnd(9)} ${table}: postmap -s lists ${n} entries`);
+      }
+    }
+  } finally {
+    await unwindTo(mark);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return sr;
+}
+
+function printUpdates(sr: ScenarioResult, args: Args): void {
+  if (!sr.updates?.length) return;
+  console.log('');
+  console.log(`== ${sr.name}: ${sr.describe}`);
+  for (const f of sr.failures) console.log(`   FAILED: ${f}`);
+  const w = [10, 6, 6, 10, 9, 9];
+  console.log(pad(['target', 'table', 'conns', 'updates/s', 'p50 µs', 'p99 µs'], w));
+  const med = (t: Target, table: string, conns: number) => {
+    const rs = sr.updates!.filter((u) => u.target === t && u.table === table && u.connections === conns);
+    return rs.length ? { rate: median(rs.map((u) => u.updatesPerSec)), p50: median(rs.map((u) => u.p50Us)), p99: median(rs.map((u) => u.p99Us)) } : undefined;
+  };
+  for (const table of ['lmdb', 'btree']) {
+    for (const conns of args.updateConns) {
+      for (const t of sr.targets) {
+        const m = med(t, table, conns);
+        if (m) console.log(pad([t, table, String(conns), fmt(m.rate), fmt(m.p50), fmt(m.p99)], w));
+      }
+      const a = med('proxymapd', table, conns);
+      const b = med('postfix', table, conns);
+      if (a && b) console.log(pad(['pmd/pfx', table, String(conns), ratio(a.rate, b.rate), ratio(a.p50, b.p50), ratio(a.p99, b.p99)], w));
+    }
+  }
 }
 
 interface Check {
@@ -643,6 +873,21 @@ interface Check {
 function checks(sr: ScenarioResult, args: Args): Check[] {
   const out: Check[] = [];
   if (!(sr.targets.includes('proxymapd') && sr.targets.includes('postfix'))) return out;
+  if (sr.name === 'proxywrite') {
+    for (const table of ['lmdb', 'btree']) {
+      for (const conns of args.updateConns) {
+        const rate = (t: Target) => median(sr.updates!.filter((u) => u.target === t && u.table === table && u.connections === conns).map((u) => u.updatesPerSec));
+        const [m, p] = [rate('proxymapd'), rate('postfix')];
+        out.push({ ok: m >= p, text: `proxywrite ${table}, ${conns} connection(s): updates/s >= postfix (${ratio(m, p)}: ${fmt(m)} vs ${fmt(p)})` });
+      }
+    }
+    return out;
+  }
+  const mem = sr.memory?.find((x) => x.target === 'proxymapd');
+  if ((INDEXED_SCENARIOS as readonly string[]).includes(sr.name) && mem?.before && mem.after) {
+    const grew = (mem.after.anon - mem.before.anon) / 1024;
+    out.push({ ok: grew < 32, text: `${sr.name}: proxymapd's heap (RssAnon) does not grow with the table (+${fmt(grew, 1)} MiB with ${sr.describe} open and looked up)` });
+  }
   if (sr.name === 'texthash') {
     // at the highest connection count >= 1.5x the throughput; at 1 connection a p50 no worse than Postfix's
     const hi = Math.max(...args.conns);
@@ -676,7 +921,7 @@ function checks(sr: ScenarioResult, args: Args): Check[] {
 }
 
 function printSummary(all: ScenarioResult[], args: Args): void {
-  const both = all.filter((s) => s.targets.includes('proxymapd') && s.targets.includes('postfix'));
+  const both = all.filter((s) => s.targets.includes('proxymapd') && s.targets.includes('postfix') && s.name !== 'proxywrite');
   if (all.length < 2 || !both.length) return;
   console.log('');
   console.log('== summary (proxymapd vs postfix; medians over rounds)');
@@ -739,7 +984,7 @@ async function main(): Promise<number> {
   for (const name of args.scenarios) {
     if (interrupted) throw new Error('interrupted');
     try {
-      scenarios.push(await runScenario(ctx, name));
+      scenarios.push(name === 'proxywrite' ? await runUpdateScenario(ctx) : await runScenario(ctx, name));
     } catch (e) {
       if (interrupted) throw e;
       const msg = (e as Error).message;
@@ -749,7 +994,10 @@ async function main(): Promise<number> {
   }
 
   // ---- report ----
-  for (const sr of scenarios) printScenario(sr, args);
+  for (const sr of scenarios) {
+    if (sr.name === 'proxywrite') printUpdates(sr, args);
+    else printScenario(sr, args);
+  }
   console.log('');
   console.log('(medians over rounds; CPU in % of one core over warm-up + measurement; "other" = rest of the machine;');
   console.log(' postfix server CPU = all of the instance\'s processes: master handles proxymap\'s busy/idle notices around every request;');

@@ -10,14 +10,23 @@
  *   cidr      R lines (IPv4 and ~10% IPv6 prefixes of varied lengths);
  *             keys: 90% random addresses (mostly in no listed network),
  *             10% inside one of the last 10% of the rules
+ *   cdb, lmdb, hash
+ *             indexed files built by the real `postmap TYPE:FILE` from N
+ *             keys (default 1,000,000) `userI@domainJ.example -> ...`;
+ *             keys: a random sample spread over the whole table, 90% present
+ *             and 10% absent (so lookups touch pages all over the file)
+ *   proxywrite  not a lookup scenario: updates/s through proxywrite into an
+ *             lmdb and a btree table (see bench/updates.ts)
  *
  * What a key should answer is not decided here: the benchmark asks the real
  * `postmap -q -` (see postmapOracle() in load.ts), so a generator that
  * happens to make a "miss" key match some rule only shifts the hit ratio.
  */
 
-export type ScenarioName = 'texthash' | 'regexp' | 'pcre' | 'cidr';
-export const SCENARIOS: readonly ScenarioName[] = ['texthash', 'regexp', 'pcre', 'cidr'];
+export type ScenarioName = 'texthash' | 'regexp' | 'pcre' | 'cidr' | 'cdb' | 'lmdb' | 'hash' | 'proxywrite';
+export const SCENARIOS: readonly ScenarioName[] = ['texthash', 'regexp', 'pcre', 'cidr', 'cdb', 'lmdb', 'hash', 'proxywrite'];
+/** Scenarios whose table is built by postmap from `text` (the file then holds the source). */
+export const INDEXED_SCENARIOS: readonly ScenarioName[] = ['cdb', 'lmdb', 'hash'];
 export const PATTERN_SCENARIOS: readonly ScenarioName[] = ['regexp', 'pcre', 'cidr'];
 
 export interface ScenarioData {
@@ -32,6 +41,8 @@ export interface ScenarioData {
   entries: number;
   /** the key set the load generator cycles through (no duplicates) */
   keys: string[];
+  /** `text` is a postmap source: the table is `postmap TYPE:FILE` of it */
+  indexed?: boolean;
 }
 
 export interface ScenarioSizes {
@@ -43,6 +54,10 @@ export interface ScenarioSizes {
   cidrRules: number;
   /** regexp, pcre, cidr: keys in the key set */
   patternKeys: number;
+  /** cdb, lmdb, hash: entries in the table */
+  indexedEntries?: number;
+  /** cdb, lmdb, hash: keys in the key set */
+  indexedKeys?: number;
 }
 
 /** mulberry32: small, deterministic. */
@@ -95,7 +110,27 @@ export function buildScenario(name: ScenarioName, sizes: ScenarioSizes): Scenari
       return patternTable(name, sizes.regexpRules, sizes.patternKeys);
     case 'cidr':
       return cidr(sizes.cidrRules, sizes.patternKeys);
+    case 'cdb':
+    case 'lmdb':
+    case 'hash':
+      return indexed(name, sizes.indexedEntries ?? 1_000_000, sizes.indexedKeys ?? 50_000);
+    case 'proxywrite':
+      throw new Error('proxywrite is an update scenario (bench/updates.ts)');
   }
+}
+
+// ---- cdb / lmdb / hash ----------------------------------------------------
+
+function indexed(type: 'cdb' | 'lmdb' | 'hash', n: number, nkeys: number): ScenarioData {
+  const g = new Rng(0x5eed_0003);
+  const parts: string[] = [];
+  const entry = (i: number) => `user${i}@d${i % 997}.example`;
+  for (let i = 0; i < n; i++) parts.push(`${entry(i)} user${i}@mailstore${i % 16}.example.net\n`);
+  const keys = new Set<string>();
+  while (keys.size < Math.min(nkeys, n + Math.ceil(nkeys / 10))) {
+    keys.add(g.chance(0.1) ? `nobody${g.int(1 << 30)}@d${g.int(997)}.example` : entry(g.int(n)));
+  }
+  return { name: type, type, text: parts.join(''), describe: `${n} keys ${type} (built by postmap)`, entries: n, keys: [...keys], indexed: true };
 }
 
 // ---- texthash -------------------------------------------------------------

@@ -21,9 +21,11 @@
  * stale data:
  *  - errors come back as status codes with Postfix's message text instead
  *    of msg_fatal();
- *  - a file that was replaced (link count 0) is reopened before the next
- *    operation; a Berkeley DB file that another process changed is reopened
- *    too (its private page cache would be stale);
+ *  - a writable handle whose file was replaced (link count 0) reopens it
+ *    before the next operation (a read-only one keeps the old version until
+ *    the table layer swaps in the new one); a Berkeley DB file that another
+ *    process changed in place is reopened (its private page cache would be
+ *    stale);
  *  - an LMDB file shorter than its meta page says (truncated) is refused
  *    instead of being touched (SIGBUS), and SIGBUS/SIGSEGV inside the
  *    libraries are caught and turned into errors.
@@ -415,7 +417,13 @@ static int lm_check_file(KvHandle *h) {
   struct stat st;
   MDB_envinfo info;
   if (fstat(h->lmdb_fd, &st) != 0) return errno;
-  if (st.st_nlink == 0) return 1;
+  /*
+   * A replaced file: writers follow the new one (their updates must land where
+   * readers look). A read-only handle keeps serving the old version until the
+   * table layer has opened the new one and swapped it in (or kept this one,
+   * when the new version cannot be used).
+   */
+  if (st.st_nlink == 0 && h->mode != MODE_READ) return 1;
   if (mdb_env_info(h->env, &info) != 0) return EIO;
   if ((uint64_t)st.st_size < ((uint64_t)info.me_last_pgno + 1) * h->psize) return 2;
   return 0;
@@ -729,6 +737,9 @@ static int bdb_acquire(KvHandle *h, int op, int nonblock) {
     }
     file_id(&st, &now);
     if (st.st_nlink != 0 && !h->seen_ambiguous && same_id(&now, &h->seen)) return ST_OK;
+    /* Replaced (not changed in place): a read-only handle keeps the old version, as for LMDB above. */
+    if (st.st_nlink == 0 && h->mode == MODE_READ && now.size == h->seen.size && ts_cmp(&now.mtim, &h->seen.mtim) == 0)
+      return ST_OK; /* (the unlink itself changed ctime) */
     /* Replaced, or changed by someone else (our page cache is stale): start afresh. */
     if (op != LK_NONE) (void)lock_flock(h->lock_fd, LK_NONE, 0);
     bdb_close_handles(h);

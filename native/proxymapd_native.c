@@ -145,7 +145,7 @@ static int set_prop(napi_env env, napi_value obj, const char *name, napi_value v
 /* Compiled patterns (reference counted: a JS handle plus rule sets)   */
 /* ------------------------------------------------------------------ */
 
-enum { KIND_REGEX = 1, KIND_PCRE = 2, KIND_SET = 3, KIND_BATCH = 4 };
+enum { KIND_REGEX = 1, KIND_PCRE = 2, KIND_SET = 3, KIND_BATCH = 4, KIND_COMPILE = 5 };
 
 /* Common head of both compiled-pattern objects. */
 typedef struct {
@@ -1009,10 +1009,14 @@ static napi_value RuleSetExecAsync(napi_env env, napi_callback_info info) {
 /* ------------------------------------------------------------------ */
 
 /*
- * A table's patterns compiled in one call, spread over a few threads (the
- * calling thread plus helpers): glibc's regcomp and PCRE2's pcre2_compile
- * are thread-safe and independent per pattern. Rule sets are then built
- * from the batch by pattern index (ruleSetFromBatch).
+ * A table's patterns are compiled while the table is still being parsed:
+ * patternsCompileStart() starts helper threads (one per further CPU, at
+ * most 3), patternsCompileAdd() hands them the patterns of each parsed
+ * chunk of lines, and patternsCompileFinish() has the calling thread
+ * compile what is left alongside them, waits for them and reports.
+ * glibc's regcomp and PCRE2's pcre2_compile are thread-safe and
+ * independent per pattern. Rule sets are then built from the batch by
+ * pattern index (ruleSetFromBatch).
  */
 typedef struct {
   int kind; /* KIND_BATCH */
@@ -1021,25 +1025,39 @@ typedef struct {
   void **objs; /* RegexObj* / PcreObj*, NULL where compilation failed */
 } Batch;
 
+typedef struct Chunk {
+  struct Chunk *next;
+  char text[];
+} Chunk;
+
 typedef struct {
+  int kind; /* KIND_COMPILE */
   int engine;
-  uint32_t count;
+  uint32_t cap;   /* patterns that fit (fixed at start: the arrays never move) */
+  uint32_t count; /* patterns added (under lock) */
+  uint32_t next;  /* next pattern to compile (under lock) */
+  int input_done; /* no more patterns will be added (under lock) */
+  int finished;   /* results taken (or abandoned) */
+  int oom;        /* under lock */
+  pthread_mutex_t lock;
+  pthread_cond_t more;
+  unsigned nthreads;
+  pthread_t threads[3];
+  Chunk *chunks;
   const char **patterns;
-  const uint32_t *options;
+  uint32_t *options;
   void **objs;
   int32_t *groups;    /* nsub / capture count, -1 on error */
   int32_t *codes;     /* error code */
   int64_t *offsets;   /* pcre: error offset */
   char (*texts)[256]; /* error text */
-  atomic_uint next;
-  atomic_int oom;
 } CompileJob;
 
 static void compile_one(CompileJob *j, uint32_t i) {
   if (j->engine == KIND_REGEX) {
     RegexObj *r = calloc(1, sizeof(*r));
     if (!r) {
-      atomic_store(&j->oom, 1);
+      j->groups[i] = -2;
       return;
     }
     r->h.kind = KIND_REGEX;
@@ -1069,7 +1087,7 @@ static void compile_one(CompileJob *j, uint32_t i) {
     if (!p || pcre2_pattern_info(code, PCRE2_INFO_CAPTURECOUNT, &p->capture_count) != 0) {
       free(p);
       pcre2_code_free(code);
-      atomic_store(&j->oom, 1);
+      j->groups[i] = -2;
       return;
     }
     p->h.kind = KIND_PCRE;
@@ -1080,16 +1098,73 @@ static void compile_one(CompileJob *j, uint32_t i) {
   }
 }
 
+/* Compile patterns as they come until the input is complete and all are taken. */
 static void *compile_loop(void *arg) {
   CompileJob *j = arg;
   locale_t saved = j->engine == KIND_REGEX ? enter_c_locale() : (locale_t)0;
+  pthread_mutex_lock(&j->lock);
   for (;;) {
-    unsigned i = atomic_fetch_add(&j->next, 1);
-    if (i >= j->count) break;
+    while (j->next >= j->count && !j->input_done) pthread_cond_wait(&j->more, &j->lock);
+    if (j->next >= j->count) break;
+    uint32_t i = j->next++;
+    pthread_mutex_unlock(&j->lock);
     compile_one(j, i);
+    pthread_mutex_lock(&j->lock);
   }
+  pthread_mutex_unlock(&j->lock);
   leave_c_locale(saved);
   return NULL;
+}
+
+/* End the input, help compiling, wait for the helpers. */
+static void compile_drain(CompileJob *j) {
+  pthread_mutex_lock(&j->lock);
+  j->input_done = 1;
+  pthread_cond_broadcast(&j->more);
+  pthread_mutex_unlock(&j->lock);
+  compile_loop(j);
+  for (unsigned k = 0; k < j->nthreads; k++) pthread_join(j->threads[k], NULL);
+  j->nthreads = 0;
+}
+
+/* Free a job's input and bookkeeping (not objs, which go to a Batch or are unreferenced by the caller). */
+static void compile_job_free_parts(CompileJob *j) {
+  for (Chunk *c = j->chunks, *n; c; c = n) {
+    n = c->next;
+    free(c);
+  }
+  j->chunks = NULL;
+  free(j->patterns);
+  free(j->options);
+  free(j->groups);
+  free(j->codes);
+  free(j->offsets);
+  free(j->texts);
+  j->patterns = NULL;
+  j->options = NULL;
+  j->groups = j->codes = NULL;
+  j->offsets = NULL;
+  j->texts = NULL;
+}
+
+/* GC of a job handle: a job never finished (an exception while parsing) is drained and dropped. */
+static void finalize_compile_job(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  CompileJob *j = data;
+  if (!j->finished) {
+    pthread_mutex_lock(&j->lock);
+    for (uint32_t i = j->next; i < j->count; i++) j->groups[i] = -1; /* not compiled */
+    j->next = j->count;
+    pthread_mutex_unlock(&j->lock);
+    compile_drain(j);
+    for (uint32_t i = 0; i < j->count; i++) obj_unref(j->objs[i]);
+    free(j->objs);
+  }
+  compile_job_free_parts(j);
+  pthread_cond_destroy(&j->more);
+  pthread_mutex_destroy(&j->lock);
+  free(j);
 }
 
 static void finalize_batch(napi_env env, void *data, void *hint) {
@@ -1101,125 +1176,193 @@ static void finalize_batch(napi_env env, void *data, void *hint) {
   free(b);
 }
 
-/* Helper threads for one compilation: one per further CPU, at most 3, and only for enough patterns. */
-static unsigned compile_helpers(uint32_t count) {
+static CompileJob *get_compile_job(napi_env env, napi_value v) {
+  napi_valuetype t;
+  CompileJob *j = NULL;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, (void **)&j) != napi_ok ||
+      !j || j->kind != KIND_COMPILE) {
+    napi_throw_type_error(env, NULL, "expected a compile job");
+    return NULL;
+  }
+  if (j->finished) {
+    napi_throw_error(env, NULL, "compile job already finished");
+    return NULL;
+  }
+  return j;
+}
+
+/* patternsCompileStart(engine, capacity) -> job: room for `capacity` patterns; helper threads started. */
+static napi_value PatternsCompileStart(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) THROW(env, "patternsCompileStart(engine, capacity)");
+  int32_t engine;
+  uint32_t cap;
+  if (napi_get_value_int32(env, argv[0], &engine) != napi_ok || (engine != KIND_REGEX && engine != KIND_PCRE))
+    THROW(env, "bad engine");
+  if (napi_get_value_uint32(env, argv[1], &cap) != napi_ok || cap > 50000000) THROW(env, "bad capacity");
+  CompileJob *j = calloc(1, sizeof(*j));
+  if (!j) THROW(env, "out of memory");
+  j->kind = KIND_COMPILE;
+  j->engine = engine;
+  j->cap = cap;
+  pthread_mutex_init(&j->lock, NULL);
+  pthread_cond_init(&j->more, NULL);
+  size_t n = cap ? cap : 1;
+  j->patterns = calloc(n, sizeof(char *));
+  j->options = calloc(n, sizeof(uint32_t));
+  j->objs = calloc(n, sizeof(void *));
+  j->groups = calloc(n, sizeof(int32_t));
+  j->codes = calloc(n, sizeof(int32_t));
+  j->offsets = calloc(n, sizeof(int64_t));
+  j->texts = calloc(n, sizeof(*j->texts));
+  napi_value handle;
+  if (!j->patterns || !j->options || !j->objs || !j->groups || !j->codes || !j->offsets || !j->texts ||
+      napi_create_external(env, j, finalize_compile_job, NULL, &handle) != napi_ok) {
+    compile_job_free_parts(j);
+    free(j->objs);
+    pthread_cond_destroy(&j->more);
+    pthread_mutex_destroy(&j->lock);
+    free(j);
+    THROW(env, "out of memory");
+  }
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  unsigned n = cpus > 1 ? (unsigned)(cpus - 1) : 0;
-  if (n > 3) n = 3;
-  unsigned by_size = count / 64;
-  return n < by_size ? n : by_size;
+  unsigned want = cpus > 1 ? (unsigned)(cpus - 1) : 0;
+  if (want > 3) want = 3;
+  if (want > cap / 32) want = cap / 32; /* small tables: not worth a thread */
+  for (; j->nthreads < want; j->nthreads++)
+    if (pthread_create(&j->threads[j->nthreads], NULL, compile_loop, j) != 0) break;
+  return handle;
 }
 
 /*
- * patternsCompile(engine, patterns, options) -> { batch, groups, errors }
- *
- * patterns: the patterns joined by NUL bytes (a pattern is a C string);
- * options: Uint32Array of regcomp cflags / pcre2_compile options, one per
- * pattern. groups: Int32Array, per pattern re_nsub / the capture count, or
- * -1 when it did not compile. errors: [[index, text, code, offset], ...]
- * for the patterns that did not compile (offset: pcre2 only, else 0).
+ * patternsCompileAdd(job, patterns, options): more patterns, joined by NUL
+ * bytes (a pattern is a C string), with their regcomp cflags / pcre2
+ * options (Uint32Array, one per pattern). Returns the index of the first.
  */
-static napi_value PatternsCompile(napi_env env, napi_callback_info info) {
+static napi_value PatternsCompileAdd(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 3) THROW(env, "patternsCompile(engine, patterns, options)");
-  int32_t engine;
-  if (napi_get_value_int32(env, argv[0], &engine) != napi_ok || (engine != KIND_REGEX && engine != KIND_PCRE))
-    THROW(env, "bad engine");
+  if (argc < 3) THROW(env, "patternsCompileAdd(job, patterns, options)");
+  CompileJob *j = get_compile_job(env, argv[0]);
+  if (!j) return NULL;
   napi_typedarray_type ta_type;
-  size_t count = 0;
+  size_t n = 0;
   void *ta_data = NULL;
   bool is_ta = false;
   CHECK(env, napi_is_typedarray(env, argv[2], &is_ta));
   if (!is_ta) THROW(env, "options must be a Uint32Array");
-  CHECK(env, napi_get_typedarray_info(env, argv[2], &ta_type, &count, &ta_data, NULL, NULL));
-  if (ta_type != napi_uint32_array || count > 100000000) THROW(env, "options must be a Uint32Array");
-  Scratch text = {NULL, 0};
-  size_t total;
-  if (get_bytes(env, argv[1], &text, NULL) == NULL) return NULL;
-  CHECK(env, napi_get_value_string_latin1(env, argv[1], NULL, 0, &total));
-
-  CompileJob j;
-  memset(&j, 0, sizeof(j));
-  j.engine = engine;
-  j.count = (uint32_t)count;
-  j.options = ta_data;
-  j.patterns = calloc(count ? count : 1, sizeof(char *));
-  j.objs = calloc(count ? count : 1, sizeof(void *));
-  j.codes = calloc(count ? count : 1, sizeof(int32_t));
-  j.offsets = calloc(count ? count : 1, sizeof(int64_t));
-  j.texts = calloc(count ? count : 1, sizeof(*j.texts));
-  Batch *b = calloc(1, sizeof(*b));
-  napi_value groups_ab, groups;
-  void *groups_data = NULL;
+  CHECK(env, napi_get_typedarray_info(env, argv[2], &ta_type, &n, &ta_data, NULL, NULL));
+  if (ta_type != napi_uint32_array) THROW(env, "options must be a Uint32Array");
+  if (n == 0) return make_int(env, j->count);
+  if (n > (size_t)(j->cap - j->count)) THROW(env, "more patterns than the job's capacity");
+  size_t len = 0;
+  napi_valuetype t;
+  CHECK(env, napi_typeof(env, argv[1], &t));
+  if (t != napi_string) THROW(env, "patterns must be a string");
+  CHECK(env, napi_get_value_string_latin1(env, argv[1], NULL, 0, &len));
+  Chunk *c = malloc(sizeof(Chunk) + len + 1);
+  if (!c) THROW(env, "out of memory");
+  size_t copied = 0;
+  if (napi_get_value_string_latin1(env, argv[1], c->text, len + 1, &copied) != napi_ok) {
+    free(c);
+    THROW(env, "cannot read string");
+  }
+  c->text[copied] = 0;
+  /* split at the NUL bytes: exactly n patterns */
+  const char *ptrs_local[64];
+  const char **ptrs = n <= 64 ? ptrs_local : malloc(n * sizeof(char *));
+  if (!ptrs) {
+    free(c);
+    THROW(env, "out of memory");
+  }
+  size_t pos = 0;
   const char *bad = NULL;
-  if (!j.patterns || !j.objs || !j.codes || !j.offsets || !j.texts || !b) bad = "out of memory";
-  if (!bad && napi_create_arraybuffer(env, (count ? count : 1) * sizeof(int32_t), &groups_data, &groups_ab) != napi_ok)
-    bad = "out of memory";
-  if (!bad) {
-    j.groups = groups_data;
-    /* split the joined text at its NUL bytes: exactly count patterns */
-    size_t pos = 0;
-    for (uint32_t i = 0; i < count; i++) {
-      if (pos > total) {
-        bad = "fewer patterns than options";
-        break;
-      }
-      j.patterns[i] = text.data + pos;
-      pos += strlen(text.data + pos) + 1;
+  for (size_t i = 0; i < n; i++) {
+    if (pos > copied) {
+      bad = "fewer patterns than options";
+      break;
     }
-    if (!bad && count > 0 && pos != total + 1) bad = "more patterns than options";
+    ptrs[i] = c->text + pos;
+    pos += strlen(c->text + pos) + 1;
   }
+  if (!bad && pos != copied + 1) bad = "more patterns than options";
+  if (bad) {
+    if (ptrs != ptrs_local) free(ptrs);
+    free(c);
+    THROW(env, bad);
+  }
+  uint32_t first = j->count;
+  /* slots [count, count+n) are not visible to the helpers until count moves (under the lock) */
+  for (size_t i = 0; i < n; i++) {
+    j->patterns[first + i] = ptrs[i];
+    j->options[first + i] = ((uint32_t *)ta_data)[i];
+  }
+  if (ptrs != ptrs_local) free(ptrs);
+  c->next = j->chunks;
+  j->chunks = c;
+  pthread_mutex_lock(&j->lock);
+  j->count = first + (uint32_t)n;
+  pthread_cond_broadcast(&j->more);
+  pthread_mutex_unlock(&j->lock);
+  return make_int(env, first);
+}
+
+/*
+ * patternsCompileFinish(job) -> { batch, groups, errors }: compiles what is
+ * left (with the helpers), then reports. groups: Int32Array, per pattern
+ * re_nsub / the capture count, or -1 when it did not compile. errors:
+ * [[index, text, code, offset], ...] for the patterns that did not compile
+ * (offset: pcre2 only, else 0).
+ */
+static napi_value PatternsCompileFinish(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) THROW(env, "patternsCompileFinish(job)");
+  CompileJob *j = get_compile_job(env, argv[0]);
+  if (!j) return NULL;
+  compile_drain(j);
+  j->finished = 1;
+  uint32_t count = j->count;
+  const char *bad = NULL;
+  for (uint32_t i = 0; i < count; i++)
+    if (j->groups[i] == -2) bad = "out of memory";
+  Batch *b = calloc(1, sizeof(*b));
+  if (!b) bad = "out of memory";
+  napi_value result = NULL, errors, groups, groups_ab, handle;
+  void *gdata = NULL;
+  if (!bad && (napi_create_arraybuffer(env, (count ? count : 1) * sizeof(int32_t), &gdata, &groups_ab) != napi_ok ||
+               napi_create_typedarray(env, napi_int32_array, count, groups_ab, 0, &groups) != napi_ok ||
+               napi_create_array(env, &errors) != napi_ok || napi_create_object(env, &result) != napi_ok))
+    bad = "cannot create result";
   if (!bad) {
-    atomic_init(&j.next, 0);
-    atomic_init(&j.oom, 0);
-    unsigned nhelp = compile_helpers(j.count);
-    pthread_t tids[3];
-    unsigned started = 0;
-    for (; started < nhelp; started++)
-      if (pthread_create(&tids[started], NULL, compile_loop, &j) != 0) break;
-    compile_loop(&j);
-    for (unsigned k = 0; k < started; k++) pthread_join(tids[k], NULL);
-    if (atomic_load(&j.oom)) bad = "out of memory";
-  }
-  if (b) {
-    b->kind = KIND_BATCH;
-    b->engine = engine;
-    b->count = j.count;
-    b->objs = j.objs;
-  }
-  napi_value result = NULL, errors, handle;
-  if (!bad) {
+    memcpy(gdata, j->groups, count * sizeof(int32_t));
     uint32_t nerr = 0;
-    if (napi_create_array(env, &errors) != napi_ok) bad = "cannot create result";
     for (uint32_t i = 0; !bad && i < count; i++) {
-      if (j.groups[i] >= 0) continue;
+      if (j->groups[i] >= 0) continue;
       napi_value e;
       if (napi_create_array_with_length(env, 4, &e) != napi_ok || napi_set_element(env, e, 0, make_int(env, i)) != napi_ok ||
-          napi_set_element(env, e, 1, make_string(env, j.texts[i])) != napi_ok ||
-          napi_set_element(env, e, 2, make_int(env, j.codes[i])) != napi_ok ||
-          napi_set_element(env, e, 3, make_int(env, j.offsets[i])) != napi_ok || napi_set_element(env, errors, nerr++, e) != napi_ok)
+          napi_set_element(env, e, 1, make_string(env, j->texts[i])) != napi_ok ||
+          napi_set_element(env, e, 2, make_int(env, j->codes[i])) != napi_ok ||
+          napi_set_element(env, e, 3, make_int(env, j->offsets[i])) != napi_ok || napi_set_element(env, errors, nerr++, e) != napi_ok)
         bad = "cannot create result";
     }
   }
-  if (!bad && (napi_create_typedarray(env, napi_int32_array, count, groups_ab, 0, &groups) != napi_ok ||
-               napi_create_object(env, &result) != napi_ok))
-    bad = "cannot create result";
-  free(text.data);
-  free(j.patterns);
-  free(j.codes);
-  free(j.offsets);
-  free(j.texts);
+  if (b) {
+    b->kind = KIND_BATCH;
+    b->engine = j->engine;
+    b->count = count;
+    b->objs = j->objs;
+  }
+  j->objs = NULL;
+  compile_job_free_parts(j);
   if (!bad && napi_create_external(env, b, finalize_batch, NULL, &handle) != napi_ok) bad = "cannot create handle";
   if (bad) {
     if (b) {
-      b->objs = j.objs;
-      b->count = j.objs ? j.count : 0;
       finalize_batch(env, b, NULL);
-    } else if (j.objs) {
-      for (uint32_t i = 0; i < count; i++) obj_unref(j.objs[i]);
-      free(j.objs);
     }
     bool pending = false;
     napi_is_exception_pending(env, &pending);
@@ -1359,7 +1502,9 @@ static napi_value Init(napi_env env, napi_value exports) {
       !add_fn(env, exports, "pcreCompile", PcreCompile) || !add_fn(env, exports, "pcreCaptureCount", PcreCaptureCount) ||
       !add_fn(env, exports, "pcreMatch", PcreMatch) || !add_fn(env, exports, "ruleSetCreate", RuleSetCreate) ||
       !add_fn(env, exports, "ruleSetExec", RuleSetExec) || !add_fn(env, exports, "ruleSetExecAsync", RuleSetExecAsync) || !add_fn(env, exports, "execThreads", ExecThreads) ||
-      !add_fn(env, exports, "patternsCompile", PatternsCompile) || !add_fn(env, exports, "ruleSetFromBatch", RuleSetFromBatch))
+      !add_fn(env, exports, "patternsCompileStart", PatternsCompileStart) ||
+      !add_fn(env, exports, "patternsCompileAdd", PatternsCompileAdd) ||
+      !add_fn(env, exports, "patternsCompileFinish", PatternsCompileFinish) || !add_fn(env, exports, "ruleSetFromBatch", RuleSetFromBatch))
     return NULL;
   if (!proxymapd_sqlite_register(env, exports)) return NULL;
   if (!kv_register(env, exports)) return NULL;

@@ -21,6 +21,8 @@ declare const brand: unique symbol;
 export type RegexHandle = { readonly [brand]: 'regex' };
 /** A compiled PCRE2 pattern with its match data (freed by the garbage collector). */
 export type PcreHandle = { readonly [brand]: 'pcre' };
+/** A compilation in progress (patternsCompileStart). */
+export type CompileJobHandle = { readonly [brand]: 'compile' };
 /** The compiled patterns of one table (freed by the garbage collector). */
 export type PatternBatchHandle = { readonly [brand]: 'batch' };
 /** A compiled rule list (freed by the garbage collector). */
@@ -97,17 +99,21 @@ export interface NativeEngines {
     callback: (index: number, offsets: Int32Array | null, errors: Array<[number, string]> | null) => void,
   ): void;
   /**
-   * Compile a table's patterns in one call, spread over the CPUs. patterns:
-   * the patterns joined by NUL bytes; options: regcomp cflags (REGEX) or
-   * pcre2_compile options (PCRE), one per pattern. groups: per pattern
-   * re_nsub / capture count, -1 when it did not compile; errors: [index,
-   * regerror / pcre2 message text, error code, pcre2 error offset (else 0)].
+   * Compile a table's patterns on helper threads while the table is parsed:
+   * start a job with room for `capacity` patterns, add patterns in chunks
+   * (joined by NUL bytes, with one regcomp cflags (REGEX) or pcre2_compile
+   * options (PCRE) value each; returns the index of the chunk's first
+   * pattern), then finish: groups per pattern (re_nsub / capture count, -1
+   * when it did not compile) and errors [index, regerror / pcre2 message
+   * text, error code, pcre2 error offset (else 0)].
    */
-  patternsCompile(
-    engine: number,
-    patterns: string,
-    options: Uint32Array,
-  ): { batch: PatternBatchHandle; groups: Int32Array; errors: Array<[number, string, number, number]> };
+  patternsCompileStart(engine: number, capacity: number): CompileJobHandle;
+  patternsCompileAdd(job: CompileJobHandle, patterns: string, options: Uint32Array): number;
+  patternsCompileFinish(job: CompileJobHandle): {
+    batch: PatternBatchHandle;
+    groups: Int32Array;
+    errors: Array<[number, string, number, number]>;
+  };
   /**
    * A rule set from a batch: program holds 7 numbers per rule, like RuleSpec
    * with pattern indexes (-1: none) in place of handles.

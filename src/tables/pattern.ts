@@ -11,7 +11,7 @@ import { stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { DICT_FLAG } from '../protocol/flags.js';
-import { ENGINE, RULE_OP, loadNative, type NativeEngines, type PatternBatchHandle, type RuleSetHandle } from '../native/index.js';
+import { ENGINE, RULE_OP, loadNative, type NativeEngines, type CompileJobHandle, type PatternBatchHandle, type RuleSetHandle } from '../native/index.js';
 import { lowercaseAscii } from './casefold.js';
 import { readLogicalLines } from './lines.js';
 import { filesToBase64 } from './rhsfile.js';
@@ -300,9 +300,9 @@ export function parseReplacement(ctx: RuleContext, line: Bytes, pos: number, mat
 // Rule list
 //
 // A table opens in three steps: (1) every line is parsed and its patterns
-// are collected, with the warnings that parsing gives held back per line;
-// (2) all patterns are compiled in one native call, spread over the CPUs;
-// (3) the lines are walked again in order: held-back warnings, compile
+// are handed to native compiler threads as they come, with the warnings
+// that parsing gives held back per line; (2) the rest is compiled and the
+// threads are waited for; (3) the lines are walked again in order: held-back warnings, compile
 // errors and group-count checks are reported as Postfix reports them while
 // it reads the file line by line, and IF/ENDIF are paired (an IF whose
 // pattern did not compile is no IF, as in Postfix).
@@ -320,17 +320,36 @@ export interface CompileFailure {
   offset: number;
 }
 
-/** The patterns of one table, collected while parsing. */
+/** The patterns of one table, handed to the native compiler in chunks while the table is parsed. */
 export class PatternList {
-  readonly patterns: Bytes[] = [];
-  readonly options: number[] = [];
+  private patterns: Bytes[] = [];
+  private options: number[] = [];
+  private count = 0;
+
+  constructor(
+    private readonly native: NativeEngines,
+    private readonly job: CompileJobHandle,
+  ) {}
+
   /** Add a pattern with its compile options (regcomp cflags / pcre2 options); its index. */
   add(pattern: Bytes, options: number): number {
     this.patterns.push(pattern);
     this.options.push(options >>> 0);
-    return this.patterns.length - 1;
+    if (this.patterns.length >= PATTERN_CHUNK) this.flush();
+    return this.count++;
+  }
+
+  /** Hand the patterns added so far to the compiler threads. */
+  flush(): void {
+    if (this.patterns.length === 0) return;
+    this.native.patternsCompileAdd(this.job, this.patterns.join('\0'), Uint32Array.from(this.options));
+    this.patterns = [];
+    this.options = [];
   }
 }
+
+/** Patterns per hand-off to the compiler threads. */
+const PATTERN_CHUNK = 32;
 
 /** The parts that differ between regexp and pcre. */
 export interface PatternDialect {
@@ -375,10 +394,13 @@ interface LineEntry {
 /** Parse the whole source into rules, with IF/ENDIF pairing and the warnings for unbalanced ones. */
 export function parseRules(native: NativeEngines, dialect: PatternDialect, text: Bytes, opts: TableOpenOptions): LoadedRules {
   const mapname = opts.name;
-  const patterns = new PatternList();
+  const lines = readLogicalLines(text, mapname, opts.warn);
+  // A line has at most two patterns (regexp's /a/!/b/).
+  const job = native.patternsCompileStart(dialect.engine, 2 * lines.length);
+  const patterns = new PatternList(native, job);
   const entries: LineEntry[] = [];
-  // 1. parse
-  for (const { text: raw, lineNo } of readLogicalLines(text, mapname, opts.warn)) {
+  // 1. parse (the compiler threads start on the patterns as they come)
+  for (const { text: raw, lineNo } of lines) {
     let line = cString(raw);
     let end = line.length;
     while (end > 0 && isSpaceCode(line.charCodeAt(end - 1))) end--;
@@ -398,9 +420,9 @@ export function parseRules(native: NativeEngines, dialect: PatternDialect, text:
       ctx.warn('ignoring unrecognized request');
     }
   }
-  // 2. compile
-  const joined = patterns.patterns.join('\0');
-  const compiled = native.patternsCompile(dialect.engine, joined, Uint32Array.from(patterns.options));
+  // 2. compile the rest, wait for the compiler threads
+  patterns.flush();
+  const compiled = native.patternsCompileFinish(job);
   const failures = new Map<number, CompileFailure>();
   for (const [index, text, code, offset] of compiled.errors) failures.set(index, { text, code, offset });
   const groups = compiled.groups;

@@ -1013,10 +1013,16 @@ static napi_value RuleSetExecAsync(napi_env env, napi_callback_info info) {
  * patternsCompileStart() starts helper threads (one per further CPU, at
  * most 3), patternsCompileAdd() hands them the patterns of each parsed
  * chunk of lines, and patternsCompileFinish() has the calling thread
- * compile what is left alongside them, waits for them and reports.
- * glibc's regcomp and PCRE2's pcre2_compile are thread-safe and
- * independent per pattern. Rule sets are then built from the batch by
- * pattern index (ruleSetFromBatch).
+ * compile what is left, from the other end, and reports. glibc's regcomp
+ * and PCRE2's pcre2_compile are thread-safe and independent per pattern.
+ *
+ * The calling thread never waits for a helper: a pattern a helper is still
+ * compiling when the calling thread gets to it (say the helper was
+ * preempted on a busy machine) is compiled again by the calling thread,
+ * and the helper's copy is dropped. So opening a table is never slower
+ * than compiling it all on one thread. The job's memory goes with the last
+ * thread that uses it. Rule sets are then built from the batch by pattern
+ * index (ruleSetFromBatch).
  */
 typedef struct {
   int kind; /* KIND_BATCH */
@@ -1030,76 +1036,115 @@ typedef struct Chunk {
   char text[];
 } Chunk;
 
+/* One compilation result. */
 typedef struct {
-  int kind; /* KIND_COMPILE */
+  void *obj;      /* RegexObj* / PcreObj*, NULL on error */
+  int32_t groups; /* nsub / capture count; -1 on error; -2 out of memory */
+  int32_t code;   /* error code */
+  int64_t offset; /* pcre2: error offset */
+  char *text;     /* error text (malloc'd) */
+} CompileResult;
+
+/* Slot states: unclaimed, a helper is compiling it, a helper's result stands, the calling thread took it. */
+enum { SLOT_FREE = 0, SLOT_HELPER = 1, SLOT_HELPER_DONE = 2, SLOT_MAIN = 3 };
+
+typedef struct {
+  atomic_int refs; /* the JS handle (until finish) and each helper thread */
   int engine;
   uint32_t cap;   /* patterns that fit (fixed at start: the arrays never move) */
   uint32_t count; /* patterns added (under lock) */
-  uint32_t next;  /* next pattern to compile (under lock) */
+  uint32_t next;  /* next pattern for the helpers (under lock) */
   int input_done; /* no more patterns will be added (under lock) */
-  int finished;   /* results taken (or abandoned) */
-  int oom;        /* under lock */
   pthread_mutex_t lock;
   pthread_cond_t more;
-  unsigned nthreads;
-  pthread_t threads[3];
   Chunk *chunks;
   const char **patterns;
   uint32_t *options;
-  void **objs;
-  int32_t *groups;    /* nsub / capture count, -1 on error */
-  int32_t *codes;     /* error code */
-  int64_t *offsets;   /* pcre: error offset */
-  char (*texts)[256]; /* error text */
+  atomic_int *state;
+  CompileResult *helper; /* helpers' results */
+  CompileResult *own;    /* the calling thread's results */
 } CompileJob;
 
-static void compile_one(CompileJob *j, uint32_t i) {
-  if (j->engine == KIND_REGEX) {
+typedef struct {
+  int kind; /* KIND_COMPILE */
+  CompileJob *job; /* NULL once finished */
+} CompileHandle;
+
+static void compile_one(int engine, const char *pattern, uint32_t options, CompileResult *out) {
+  memset(out, 0, sizeof(*out));
+  char buf[256];
+  if (engine == KIND_REGEX) {
     RegexObj *r = calloc(1, sizeof(*r));
     if (!r) {
-      j->groups[i] = -2;
+      out->groups = -2;
       return;
     }
     r->h.kind = KIND_REGEX;
-    int err = regcomp(&r->re, j->patterns[i], (int)j->options[i]);
+    int err = regcomp(&r->re, pattern, (int)options);
     if (err != 0) {
-      (void)regerror(err, &r->re, j->texts[i], sizeof(j->texts[i]));
-      j->codes[i] = err;
-      j->groups[i] = -1;
+      (void)regerror(err, &r->re, buf, sizeof(buf));
       free(r);
+      out->code = err;
+      out->groups = (out->text = strdup(buf)) ? -1 : -2;
       return;
     }
     r->h.refs = 1;
-    j->objs[i] = r;
-    j->groups[i] = (int32_t)r->re.re_nsub;
+    out->obj = r;
+    out->groups = (int32_t)r->re.re_nsub;
   } else {
     int errcode = 0;
     PCRE2_SIZE erroffset = 0;
-    pcre2_code *code = pcre2_compile((PCRE2_SPTR)j->patterns[i], PCRE2_ZERO_TERMINATED, j->options[i], &errcode, &erroffset, NULL);
+    pcre2_code *code = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, options, &errcode, &erroffset, NULL);
     if (code == NULL) {
-      pcre_error_text(errcode, j->texts[i], sizeof(j->texts[i]));
-      j->codes[i] = errcode;
-      j->offsets[i] = (int64_t)erroffset;
-      j->groups[i] = -1;
+      pcre_error_text(errcode, buf, sizeof(buf));
+      out->code = errcode;
+      out->offset = (int64_t)erroffset;
+      out->groups = (out->text = strdup(buf)) ? -1 : -2;
       return;
     }
     PcreObj *p = calloc(1, sizeof(*p));
     if (!p || pcre2_pattern_info(code, PCRE2_INFO_CAPTURECOUNT, &p->capture_count) != 0) {
       free(p);
       pcre2_code_free(code);
-      j->groups[i] = -2;
+      out->groups = -2;
       return;
     }
     p->h.kind = KIND_PCRE;
     p->h.refs = 1;
     p->code = code;
-    j->objs[i] = p;
-    j->groups[i] = (int32_t)p->capture_count;
+    out->obj = p;
+    out->groups = (int32_t)p->capture_count;
   }
 }
 
-/* Compile patterns as they come until the input is complete and all are taken. */
-static void *compile_loop(void *arg) {
+static void result_drop(CompileResult *r) {
+  obj_unref(r->obj);
+  free(r->text);
+  r->obj = NULL;
+  r->text = NULL;
+}
+
+/* Drop one reference; the last one frees the job (with the helper results nobody took). */
+static void compile_job_release(CompileJob *j) {
+  if (atomic_fetch_sub(&j->refs, 1) != 1) return;
+  for (uint32_t i = 0; i < j->count; i++)
+    if (atomic_load(&j->state[i]) == SLOT_HELPER_DONE && j->helper[i].groups != -3) result_drop(&j->helper[i]);
+  for (Chunk *c = j->chunks, *n; c; c = n) {
+    n = c->next;
+    free(c);
+  }
+  free(j->patterns);
+  free(j->options);
+  free(j->state);
+  free(j->helper);
+  free(j->own);
+  pthread_cond_destroy(&j->more);
+  pthread_mutex_destroy(&j->lock);
+  free(j);
+}
+
+/* A helper: compile patterns as they come until the input is complete and all are handed out. */
+static void *compile_helper(void *arg) {
   CompileJob *j = arg;
   locale_t saved = j->engine == KIND_REGEX ? enter_c_locale() : (locale_t)0;
   pthread_mutex_lock(&j->lock);
@@ -1108,63 +1153,44 @@ static void *compile_loop(void *arg) {
     if (j->next >= j->count) break;
     uint32_t i = j->next++;
     pthread_mutex_unlock(&j->lock);
-    compile_one(j, i);
+    int expect = SLOT_FREE;
+    if (atomic_compare_exchange_strong(&j->state[i], &expect, SLOT_HELPER)) {
+      CompileResult r;
+      compile_one(j->engine, j->patterns[i], j->options[i], &r);
+      j->helper[i] = r;
+      expect = SLOT_HELPER;
+      if (!atomic_compare_exchange_strong(&j->state[i], &expect, SLOT_HELPER_DONE)) {
+        /* the calling thread compiled it meanwhile */
+        result_drop(&j->helper[i]);
+      }
+    }
     pthread_mutex_lock(&j->lock);
   }
   pthread_mutex_unlock(&j->lock);
   leave_c_locale(saved);
+  compile_job_release(j);
   return NULL;
 }
 
-/* End the input, help compiling, wait for the helpers. */
-static void compile_drain(CompileJob *j) {
+/* No more input: wake the helpers so that they finish (they stop when nothing is left to hand out). */
+static void compile_end_input(CompileJob *j, int abandon) {
   pthread_mutex_lock(&j->lock);
   j->input_done = 1;
+  if (abandon) j->next = j->count;
   pthread_cond_broadcast(&j->more);
   pthread_mutex_unlock(&j->lock);
-  compile_loop(j);
-  for (unsigned k = 0; k < j->nthreads; k++) pthread_join(j->threads[k], NULL);
-  j->nthreads = 0;
 }
 
-/* Free a job's input and bookkeeping (not objs, which go to a Batch or are unreferenced by the caller). */
-static void compile_job_free_parts(CompileJob *j) {
-  for (Chunk *c = j->chunks, *n; c; c = n) {
-    n = c->next;
-    free(c);
-  }
-  j->chunks = NULL;
-  free(j->patterns);
-  free(j->options);
-  free(j->groups);
-  free(j->codes);
-  free(j->offsets);
-  free(j->texts);
-  j->patterns = NULL;
-  j->options = NULL;
-  j->groups = j->codes = NULL;
-  j->offsets = NULL;
-  j->texts = NULL;
-}
-
-/* GC of a job handle: a job never finished (an exception while parsing) is drained and dropped. */
-static void finalize_compile_job(napi_env env, void *data, void *hint) {
+static void finalize_compile_handle(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
-  CompileJob *j = data;
-  if (!j->finished) {
-    pthread_mutex_lock(&j->lock);
-    for (uint32_t i = j->next; i < j->count; i++) j->groups[i] = -1; /* not compiled */
-    j->next = j->count;
-    pthread_mutex_unlock(&j->lock);
-    compile_drain(j);
-    for (uint32_t i = 0; i < j->count; i++) obj_unref(j->objs[i]);
-    free(j->objs);
+  CompileHandle *h = data;
+  if (h->job) {
+    /* never finished (an exception while parsing): the helpers stop, the last one out frees */
+    compile_end_input(h->job, 1);
+    compile_job_release(h->job);
   }
-  compile_job_free_parts(j);
-  pthread_cond_destroy(&j->more);
-  pthread_mutex_destroy(&j->lock);
-  free(j);
+  free(h);
 }
 
 static void finalize_batch(napi_env env, void *data, void *hint) {
@@ -1176,19 +1202,20 @@ static void finalize_batch(napi_env env, void *data, void *hint) {
   free(b);
 }
 
-static CompileJob *get_compile_job(napi_env env, napi_value v) {
+static CompileJob *get_compile_job(napi_env env, napi_value v, CompileHandle **hout) {
   napi_valuetype t;
-  CompileJob *j = NULL;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, (void **)&j) != napi_ok ||
-      !j || j->kind != KIND_COMPILE) {
+  CompileHandle *h = NULL;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, (void **)&h) != napi_ok ||
+      !h || h->kind != KIND_COMPILE) {
     napi_throw_type_error(env, NULL, "expected a compile job");
     return NULL;
   }
-  if (j->finished) {
+  if (h->job == NULL) {
     napi_throw_error(env, NULL, "compile job already finished");
     return NULL;
   }
-  return j;
+  if (hout) *hout = h;
+  return h->job;
 }
 
 /* patternsCompileStart(engine, capacity) -> job: room for `capacity` patterns; helper threads started. */
@@ -1203,8 +1230,13 @@ static napi_value PatternsCompileStart(napi_env env, napi_callback_info info) {
     THROW(env, "bad engine");
   if (napi_get_value_uint32(env, argv[1], &cap) != napi_ok || cap > 50000000) THROW(env, "bad capacity");
   CompileJob *j = calloc(1, sizeof(*j));
-  if (!j) THROW(env, "out of memory");
-  j->kind = KIND_COMPILE;
+  CompileHandle *h = calloc(1, sizeof(*h));
+  if (!j || !h) {
+    free(j);
+    free(h);
+    THROW(env, "out of memory");
+  }
+  atomic_init(&j->refs, 1);
   j->engine = engine;
   j->cap = cap;
   pthread_mutex_init(&j->lock, NULL);
@@ -1212,27 +1244,34 @@ static napi_value PatternsCompileStart(napi_env env, napi_callback_info info) {
   size_t n = cap ? cap : 1;
   j->patterns = calloc(n, sizeof(char *));
   j->options = calloc(n, sizeof(uint32_t));
-  j->objs = calloc(n, sizeof(void *));
-  j->groups = calloc(n, sizeof(int32_t));
-  j->codes = calloc(n, sizeof(int32_t));
-  j->offsets = calloc(n, sizeof(int64_t));
-  j->texts = calloc(n, sizeof(*j->texts));
+  j->state = calloc(n, sizeof(atomic_int)); /* all SLOT_FREE (0) */
+  j->helper = calloc(n, sizeof(CompileResult));
+  j->own = calloc(n, sizeof(CompileResult));
+  h->kind = KIND_COMPILE;
+  h->job = j;
   napi_value handle;
-  if (!j->patterns || !j->options || !j->objs || !j->groups || !j->codes || !j->offsets || !j->texts ||
-      napi_create_external(env, j, finalize_compile_job, NULL, &handle) != napi_ok) {
-    compile_job_free_parts(j);
-    free(j->objs);
-    pthread_cond_destroy(&j->more);
-    pthread_mutex_destroy(&j->lock);
-    free(j);
+  if (!j->patterns || !j->options || !j->state || !j->helper || !j->own ||
+      napi_create_external(env, h, finalize_compile_handle, NULL, &handle) != napi_ok) {
+    compile_job_release(j);
+    free(h);
     THROW(env, "out of memory");
   }
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   unsigned want = cpus > 1 ? (unsigned)(cpus - 1) : 0;
   if (want > 3) want = 3;
   if (want > cap / 32) want = cap / 32; /* small tables: not worth a thread */
-  for (; j->nthreads < want; j->nthreads++)
-    if (pthread_create(&j->threads[j->nthreads], NULL, compile_loop, j) != 0) break;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  for (unsigned k = 0; k < want; k++) {
+    pthread_t tid;
+    atomic_fetch_add(&j->refs, 1);
+    if (pthread_create(&tid, &attr, compile_helper, j) != 0) {
+      atomic_fetch_sub(&j->refs, 1);
+      break;
+    }
+  }
+  pthread_attr_destroy(&attr);
   return handle;
 }
 
@@ -1246,7 +1285,7 @@ static napi_value PatternsCompileAdd(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 3) THROW(env, "patternsCompileAdd(job, patterns, options)");
-  CompileJob *j = get_compile_job(env, argv[0]);
+  CompileJob *j = get_compile_job(env, argv[0], NULL);
   if (!j) return NULL;
   napi_typedarray_type ta_type;
   size_t n = 0;
@@ -1271,39 +1310,27 @@ static napi_value PatternsCompileAdd(napi_env env, napi_callback_info info) {
     THROW(env, "cannot read string");
   }
   c->text[copied] = 0;
-  /* split at the NUL bytes: exactly n patterns */
-  const char *ptrs_local[64];
-  const char **ptrs = n <= 64 ? ptrs_local : malloc(n * sizeof(char *));
-  if (!ptrs) {
-    free(c);
-    THROW(env, "out of memory");
-  }
-  size_t pos = 0;
-  const char *bad = NULL;
-  for (size_t i = 0; i < n; i++) {
-    if (pos > copied) {
-      bad = "fewer patterns than options";
-      break;
-    }
-    ptrs[i] = c->text + pos;
+  /* count the patterns first: exactly n */
+  size_t pos = 0, found = 0;
+  while (found < n && pos <= copied) {
     pos += strlen(c->text + pos) + 1;
+    found++;
   }
-  if (!bad && pos != copied + 1) bad = "more patterns than options";
-  if (bad) {
-    if (ptrs != ptrs_local) free(ptrs);
+  if (found != n || pos != copied + 1) {
     free(c);
-    THROW(env, bad);
+    THROW(env, "the number of patterns and of options differ");
   }
   uint32_t first = j->count;
   /* slots [count, count+n) are not visible to the helpers until count moves (under the lock) */
+  pos = 0;
   for (size_t i = 0; i < n; i++) {
-    j->patterns[first + i] = ptrs[i];
+    j->patterns[first + i] = c->text + pos;
     j->options[first + i] = ((uint32_t *)ta_data)[i];
+    pos += strlen(c->text + pos) + 1;
   }
-  if (ptrs != ptrs_local) free(ptrs);
+  pthread_mutex_lock(&j->lock);
   c->next = j->chunks;
   j->chunks = c;
-  pthread_mutex_lock(&j->lock);
   j->count = first + (uint32_t)n;
   pthread_cond_broadcast(&j->more);
   pthread_mutex_unlock(&j->lock);
@@ -1312,58 +1339,80 @@ static napi_value PatternsCompileAdd(napi_env env, napi_callback_info info) {
 
 /*
  * patternsCompileFinish(job) -> { batch, groups, errors }: compiles what is
- * left (with the helpers), then reports. groups: Int32Array, per pattern
- * re_nsub / the capture count, or -1 when it did not compile. errors:
- * [[index, text, code, offset], ...] for the patterns that did not compile
- * (offset: pcre2 only, else 0).
+ * left, then reports. groups: Int32Array, per pattern re_nsub / the capture
+ * count, or -1 when it did not compile. errors: [[index, text, code,
+ * offset], ...] for the patterns that did not compile (offset: pcre2 only,
+ * else 0).
  */
 static napi_value PatternsCompileFinish(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 1) THROW(env, "patternsCompileFinish(job)");
-  CompileJob *j = get_compile_job(env, argv[0]);
+  CompileHandle *h = NULL;
+  CompileJob *j = get_compile_job(env, argv[0], &h);
   if (!j) return NULL;
-  compile_drain(j);
-  j->finished = 1;
+  compile_end_input(j, 0);
   uint32_t count = j->count;
+  locale_t saved = j->engine == KIND_REGEX ? enter_c_locale() : (locale_t)0;
+  /* what no helper has taken, from the end (the helpers go forward) ... */
+  for (uint32_t k = count; k > 0; k--) {
+    uint32_t i = k - 1;
+    int expect = SLOT_FREE;
+    if (atomic_compare_exchange_strong(&j->state[i], &expect, SLOT_MAIN)) compile_one(j->engine, j->patterns[i], j->options[i], &j->own[i]);
+  }
+  /* ... then what a helper is still busy with */
+  for (uint32_t i = 0; i < count; i++) {
+    int expect = SLOT_HELPER;
+    if (atomic_compare_exchange_strong(&j->state[i], &expect, SLOT_MAIN)) compile_one(j->engine, j->patterns[i], j->options[i], &j->own[i]);
+  }
+  leave_c_locale(saved);
+  /* every slot is now SLOT_HELPER_DONE or SLOT_MAIN: pick each one's result */
   const char *bad = NULL;
-  for (uint32_t i = 0; i < count; i++)
-    if (j->groups[i] == -2) bad = "out of memory";
   Batch *b = calloc(1, sizeof(*b));
-  if (!b) bad = "out of memory";
+  void **objs = calloc(count ? count : 1, sizeof(void *));
+  if (!b || !objs) bad = "out of memory";
   napi_value result = NULL, errors, groups, groups_ab, handle;
-  void *gdata = NULL;
-  if (!bad && (napi_create_arraybuffer(env, (count ? count : 1) * sizeof(int32_t), &gdata, &groups_ab) != napi_ok ||
+  int32_t *gdata = NULL;
+  if (!bad && (napi_create_arraybuffer(env, (count ? count : 1) * sizeof(int32_t), (void **)&gdata, &groups_ab) != napi_ok ||
                napi_create_typedarray(env, napi_int32_array, count, groups_ab, 0, &groups) != napi_ok ||
                napi_create_array(env, &errors) != napi_ok || napi_create_object(env, &result) != napi_ok))
     bad = "cannot create result";
-  if (!bad) {
-    memcpy(gdata, j->groups, count * sizeof(int32_t));
-    uint32_t nerr = 0;
-    for (uint32_t i = 0; !bad && i < count; i++) {
-      if (j->groups[i] >= 0) continue;
-      napi_value e;
-      if (napi_create_array_with_length(env, 4, &e) != napi_ok || napi_set_element(env, e, 0, make_int(env, i)) != napi_ok ||
-          napi_set_element(env, e, 1, make_string(env, j->texts[i])) != napi_ok ||
-          napi_set_element(env, e, 2, make_int(env, j->codes[i])) != napi_ok ||
-          napi_set_element(env, e, 3, make_int(env, j->offsets[i])) != napi_ok || napi_set_element(env, errors, nerr++, e) != napi_ok)
-        bad = "cannot create result";
+  uint32_t nerr = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    int helper_won = atomic_load(&j->state[i]) == SLOT_HELPER_DONE;
+    CompileResult *r = helper_won ? &j->helper[i] : &j->own[i];
+    if (r->groups == -2) bad = "out of memory";
+    if (!bad) {
+      gdata[i] = r->groups;
+      objs[i] = r->obj;
+      r->obj = NULL; /* now the batch's */
+      if (r->groups == -1) {
+        napi_value e;
+        if (napi_create_array_with_length(env, 4, &e) != napi_ok || napi_set_element(env, e, 0, make_int(env, i)) != napi_ok ||
+            napi_set_element(env, e, 1, make_string(env, r->text ? r->text : "")) != napi_ok ||
+            napi_set_element(env, e, 2, make_int(env, r->code)) != napi_ok ||
+            napi_set_element(env, e, 3, make_int(env, r->offset)) != napi_ok || napi_set_element(env, errors, nerr++, e) != napi_ok)
+          bad = "cannot create result";
+      }
     }
+    result_drop(r);
+    if (helper_won) r->groups = -3; /* taken: not for compile_job_release to drop */
   }
   if (b) {
     b->kind = KIND_BATCH;
     b->engine = j->engine;
-    b->count = count;
-    b->objs = j->objs;
+    b->count = objs ? count : 0;
+    b->objs = objs;
   }
-  j->objs = NULL;
-  compile_job_free_parts(j);
+  h->job = NULL;
+  compile_job_release(j);
   if (!bad && napi_create_external(env, b, finalize_batch, NULL, &handle) != napi_ok) bad = "cannot create handle";
   if (bad) {
-    if (b) {
+    if (b)
       finalize_batch(env, b, NULL);
-    }
+    else
+      free(objs);
     bool pending = false;
     napi_is_exception_pending(env, &pending);
     if (!pending) napi_throw_error(env, NULL, bad);

@@ -18,7 +18,9 @@ import { encodeRecord, RecordDecoder } from '../../src/protocol/codec.js';
 import { ProxyServer } from '../../src/server/server.js';
 import { setLogSink } from '../../src/log.js';
 import { openTable, type LookupResult, type Table } from '../../src/tables/index.js';
-import { patternExecStats, patternThreads, setPatternThreads } from '../../src/tables/pattern.js';
+import { defaultPatternThreads, patternExecStats, patternThreads, setPatternThreads } from '../../src/tables/pattern.js';
+import { Config } from '../../src/config/params.js';
+import { createServer } from '../../src/server/daemon.js';
 import { openOptions } from './conformance.js';
 import { runDifferential, type DiffScenario } from './postmap.js';
 
@@ -259,6 +261,33 @@ describe('pattern tables: evaluation threads', () => {
       setLogSink(oldSink);
     }
   });
+});
+
+test('proxymapd_pattern_threads: default, explicit values, bad values', () => {
+  const saved = patternThreads();
+  const logs: string[] = [];
+  const oldSink = setLogSink((l) => logs.push(l));
+  try {
+    const threads = (value: string | undefined) => {
+      const entries: Record<string, string> = { proxy_read_maps: '' };
+      if (value !== undefined) entries.proxymapd_pattern_threads = value;
+      createServer({ config: Config.fromEntries(entries, { warn: () => {} }) });
+      return patternThreads();
+    };
+    assert.equal(threads(undefined), defaultPatternThreads());
+    assert.ok(defaultPatternThreads() >= 1 && defaultPatternThreads() <= 8);
+    assert.equal(threads('0'), 0);
+    assert.equal(threads('3'), 3);
+    assert.deepEqual(logs, []);
+    assert.equal(threads('-1'), defaultPatternThreads());
+    assert.equal(threads('many'), defaultPatternThreads());
+    assert.equal(threads('65'), defaultPatternThreads());
+    assert.equal(logs.length, 3);
+    assert.match(logs[0], /warning: invalid proxymapd_pattern_threads value "-1": using the default \(\d+\)/);
+  } finally {
+    setLogSink(oldSink);
+    setPatternThreads(saved);
+  }
 });
 
 // Open-time warnings when the compile errors are spread over the compiler threads: the same

@@ -11,7 +11,7 @@ import { log } from '../log.js';
 import { environOpener, openTable, registerTableType, splitCompositeName, tableTypeInfo, type Environment } from '../tables/index.js';
 import { DICT_FLAG } from '../protocol/flags.js';
 import { ProxyServer } from './server.js';
-import { defaultPatternThreads, setPatternThreads } from '../tables/pattern.js';
+import { defaultPatternThreads, patternWorkPending, setPatternThreads } from '../tables/pattern.js';
 
 const MAX_PATTERN_THREADS = 64;
 import type { Service } from './handler.js';
@@ -58,6 +58,7 @@ export function createServer(opts: DaemonOptions): ProxyServer {
     typeFixed,
     connection: opts.connection,
     busyPollUsec: busyPollUsec(config),
+    offThreadWork: patternWorkPending,
     reload: { checkIntervalMs: config.getTime('proxymapd_table_check_interval', 's', 1) * 1000 },
   });
 }

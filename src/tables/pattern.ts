@@ -513,6 +513,11 @@ class ExecScheduler {
   /** counters, for tests and diagnostics */
   readonly stats = { sync: 0, async: 0 };
 
+  /** Evaluations on the threads not completed yet. */
+  get inFlight(): number {
+    return this.pending;
+  }
+
   /** Evaluate now on this thread? (counts the lookup toward the current turn) */
   runHere(): boolean {
     if (this.threads <= 0) return true;
@@ -554,7 +559,12 @@ export function patternThreads(): number {
   return scheduler.threads;
 }
 
-/** Evaluations run on the main thread and on the pool so far (tests). */
+/** True while lookups are being evaluated on the evaluation threads (their completion wakes the event loop). */
+export function patternWorkPending(): boolean {
+  return scheduler.inFlight > 0;
+}
+
+/** Evaluations run on the main thread and on the threads so far (tests). */
 export function patternExecStats(): { sync: number; async: number } {
   return { ...scheduler.stats };
 }

@@ -21,6 +21,7 @@ import { openTable, type LookupResult, type Table } from '../../src/tables/index
 import { defaultPatternThreads, patternExecStats, patternThreads, setPatternThreads } from '../../src/tables/pattern.js';
 import { Config } from '../../src/config/params.js';
 import { createServer } from '../../src/server/daemon.js';
+import { ProxyConnection } from '../../src/client/client.js';
 import { openOptions } from './conformance.js';
 import { runDifferential, type DiffScenario } from './postmap.js';
 
@@ -261,6 +262,39 @@ describe('pattern tables: evaluation threads', () => {
       setLogSink(oldSink);
     }
   });
+});
+
+test('no busy polling while work runs on other threads', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pattern-spin-'));
+  const path = join(dir, 't.regexp');
+  writeFileSync(path, '/^a$/ A\n');
+  let asked = 0;
+  const server = new ProxyServer({
+    opener: openTable,
+    authorized: { proxymap: new Set([`regexp:${path}`]), proxywrite: new Set() },
+    smtputf8: false,
+    param: () => undefined,
+    busyPollUsec: 10_000, // a wide window: without the check the server would spin after every reply
+    offThreadWork: () => (asked++, true),
+  });
+  const sock = join(dir, 'proxymap');
+  await server.listenPath(sock, 'proxymap');
+  try {
+    const c = await ProxyConnection.connect(sock);
+    let spun = false;
+    for (let i = 0; i < 30; i++) {
+      const r = await c.request({ kind: 'lookup', dialect: 'legacy', table: `regexp:${path}`, flags: 0, key: 'a' } as never);
+      assert.equal((r as { value?: string }).value, 'A');
+      await new Promise((res) => setImmediate(res));
+      spun ||= server.busyPolling;
+    }
+    c.close();
+    assert.equal(spun, false);
+    assert.ok(asked > 0, 'the server asked');
+  } finally {
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('proxymapd_pattern_threads: default, explicit values, bad values', () => {

@@ -20,6 +20,9 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 
 #include <locale.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
 #include <regex.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -57,15 +60,19 @@
   } while (0)
 
 /*
- * Per-thread state (the addon may be loaded by several worker threads): the
- * "C" locale made current around every regcomp/regexec call, scratch
+ * Per-thread state (rule sets run on the main thread and on thread-pool
+ * threads; the addon may be loaded by several worker threads): the "C"
+ * locale made current around every regcomp/regexec call, scratch
  * buffers, and a default PCRE2 match context (the same defaults as the NULL
  * context Postfix passes).
  */
-static _Thread_local locale_t c_locale = (locale_t)0;
+static locale_t c_locale = (locale_t)0; /* one object, shared read-only by all threads */
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+
+static void make_c_locale(void) { c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
 
 static locale_t enter_c_locale(void) {
-  if (c_locale == (locale_t)0) c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+  pthread_once(&c_locale_once, make_c_locale);
   return c_locale != (locale_t)0 ? uselocale(c_locale) : (locale_t)0;
 }
 
@@ -138,7 +145,7 @@ static int set_prop(napi_env env, napi_value obj, const char *name, napi_value v
 /* Compiled patterns (reference counted: a JS handle plus rule sets)   */
 /* ------------------------------------------------------------------ */
 
-enum { KIND_REGEX = 1, KIND_PCRE = 2, KIND_SET = 3 };
+enum { KIND_REGEX = 1, KIND_PCRE = 2, KIND_SET = 3, KIND_BATCH = 4, KIND_COMPILE = 5 };
 
 /* Common head of both compiled-pattern objects. */
 typedef struct {
@@ -154,7 +161,6 @@ typedef struct {
 typedef struct {
   ObjHead h;
   pcre2_code *code;
-  pcre2_match_data *md;
   uint32_t capture_count;
 } PcreObj;
 
@@ -167,7 +173,6 @@ static void regex_unref(RegexObj *r) {
 
 static void pcre_unref(PcreObj *p) {
   if (p && --p->h.refs == 0) {
-    pcre2_match_data_free(p->md);
     pcre2_code_free(p->code);
     free(p);
   }
@@ -199,7 +204,30 @@ static void *get_obj(napi_env env, napi_value v, int kind) {
   return data;
 }
 
-static PCRE2_SIZE *match_ovector(PcreObj *p) { return pcre2_get_ovector_pointer(p->md); }
+/*
+ * PCRE2 match data is per thread (rule sets are evaluated on the main
+ * thread and on thread-pool threads at the same time), sized for the
+ * largest capture count seen by that thread. Its ovector then holds at
+ * least capture_count + 1 pairs for every pattern, so pcre2_match() never
+ * returns 0 ("ovector too small") and returns what a match data created
+ * from the pattern would give.
+ */
+static _Thread_local pcre2_match_data *tl_md = NULL;
+static _Thread_local uint32_t tl_md_pairs = 0;
+
+static pcre2_match_data *thread_match_data(uint32_t pairs) {
+  if (tl_md == NULL || tl_md_pairs < pairs) {
+    uint32_t want = pairs < 16 ? 16 : pairs;
+    pcre2_match_data *md = pcre2_match_data_create(want, NULL);
+    if (md == NULL) return NULL;
+    if (tl_md) pcre2_match_data_free(tl_md);
+    tl_md = md;
+    tl_md_pairs = want;
+  }
+  return tl_md;
+}
+
+static PCRE2_SIZE *match_ovector(void) { return pcre2_get_ovector_pointer(tl_md); }
 
 /* The PCRE2 text for an error code, the way Postfix builds it (256-byte buffer). */
 static void pcre_error_text(int code, char *buf, size_t size) {
@@ -353,8 +381,7 @@ static napi_value PcreCompile(napi_env env, napi_callback_info info) {
   p->h.kind = KIND_PCRE;
   p->h.refs = 1;
   p->code = code;
-  p->md = pcre2_match_data_create_from_pattern(code, NULL);
-  if (p->md == NULL || pcre2_pattern_info(code, PCRE2_INFO_CAPTURECOUNT, &p->capture_count) != 0) {
+  if (pcre2_pattern_info(code, PCRE2_INFO_CAPTURECOUNT, &p->capture_count) != 0) {
     pcre_unref(p);
     THROW(env, "pcre2 setup failed");
   }
@@ -381,7 +408,9 @@ static napi_value PcreCaptureCount(napi_env env, napi_callback_info info) {
 
 static int pcre_run(PcreObj *p, const char *subject, size_t len) {
   if (match_context == NULL) match_context = pcre2_match_context_create(NULL);
-  return pcre2_match(p->code, (PCRE2_SPTR)subject, len, 0, 0, p->md, match_context);
+  pcre2_match_data *md = thread_match_data(p->capture_count + 1);
+  if (match_context == NULL || md == NULL) return PCRE2_ERROR_NOMEMORY;
+  return pcre2_match(p->code, (PCRE2_SPTR)subject, len, 0, 0, md, match_context);
 }
 
 /*
@@ -417,7 +446,7 @@ static napi_value PcreMatch(napi_env env, napi_callback_info info) {
   void *data;
   CHECK(env, napi_create_arraybuffer(env, pairs * 2 * sizeof(int32_t), &data, &ab));
   int32_t *out = data;
-  PCRE2_SIZE *ov = match_ovector(p);
+  PCRE2_SIZE *ov = match_ovector();
   for (size_t i = 0; i < 2 * pairs; i++) out[i] = ov[i] == PCRE2_UNSET ? -1 : (int32_t)ov[i];
   CHECK(env, napi_create_typedarray(env, napi_int32_array, pairs * 2, ab, 0, &result));
   return result;
@@ -444,6 +473,7 @@ typedef struct {
   int engine; /* KIND_REGEX or KIND_PCRE */
   uint32_t count;
   Rule *rules;
+  uint32_t max_sub; /* largest max_sub of any rule (offsets an evaluation may write) */
 } RuleSet;
 
 static void finalize_set(napi_env env, void *data, void *hint) {
@@ -541,6 +571,7 @@ static napi_value RuleSetCreate(napi_env env, napi_callback_info info) {
     ru->second_match = m2 != 0;
     ru->max_sub = (uint32_t)max_sub;
     ru->endif = (int32_t)endif;
+    if (ru->max_sub > s->max_sub) s->max_sub = ru->max_sub;
     if (op != OP_ENDIF) {
       ru->first = first;
       ru->second = second;
@@ -611,15 +642,104 @@ static int pcre_test(PcreObj *p, int match, const char *subject, size_t len, Err
 }
 
 /*
+ * Evaluate a rule set for one subject, the way Postfix's lookup does,
+ * starting at rule 0: the first MATCH rule whose test(s) pass wins; an IF
+ * whose test fails jumps past its ENDIF (or ends the lookup when it has
+ * none). With skip_regsub, MATCH rules whose value uses $n are passed over.
+ * Returns the index of the winning rule, -1 when none wins, -2 when out of
+ * memory. For a winning rule with max_sub > 0 the offsets of groups
+ * 0..max_sub go to offsets[] (-1 = unset; off_len entries available).
+ * Runtime match errors are appended to errs (each one made its test fail).
+ *
+ * Thread-safe for concurrent calls on the same set: the compiled patterns
+ * are only read (glibc's regexec serializes calls on one regex_t itself),
+ * and match data and scratch buffers are per thread.
+ */
+static int32_t ruleset_run(RuleSet *s, const char *subject, size_t len, int skip_regsub, int32_t *offsets, size_t off_len,
+                           ErrorList *errs) {
+  int32_t found = -1;
+  locale_t saved = s->engine == KIND_REGEX ? enter_c_locale() : (locale_t)0;
+  for (uint32_t i = 0; i < s->count; i++) {
+    Rule *r = &s->rules[i];
+    if (r->op == OP_MATCH) {
+      if (skip_regsub && r->max_sub > 0) continue;
+      if (s->engine == KIND_REGEX) {
+        size_t nmatch = r->max_sub > 0 ? (size_t)r->max_sub + 1 : 0;
+        if (nmatch > pmatch_cap) {
+          regmatch_t *p = realloc(pmatch_buf, nmatch * sizeof(regmatch_t));
+          if (!p) {
+            found = -2;
+            break;
+          }
+          pmatch_buf = p;
+          pmatch_cap = nmatch;
+        }
+        if (!regex_test(r->first, r->first_match, subject, nmatch, nmatch ? pmatch_buf : NULL, errs, i)) continue;
+        if (r->second && !regex_test(r->second, r->second_match, subject, 0, NULL, errs, i)) continue;
+        for (size_t g = 0; g < nmatch && 2 * g + 1 < off_len; g++) {
+          offsets[2 * g] = (int32_t)pmatch_buf[g].rm_so;
+          offsets[2 * g + 1] = (int32_t)pmatch_buf[g].rm_eo;
+        }
+      } else {
+        PcreObj *p = r->first;
+        if (!pcre_test(p, r->first_match, subject, len, errs, i)) continue;
+        if (r->max_sub > 0) {
+          PCRE2_SIZE *ov = match_ovector();
+          size_t pairs = (size_t)p->capture_count + 1;
+          for (size_t g = 0; g <= r->max_sub && g < pairs && 2 * g + 1 < off_len; g++) {
+            offsets[2 * g] = ov[2 * g] == PCRE2_UNSET ? -1 : (int32_t)ov[2 * g];
+            offsets[2 * g + 1] = ov[2 * g + 1] == PCRE2_UNSET ? -1 : (int32_t)ov[2 * g + 1];
+          }
+        }
+      }
+      found = (int32_t)i;
+      break;
+    } else if (r->op == OP_IF) {
+      int pass = s->engine == KIND_REGEX ? regex_test(r->first, r->first_match, subject, 0, NULL, errs, i)
+                                         : pcre_test(r->first, r->first_match, subject, len, errs, i);
+      if (pass) continue;
+      if (r->endif < 0) break; /* an IF without ENDIF: not found */
+      i = (uint32_t)r->endif;  /* continue after the ENDIF */
+    }
+    /* OP_ENDIF: nothing to do */
+  }
+  leave_c_locale(saved);
+  return found;
+}
+
+/* [[ruleIndex, text], ...] for the errors of one evaluation. */
+static napi_value error_list(napi_env env, ErrorList *errs) {
+  napi_value list;
+  if (napi_create_array_with_length(env, errs->count, &list) != napi_ok) return NULL;
+  for (size_t k = 0; k < errs->count; k++) {
+    napi_value pair;
+    if (napi_create_array_with_length(env, 2, &pair) != napi_ok ||
+        napi_set_element(env, pair, 0, make_int(env, errs->items[k].rule)) != napi_ok ||
+        napi_set_element(env, pair, 1, make_string(env, errs->items[k].text)) != napi_ok ||
+        napi_set_element(env, list, (uint32_t)k, pair) != napi_ok)
+      return NULL;
+  }
+  return list;
+}
+
+static RuleSet *get_set(napi_env env, napi_value v) {
+  napi_valuetype t;
+  RuleSet *s = NULL;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, (void **)&s) != napi_ok ||
+      !s || s->kind != KIND_SET) {
+    napi_throw_type_error(env, NULL, "expected a rule set");
+    return NULL;
+  }
+  return s;
+}
+
+/*
  * ruleSetExec(set, subject, skipRegsub, offsets) -> number | { index, errors }
  *
- * Walks the rules the way Postfix's lookup does, starting at rule 0: the
- * first MATCH rule whose test(s) pass wins; an IF whose test fails jumps
- * past its ENDIF (or ends the lookup when it has none). With skipRegsub,
- * MATCH rules whose value uses $n are passed over. The result is the index
- * of the winning rule, or -1. For a winning rule with max_sub > 0 the
- * offsets of groups 0..max_sub are written to the Int32Array `offsets`
- * (-1 = unset). When runtime match errors occurred the result is an object
+ * Synchronous evaluation (see ruleset_run). The result is the index of the
+ * winning rule, or -1. For a winning rule with max_sub > 0 the offsets of
+ * groups 0..max_sub are written to the Int32Array `offsets`. When runtime
+ * match errors occurred the result is an object
  * { index, errors: [[ruleIndex, text], ...] }.
  */
 static napi_value RuleSetExec(napi_env env, napi_callback_info info) {
@@ -627,12 +747,8 @@ static napi_value RuleSetExec(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 4) THROW(env, "ruleSetExec(set, subject, skipRegsub, offsets)");
-  napi_valuetype t;
-  RuleSet *s = NULL;
-  CHECK(env, napi_typeof(env, argv[0], &t));
-  if (t != napi_external) THROW(env, "expected a rule set");
-  CHECK(env, napi_get_value_external(env, argv[0], (void **)&s));
-  if (!s || s->kind != KIND_SET) THROW(env, "expected a rule set");
+  RuleSet *s = get_set(env, argv[0]);
+  if (!s) return NULL;
   size_t len;
   char *subject = get_bytes(env, argv[1], &subject_scratch, &len);
   if (!subject) return NULL;
@@ -646,76 +762,754 @@ static napi_value RuleSetExec(napi_env env, napi_callback_info info) {
   if (!is_ta) THROW(env, "offsets must be an Int32Array");
   CHECK(env, napi_get_typedarray_info(env, argv[3], &ta_type, &ta_len, &ta_data, NULL, NULL));
   if (ta_type != napi_int32_array) THROW(env, "offsets must be an Int32Array");
-  int32_t *offsets = ta_data;
 
   ErrorList errs = {NULL, 0, 0};
-  int32_t found = -1;
-  locale_t saved = s->engine == KIND_REGEX ? enter_c_locale() : (locale_t)0;
-
-  for (uint32_t i = 0; i < s->count; i++) {
-    Rule *r = &s->rules[i];
-    if (r->op == OP_MATCH) {
-      if (skip_regsub && r->max_sub > 0) continue;
-      if (s->engine == KIND_REGEX) {
-        size_t nmatch = r->max_sub > 0 ? (size_t)r->max_sub + 1 : 0;
-        if (nmatch > pmatch_cap) {
-          regmatch_t *p = realloc(pmatch_buf, nmatch * sizeof(regmatch_t));
-          if (!p) {
-            leave_c_locale(saved);
-            free(errs.items);
-            THROW(env, "out of memory");
-          }
-          pmatch_buf = p;
-          pmatch_cap = nmatch;
-        }
-        if (!regex_test(r->first, r->first_match, subject, nmatch, nmatch ? pmatch_buf : NULL, &errs, i)) continue;
-        if (r->second && !regex_test(r->second, r->second_match, subject, 0, NULL, &errs, i)) continue;
-        if (nmatch) {
-          for (size_t g = 0; g < nmatch && 2 * g + 1 < ta_len; g++) {
-            offsets[2 * g] = (int32_t)pmatch_buf[g].rm_so;
-            offsets[2 * g + 1] = (int32_t)pmatch_buf[g].rm_eo;
-          }
-        }
-      } else {
-        PcreObj *p = r->first;
-        if (!pcre_test(p, r->first_match, subject, len, &errs, i)) continue;
-        if (r->max_sub > 0) {
-          PCRE2_SIZE *ov = match_ovector(p);
-          size_t pairs = (size_t)p->capture_count + 1;
-          for (size_t g = 0; g <= r->max_sub && g < pairs && 2 * g + 1 < ta_len; g++) {
-            offsets[2 * g] = ov[2 * g] == PCRE2_UNSET ? -1 : (int32_t)ov[2 * g];
-            offsets[2 * g + 1] = ov[2 * g + 1] == PCRE2_UNSET ? -1 : (int32_t)ov[2 * g + 1];
-          }
-        }
-      }
-      found = (int32_t)i;
-      break;
-    } else if (r->op == OP_IF) {
-      int pass = s->engine == KIND_REGEX ? regex_test(r->first, r->first_match, subject, 0, NULL, &errs, i)
-                                       : pcre_test(r->first, r->first_match, subject, len, &errs, i);
-      if (pass) continue;
-      if (r->endif < 0) break; /* an IF without ENDIF: not found */
-      i = (uint32_t)r->endif;  /* continue after the ENDIF */
-    }
-    /* OP_ENDIF: nothing to do */
+  int32_t found = ruleset_run(s, subject, len, skip_regsub, ta_data, ta_len, &errs);
+  if (found == -2) {
+    free(errs.items);
+    THROW(env, "out of memory");
   }
-  leave_c_locale(saved);
-
   if (errs.count == 0) return make_int(env, found);
-  napi_value result, list;
-  CHECK(env, napi_create_object(env, &result));
-  CHECK(env, napi_create_array_with_length(env, errs.count, &list));
-  for (size_t k = 0; k < errs.count; k++) {
-    napi_value pair;
-    CHECK(env, napi_create_array_with_length(env, 2, &pair));
-    CHECK(env, napi_set_element(env, pair, 0, make_int(env, errs.items[k].rule)));
-    CHECK(env, napi_set_element(env, pair, 1, make_string(env, errs.items[k].text)));
-    CHECK(env, napi_set_element(env, list, (uint32_t)k, pair));
-  }
+  napi_value result, list = error_list(env, &errs);
   free(errs.items);
+  if (list == NULL) return NULL;
+  CHECK(env, napi_create_object(env, &result));
   if (!set_prop(env, result, "index", make_int(env, found))) return NULL;
   if (!set_prop(env, result, "errors", list)) return NULL;
   return result;
+}
+
+/*
+ * Evaluations off the main thread: a small pool of dedicated threads with
+ * one FIFO queue. A busy thread takes the next queued evaluation without
+ * sleeping, and completions reach the main thread through one thread-safe
+ * function, whose wake-ups libuv coalesces: under load, a hand-off costs
+ * no system call on either side. Per N-API environment (the addon may be
+ * loaded by worker threads too).
+ */
+typedef struct ExecJob {
+  struct ExecJob *next;
+  napi_ref set_ref; /* keeps the rule set alive while the job is queued or running */
+  napi_ref cb_ref;
+  RuleSet *set;
+  char *subject;
+  size_t len;
+  int skip_regsub;
+  int32_t found;
+  int32_t *offsets;
+  size_t off_len;
+  ErrorList errs;
+} ExecJob;
+
+#define MAX_EXEC_THREADS 64
+
+typedef struct {
+  pthread_mutex_t lock;
+  pthread_cond_t wake;
+  ExecJob *head, *tail;
+  unsigned idle;     /* threads waiting for work */
+  unsigned nthreads; /* threads started */
+  unsigned wanted;   /* threads to have (execThreads) */
+  int stopping;
+  uint32_t pending; /* jobs submitted and not yet completed (main thread only) */
+  napi_threadsafe_function tsfn;
+  pthread_t threads[MAX_EXEC_THREADS];
+} ExecPool;
+
+static void exec_job_free(napi_env env, ExecJob *j) {
+  if (j->set_ref) napi_delete_reference(env, j->set_ref);
+  if (j->cb_ref) napi_delete_reference(env, j->cb_ref);
+  free(j->subject);
+  free(j->offsets);
+  free(j->errs.items);
+  free(j);
+}
+
+static void *exec_thread(void *arg) {
+  ExecPool *p = arg;
+  pthread_mutex_lock(&p->lock);
+  for (;;) {
+    while (p->head == NULL && !p->stopping) {
+      p->idle++;
+      pthread_cond_wait(&p->wake, &p->lock);
+      p->idle--;
+    }
+    if (p->stopping) break;
+    ExecJob *j = p->head;
+    p->head = j->next;
+    if (p->head == NULL) p->tail = NULL;
+    pthread_mutex_unlock(&p->lock);
+    j->found = ruleset_run(j->set, j->subject, j->len, j->skip_regsub, j->offsets, j->off_len, &j->errs);
+    if (napi_call_threadsafe_function(p->tsfn, j, napi_tsfn_nonblocking) != napi_ok) {
+      /* the environment is going away: the job cannot be delivered (its references go with the environment) */
+      free(j->subject);
+      free(j->offsets);
+      free(j->errs.items);
+      free(j);
+    }
+    pthread_mutex_lock(&p->lock);
+  }
+  pthread_mutex_unlock(&p->lock);
+  return NULL;
+}
+
+/* On the main thread: callback(index, offsets | null, errors | null); index -2: out of memory. */
+static void exec_job_deliver(napi_env env, napi_value js_cb, void *context, void *data) {
+  (void)js_cb;
+  ExecPool *p = context;
+  ExecJob *j = data;
+  if (env == NULL) return; /* tearing down */
+  if (--p->pending == 0) napi_unref_threadsafe_function(env, p->tsfn);
+  napi_value cb, undef, argv[3];
+  if (napi_get_reference_value(env, j->cb_ref, &cb) != napi_ok || napi_get_undefined(env, &undef) != napi_ok) {
+    exec_job_free(env, j);
+    return;
+  }
+  int32_t found = j->found;
+  argv[0] = make_int(env, found);
+  napi_get_null(env, &argv[1]);
+  napi_get_null(env, &argv[2]);
+  if (found >= 0 && j->set->rules[found].max_sub > 0) {
+    napi_value ab;
+    void *buf;
+    if (napi_create_arraybuffer(env, j->off_len * sizeof(int32_t), &buf, &ab) == napi_ok) {
+      memcpy(buf, j->offsets, j->off_len * sizeof(int32_t));
+      napi_create_typedarray(env, napi_int32_array, j->off_len, ab, 0, &argv[1]);
+    }
+  }
+  if (j->errs.count > 0) {
+    napi_value list = error_list(env, &j->errs);
+    if (list) argv[2] = list;
+  }
+  exec_job_free(env, j);
+  napi_call_function(env, undef, cb, 3, argv, NULL);
+}
+
+static void exec_pool_cleanup(void *arg) {
+  ExecPool *p = arg;
+  pthread_mutex_lock(&p->lock);
+  p->stopping = 1;
+  pthread_cond_broadcast(&p->wake);
+  pthread_mutex_unlock(&p->lock);
+  for (unsigned i = 0; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
+  /* queued jobs are dropped: their references belong to the environment being torn down */
+  for (ExecJob *j = p->head, *n; j; j = n) {
+    n = j->next;
+    free(j->subject);
+    free(j->offsets);
+    free(j->errs.items);
+    free(j);
+  }
+  if (p->tsfn) napi_release_threadsafe_function(p->tsfn, napi_tsfn_abort);
+  pthread_cond_destroy(&p->wake);
+  pthread_mutex_destroy(&p->lock);
+  free(p);
+}
+
+/* The environment's pool, created on first use (threads are started on submission). */
+static ExecPool *exec_pool(napi_env env) {
+  ExecPool *p = NULL;
+  if (napi_get_instance_data(env, (void **)&p) == napi_ok && p != NULL) return p;
+  p = calloc(1, sizeof(*p));
+  if (!p) return NULL;
+  pthread_mutex_init(&p->lock, NULL);
+  pthread_cond_init(&p->wake, NULL);
+  p->wanted = 1;
+  napi_value name;
+  if (napi_create_string_utf8(env, "proxymapd:ruleSetExec", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, p, exec_job_deliver, &p->tsfn) != napi_ok ||
+      napi_unref_threadsafe_function(env, p->tsfn) != napi_ok || napi_set_instance_data(env, p, NULL, NULL) != napi_ok ||
+      napi_add_env_cleanup_hook(env, exec_pool_cleanup, p) != napi_ok) {
+    if (p->tsfn) napi_release_threadsafe_function(p->tsfn, napi_tsfn_abort);
+    pthread_cond_destroy(&p->wake);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+    return NULL;
+  }
+  return p;
+}
+
+/* execThreads(n): the number of evaluation threads (1..64; threads are started when work comes and never stopped). */
+static napi_value ExecThreads(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint32_t n;
+  if (argc < 1 || napi_get_value_uint32(env, argv[0], &n) != napi_ok || n < 1 || n > MAX_EXEC_THREADS)
+    THROW(env, "execThreads(n): 1 <= n <= 64");
+  ExecPool *p = exec_pool(env);
+  if (!p) THROW(env, "cannot set up the evaluation threads");
+  pthread_mutex_lock(&p->lock);
+  p->wanted = n;
+  pthread_mutex_unlock(&p->lock);
+  return make_int(env, n);
+}
+
+/*
+ * ruleSetExecAsync(set, subject, skipRegsub, callback): ruleSetExec on one
+ * of the evaluation threads. callback(index, offsets, errors) runs on the
+ * main thread: offsets is an Int32Array (groups 0..max_sub) when the
+ * winning rule uses $n, else null; errors is [[ruleIndex, text], ...] or
+ * null; index -2 means the evaluation could not run (out of memory).
+ * Evaluations start in submission order.
+ */
+static napi_value RuleSetExecAsync(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) THROW(env, "ruleSetExecAsync(set, subject, skipRegsub, callback)");
+  RuleSet *s = get_set(env, argv[0]);
+  if (!s) return NULL;
+  napi_valuetype t;
+  CHECK(env, napi_typeof(env, argv[3], &t));
+  if (t != napi_function) THROW(env, "callback must be a function");
+  size_t len;
+  char *subject = get_bytes(env, argv[1], &subject_scratch, &len);
+  if (!subject) return NULL;
+  bool skip_regsub = false;
+  CHECK(env, napi_get_value_bool(env, argv[2], &skip_regsub));
+  ExecPool *p = exec_pool(env);
+  if (!p) THROW(env, "cannot set up the evaluation threads");
+  ExecJob *j = calloc(1, sizeof(*j));
+  if (!j) THROW(env, "out of memory");
+  j->set = s;
+  j->skip_regsub = skip_regsub;
+  j->len = len;
+  j->off_len = 2 * ((size_t)s->max_sub + 1);
+  j->subject = malloc(len + 1);
+  j->offsets = calloc(j->off_len, sizeof(int32_t));
+  if (!j->subject || !j->offsets || napi_create_reference(env, argv[0], 1, &j->set_ref) != napi_ok ||
+      napi_create_reference(env, argv[3], 1, &j->cb_ref) != napi_ok) {
+    exec_job_free(env, j);
+    THROW(env, "out of memory");
+  }
+  memcpy(j->subject, subject, len + 1);
+  pthread_mutex_lock(&p->lock);
+  if (p->nthreads < p->wanted && p->idle == 0) {
+    if (pthread_create(&p->threads[p->nthreads], NULL, exec_thread, p) == 0) p->nthreads++;
+  }
+  if (p->nthreads == 0) {
+    pthread_mutex_unlock(&p->lock);
+    exec_job_free(env, j);
+    THROW(env, "cannot start an evaluation thread");
+  }
+  if (p->tail)
+    p->tail->next = j;
+  else
+    p->head = j;
+  p->tail = j;
+  if (p->idle > 0) pthread_cond_signal(&p->wake);
+  pthread_mutex_unlock(&p->lock);
+  if (p->pending++ == 0) napi_ref_threadsafe_function(env, p->tsfn);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Batch compilation                                                   */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A table's patterns are compiled while the table is still being parsed:
+ * patternsCompileStart() starts helper threads (one per further CPU, at
+ * most 3), patternsCompileAdd() hands them the patterns of each parsed
+ * chunk of lines, and patternsCompileFinish() has the calling thread
+ * compile what is left, from the other end, and reports. glibc's regcomp
+ * and PCRE2's pcre2_compile are thread-safe and independent per pattern.
+ *
+ * The calling thread never waits for a helper: a pattern a helper is still
+ * compiling when the calling thread gets to it (say the helper was
+ * preempted on a busy machine) is compiled again by the calling thread,
+ * and the helper's copy is dropped. So opening a table is never slower
+ * than compiling it all on one thread. The job's memory goes with the last
+ * thread that uses it. Rule sets are then built from the batch by pattern
+ * index (ruleSetFromBatch).
+ */
+typedef struct {
+  int kind; /* KIND_BATCH */
+  int engine;
+  uint32_t count;
+  void **objs; /* RegexObj* / PcreObj*, NULL where compilation failed */
+} Batch;
+
+typedef struct Chunk {
+  struct Chunk *next;
+  char text[];
+} Chunk;
+
+/* One compilation result. */
+typedef struct {
+  void *obj;      /* RegexObj* / PcreObj*, NULL on error */
+  int32_t groups; /* nsub / capture count; -1 on error; -2 out of memory */
+  int32_t code;   /* error code */
+  int64_t offset; /* pcre2: error offset */
+  char *text;     /* error text (malloc'd) */
+} CompileResult;
+
+/* Slot states: unclaimed, a helper is compiling it, a helper's result stands, the calling thread took it. */
+enum { SLOT_FREE = 0, SLOT_HELPER = 1, SLOT_HELPER_DONE = 2, SLOT_MAIN = 3 };
+
+typedef struct {
+  atomic_int refs; /* the JS handle (until finish) and each helper thread */
+  int engine;
+  uint32_t cap;   /* patterns that fit (fixed at start: the arrays never move) */
+  uint32_t count; /* patterns added (under lock) */
+  uint32_t next;  /* next pattern for the helpers (under lock) */
+  int input_done; /* no more patterns will be added (under lock) */
+  pthread_mutex_t lock;
+  pthread_cond_t more;
+  Chunk *chunks;
+  const char **patterns;
+  uint32_t *options;
+  atomic_int *state;
+  CompileResult *helper; /* helpers' results */
+  CompileResult *own;    /* the calling thread's results */
+} CompileJob;
+
+typedef struct {
+  int kind; /* KIND_COMPILE */
+  CompileJob *job; /* NULL once finished */
+} CompileHandle;
+
+static void compile_one(int engine, const char *pattern, uint32_t options, CompileResult *out) {
+  memset(out, 0, sizeof(*out));
+  char buf[256];
+  if (engine == KIND_REGEX) {
+    RegexObj *r = calloc(1, sizeof(*r));
+    if (!r) {
+      out->groups = -2;
+      return;
+    }
+    r->h.kind = KIND_REGEX;
+    int err = regcomp(&r->re, pattern, (int)options);
+    if (err != 0) {
+      (void)regerror(err, &r->re, buf, sizeof(buf));
+      free(r);
+      out->code = err;
+      out->groups = (out->text = strdup(buf)) ? -1 : -2;
+      return;
+    }
+    r->h.refs = 1;
+    out->obj = r;
+    out->groups = (int32_t)r->re.re_nsub;
+  } else {
+    int errcode = 0;
+    PCRE2_SIZE erroffset = 0;
+    pcre2_code *code = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, options, &errcode, &erroffset, NULL);
+    if (code == NULL) {
+      pcre_error_text(errcode, buf, sizeof(buf));
+      out->code = errcode;
+      out->offset = (int64_t)erroffset;
+      out->groups = (out->text = strdup(buf)) ? -1 : -2;
+      return;
+    }
+    PcreObj *p = calloc(1, sizeof(*p));
+    if (!p || pcre2_pattern_info(code, PCRE2_INFO_CAPTURECOUNT, &p->capture_count) != 0) {
+      free(p);
+      pcre2_code_free(code);
+      out->groups = -2;
+      return;
+    }
+    p->h.kind = KIND_PCRE;
+    p->h.refs = 1;
+    p->code = code;
+    out->obj = p;
+    out->groups = (int32_t)p->capture_count;
+  }
+}
+
+static void result_drop(CompileResult *r) {
+  obj_unref(r->obj);
+  free(r->text);
+  r->obj = NULL;
+  r->text = NULL;
+}
+
+/* Drop one reference; the last one frees the job (with the helper results nobody took). */
+static void compile_job_release(CompileJob *j) {
+  if (atomic_fetch_sub(&j->refs, 1) != 1) return;
+  for (uint32_t i = 0; i < j->count; i++)
+    if (atomic_load(&j->state[i]) == SLOT_HELPER_DONE && j->helper[i].groups != -3) result_drop(&j->helper[i]);
+  for (Chunk *c = j->chunks, *n; c; c = n) {
+    n = c->next;
+    free(c);
+  }
+  free(j->patterns);
+  free(j->options);
+  free(j->state);
+  free(j->helper);
+  free(j->own);
+  pthread_cond_destroy(&j->more);
+  pthread_mutex_destroy(&j->lock);
+  free(j);
+}
+
+/* A helper: compile patterns as they come until the input is complete and all are handed out. */
+static void *compile_helper(void *arg) {
+  CompileJob *j = arg;
+  locale_t saved = j->engine == KIND_REGEX ? enter_c_locale() : (locale_t)0;
+  pthread_mutex_lock(&j->lock);
+  for (;;) {
+    while (j->next >= j->count && !j->input_done) pthread_cond_wait(&j->more, &j->lock);
+    if (j->next >= j->count) break;
+    uint32_t i = j->next++;
+    pthread_mutex_unlock(&j->lock);
+    int expect = SLOT_FREE;
+    if (atomic_compare_exchange_strong(&j->state[i], &expect, SLOT_HELPER)) {
+      CompileResult r;
+      compile_one(j->engine, j->patterns[i], j->options[i], &r);
+      j->helper[i] = r;
+      expect = SLOT_HELPER;
+      if (!atomic_compare_exchange_strong(&j->state[i], &expect, SLOT_HELPER_DONE)) {
+        /* the calling thread compiled it meanwhile */
+        result_drop(&j->helper[i]);
+      }
+    }
+    pthread_mutex_lock(&j->lock);
+  }
+  pthread_mutex_unlock(&j->lock);
+  leave_c_locale(saved);
+  compile_job_release(j);
+  return NULL;
+}
+
+/* No more input: wake the helpers so that they finish (they stop when nothing is left to hand out). */
+static void compile_end_input(CompileJob *j, int abandon) {
+  pthread_mutex_lock(&j->lock);
+  j->input_done = 1;
+  if (abandon) j->next = j->count;
+  pthread_cond_broadcast(&j->more);
+  pthread_mutex_unlock(&j->lock);
+}
+
+static void finalize_compile_handle(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  CompileHandle *h = data;
+  if (h->job) {
+    /* never finished (an exception while parsing): the helpers stop, the last one out frees */
+    compile_end_input(h->job, 1);
+    compile_job_release(h->job);
+  }
+  free(h);
+}
+
+static void finalize_batch(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  Batch *b = data;
+  for (uint32_t i = 0; i < b->count; i++) obj_unref(b->objs[i]);
+  free(b->objs);
+  free(b);
+}
+
+static CompileJob *get_compile_job(napi_env env, napi_value v, CompileHandle **hout) {
+  napi_valuetype t;
+  CompileHandle *h = NULL;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, (void **)&h) != napi_ok ||
+      !h || h->kind != KIND_COMPILE) {
+    napi_throw_type_error(env, NULL, "expected a compile job");
+    return NULL;
+  }
+  if (h->job == NULL) {
+    napi_throw_error(env, NULL, "compile job already finished");
+    return NULL;
+  }
+  if (hout) *hout = h;
+  return h->job;
+}
+
+/* patternsCompileStart(engine, capacity) -> job: room for `capacity` patterns; helper threads started. */
+static napi_value PatternsCompileStart(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) THROW(env, "patternsCompileStart(engine, capacity)");
+  int32_t engine;
+  uint32_t cap;
+  if (napi_get_value_int32(env, argv[0], &engine) != napi_ok || (engine != KIND_REGEX && engine != KIND_PCRE))
+    THROW(env, "bad engine");
+  if (napi_get_value_uint32(env, argv[1], &cap) != napi_ok || cap > 50000000) THROW(env, "bad capacity");
+  CompileJob *j = calloc(1, sizeof(*j));
+  CompileHandle *h = calloc(1, sizeof(*h));
+  if (!j || !h) {
+    free(j);
+    free(h);
+    THROW(env, "out of memory");
+  }
+  atomic_init(&j->refs, 1);
+  j->engine = engine;
+  j->cap = cap;
+  pthread_mutex_init(&j->lock, NULL);
+  pthread_cond_init(&j->more, NULL);
+  size_t n = cap ? cap : 1;
+  j->patterns = calloc(n, sizeof(char *));
+  j->options = calloc(n, sizeof(uint32_t));
+  j->state = calloc(n, sizeof(atomic_int)); /* all SLOT_FREE (0) */
+  j->helper = calloc(n, sizeof(CompileResult));
+  j->own = calloc(n, sizeof(CompileResult));
+  h->kind = KIND_COMPILE;
+  h->job = j;
+  napi_value handle;
+  if (!j->patterns || !j->options || !j->state || !j->helper || !j->own ||
+      napi_create_external(env, h, finalize_compile_handle, NULL, &handle) != napi_ok) {
+    compile_job_release(j);
+    free(h);
+    THROW(env, "out of memory");
+  }
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  unsigned want = cpus > 1 ? (unsigned)(cpus - 1) : 0;
+  if (want > 3) want = 3;
+  if (want > cap / 32) want = cap / 32; /* small tables: not worth a thread */
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  for (unsigned k = 0; k < want; k++) {
+    pthread_t tid;
+    atomic_fetch_add(&j->refs, 1);
+    if (pthread_create(&tid, &attr, compile_helper, j) != 0) {
+      atomic_fetch_sub(&j->refs, 1);
+      break;
+    }
+  }
+  pthread_attr_destroy(&attr);
+  return handle;
+}
+
+/*
+ * patternsCompileAdd(job, patterns, options): more patterns, joined by NUL
+ * bytes (a pattern is a C string), with their regcomp cflags / pcre2
+ * options (Uint32Array, one per pattern). Returns the index of the first.
+ */
+static napi_value PatternsCompileAdd(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) THROW(env, "patternsCompileAdd(job, patterns, options)");
+  CompileJob *j = get_compile_job(env, argv[0], NULL);
+  if (!j) return NULL;
+  napi_typedarray_type ta_type;
+  size_t n = 0;
+  void *ta_data = NULL;
+  bool is_ta = false;
+  CHECK(env, napi_is_typedarray(env, argv[2], &is_ta));
+  if (!is_ta) THROW(env, "options must be a Uint32Array");
+  CHECK(env, napi_get_typedarray_info(env, argv[2], &ta_type, &n, &ta_data, NULL, NULL));
+  if (ta_type != napi_uint32_array) THROW(env, "options must be a Uint32Array");
+  if (n == 0) return make_int(env, j->count);
+  if (n > (size_t)(j->cap - j->count)) THROW(env, "more patterns than the job's capacity");
+  size_t len = 0;
+  napi_valuetype t;
+  CHECK(env, napi_typeof(env, argv[1], &t));
+  if (t != napi_string) THROW(env, "patterns must be a string");
+  CHECK(env, napi_get_value_string_latin1(env, argv[1], NULL, 0, &len));
+  Chunk *c = malloc(sizeof(Chunk) + len + 1);
+  if (!c) THROW(env, "out of memory");
+  size_t copied = 0;
+  if (napi_get_value_string_latin1(env, argv[1], c->text, len + 1, &copied) != napi_ok) {
+    free(c);
+    THROW(env, "cannot read string");
+  }
+  c->text[copied] = 0;
+  /* count the patterns first: exactly n */
+  size_t pos = 0, found = 0;
+  while (found < n && pos <= copied) {
+    pos += strlen(c->text + pos) + 1;
+    found++;
+  }
+  if (found != n || pos != copied + 1) {
+    free(c);
+    THROW(env, "the number of patterns and of options differ");
+  }
+  uint32_t first = j->count;
+  /* slots [count, count+n) are not visible to the helpers until count moves (under the lock) */
+  pos = 0;
+  for (size_t i = 0; i < n; i++) {
+    j->patterns[first + i] = c->text + pos;
+    j->options[first + i] = ((uint32_t *)ta_data)[i];
+    pos += strlen(c->text + pos) + 1;
+  }
+  pthread_mutex_lock(&j->lock);
+  c->next = j->chunks;
+  j->chunks = c;
+  j->count = first + (uint32_t)n;
+  pthread_cond_broadcast(&j->more);
+  pthread_mutex_unlock(&j->lock);
+  return make_int(env, first);
+}
+
+/*
+ * patternsCompileFinish(job) -> { batch, groups, errors }: compiles what is
+ * left, then reports. groups: Int32Array, per pattern re_nsub / the capture
+ * count, or -1 when it did not compile. errors: [[index, text, code,
+ * offset], ...] for the patterns that did not compile (offset: pcre2 only,
+ * else 0).
+ */
+static napi_value PatternsCompileFinish(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) THROW(env, "patternsCompileFinish(job)");
+  CompileHandle *h = NULL;
+  CompileJob *j = get_compile_job(env, argv[0], &h);
+  if (!j) return NULL;
+  compile_end_input(j, 0);
+  uint32_t count = j->count;
+  locale_t saved = j->engine == KIND_REGEX ? enter_c_locale() : (locale_t)0;
+  /* what no helper has taken, from the end (the helpers go forward) ... */
+  for (uint32_t k = count; k > 0; k--) {
+    uint32_t i = k - 1;
+    int expect = SLOT_FREE;
+    if (atomic_compare_exchange_strong(&j->state[i], &expect, SLOT_MAIN)) compile_one(j->engine, j->patterns[i], j->options[i], &j->own[i]);
+  }
+  /* ... then what a helper is still busy with */
+  for (uint32_t i = 0; i < count; i++) {
+    int expect = SLOT_HELPER;
+    if (atomic_compare_exchange_strong(&j->state[i], &expect, SLOT_MAIN)) compile_one(j->engine, j->patterns[i], j->options[i], &j->own[i]);
+  }
+  leave_c_locale(saved);
+  /* every slot is now SLOT_HELPER_DONE or SLOT_MAIN: pick each one's result */
+  const char *bad = NULL;
+  Batch *b = calloc(1, sizeof(*b));
+  void **objs = calloc(count ? count : 1, sizeof(void *));
+  if (!b || !objs) bad = "out of memory";
+  napi_value result = NULL, errors, groups, groups_ab, handle;
+  int32_t *gdata = NULL;
+  if (!bad && (napi_create_arraybuffer(env, (count ? count : 1) * sizeof(int32_t), (void **)&gdata, &groups_ab) != napi_ok ||
+               napi_create_typedarray(env, napi_int32_array, count, groups_ab, 0, &groups) != napi_ok ||
+               napi_create_array(env, &errors) != napi_ok || napi_create_object(env, &result) != napi_ok))
+    bad = "cannot create result";
+  uint32_t nerr = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    int helper_won = atomic_load(&j->state[i]) == SLOT_HELPER_DONE;
+    CompileResult *r = helper_won ? &j->helper[i] : &j->own[i];
+    if (r->groups == -2) bad = "out of memory";
+    if (!bad) {
+      gdata[i] = r->groups;
+      objs[i] = r->obj;
+      r->obj = NULL; /* now the batch's */
+      if (r->groups == -1) {
+        napi_value e;
+        if (napi_create_array_with_length(env, 4, &e) != napi_ok || napi_set_element(env, e, 0, make_int(env, i)) != napi_ok ||
+            napi_set_element(env, e, 1, make_string(env, r->text ? r->text : "")) != napi_ok ||
+            napi_set_element(env, e, 2, make_int(env, r->code)) != napi_ok ||
+            napi_set_element(env, e, 3, make_int(env, r->offset)) != napi_ok || napi_set_element(env, errors, nerr++, e) != napi_ok)
+          bad = "cannot create result";
+      }
+    }
+    result_drop(r);
+    if (helper_won) r->groups = -3; /* taken: not for compile_job_release to drop */
+  }
+  if (b) {
+    b->kind = KIND_BATCH;
+    b->engine = j->engine;
+    b->count = objs ? count : 0;
+    b->objs = objs;
+  }
+  h->job = NULL;
+  compile_job_release(j);
+  if (!bad && napi_create_external(env, b, finalize_batch, NULL, &handle) != napi_ok) bad = "cannot create handle";
+  if (bad) {
+    if (b)
+      finalize_batch(env, b, NULL);
+    else
+      free(objs);
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) napi_throw_error(env, NULL, bad);
+    return NULL;
+  }
+  if (!set_prop(env, result, "batch", handle) || !set_prop(env, result, "groups", groups) || !set_prop(env, result, "errors", errors))
+    return NULL;
+  return result;
+}
+
+/*
+ * ruleSetFromBatch(batch, program) -> rule set handle. program: Int32Array
+ * of 7 numbers per rule, [op, first, firstMatch, second, secondMatch,
+ * maxSub, endif], where first/second are pattern indexes in the batch (-1:
+ * none). The rule set holds its own references to the patterns it uses.
+ */
+static napi_value RuleSetFromBatch(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) THROW(env, "ruleSetFromBatch(batch, program)");
+  napi_valuetype t;
+  Batch *b = NULL;
+  CHECK(env, napi_typeof(env, argv[0], &t));
+  if (t != napi_external) THROW(env, "expected a pattern batch");
+  CHECK(env, napi_get_value_external(env, argv[0], (void **)&b));
+  if (!b || b->kind != KIND_BATCH) THROW(env, "expected a pattern batch");
+  napi_typedarray_type ta_type;
+  size_t n = 0;
+  void *ta_data = NULL;
+  bool is_ta = false;
+  CHECK(env, napi_is_typedarray(env, argv[1], &is_ta));
+  if (!is_ta) THROW(env, "program must be an Int32Array");
+  CHECK(env, napi_get_typedarray_info(env, argv[1], &ta_type, &n, &ta_data, NULL, NULL));
+  if (ta_type != napi_int32_array || n % 7 != 0) THROW(env, "program must be an Int32Array of 7 numbers per rule");
+  const int32_t *prog = ta_data;
+  uint32_t count = (uint32_t)(n / 7);
+  RuleSet *s = calloc(1, sizeof(*s));
+  Rule *rules = count ? calloc(count, sizeof(Rule)) : NULL;
+  if (!s || (count && !rules)) {
+    free(s);
+    free(rules);
+    THROW(env, "out of memory");
+  }
+  s->kind = KIND_SET;
+  s->engine = b->engine;
+  s->rules = rules;
+  const char *bad = NULL;
+  for (uint32_t i = 0; i < count; i++) {
+    const int32_t *p = prog + 7 * (size_t)i;
+    int32_t op = p[0], fi = p[1], si = p[3], max_sub = p[5], endif = p[6];
+    if (op < OP_MATCH || op > OP_ENDIF || max_sub < 0 || max_sub > 100000 || endif < -1 || endif >= (int64_t)count ||
+        (op == OP_IF && endif >= 0 && endif <= (int64_t)i) || fi < -1 || fi >= (int64_t)b->count || si < -1 ||
+        si >= (int64_t)b->count) {
+      bad = "bad rule";
+      break;
+    }
+    void *first = op != OP_ENDIF && fi >= 0 ? b->objs[fi] : NULL;
+    void *second = op == OP_MATCH && si >= 0 ? b->objs[si] : NULL;
+    if (op != OP_ENDIF && first == NULL) {
+      bad = "rule needs a compiled pattern";
+      break;
+    }
+    if (si >= 0 && (second == NULL || b->engine != KIND_REGEX || op != OP_MATCH)) {
+      bad = "only regexp match rules take a second pattern";
+      break;
+    }
+    if (op == OP_MATCH && max_sub > 0) {
+      uint32_t groups = b->engine == KIND_REGEX ? (uint32_t)((RegexObj *)first)->re.re_nsub : ((PcreObj *)first)->capture_count;
+      if ((uint32_t)max_sub > groups) {
+        bad = "replacement index beyond the pattern's groups";
+        break;
+      }
+    }
+    Rule *ru = &rules[i];
+    ru->op = op;
+    ru->first_match = p[2] != 0;
+    ru->second_match = p[4] != 0;
+    ru->max_sub = (uint32_t)max_sub;
+    ru->endif = endif;
+    ru->first = first;
+    ru->second = second;
+    if (first) ((ObjHead *)first)->refs++;
+    if (second) ((ObjHead *)second)->refs++;
+    if (ru->max_sub > s->max_sub) s->max_sub = ru->max_sub;
+    s->count = i + 1;
+  }
+  if (bad) {
+    finalize_set(env, s, NULL);
+    THROW(env, bad);
+  }
+  napi_value handle;
+  if (napi_create_external(env, s, finalize_set, NULL, &handle) != napi_ok) {
+    finalize_set(env, s, NULL);
+    THROW(env, "cannot create handle");
+  }
+  return handle;
 }
 
 /* ------------------------------------------------------------------ */
@@ -756,7 +1550,10 @@ static napi_value Init(napi_env env, napi_value exports) {
   if (!add_fn(env, exports, "regexCompile", RegexCompile) || !add_fn(env, exports, "regexExec", RegexExec) ||
       !add_fn(env, exports, "pcreCompile", PcreCompile) || !add_fn(env, exports, "pcreCaptureCount", PcreCaptureCount) ||
       !add_fn(env, exports, "pcreMatch", PcreMatch) || !add_fn(env, exports, "ruleSetCreate", RuleSetCreate) ||
-      !add_fn(env, exports, "ruleSetExec", RuleSetExec))
+      !add_fn(env, exports, "ruleSetExec", RuleSetExec) || !add_fn(env, exports, "ruleSetExecAsync", RuleSetExecAsync) || !add_fn(env, exports, "execThreads", ExecThreads) ||
+      !add_fn(env, exports, "patternsCompileStart", PatternsCompileStart) ||
+      !add_fn(env, exports, "patternsCompileAdd", PatternsCompileAdd) ||
+      !add_fn(env, exports, "patternsCompileFinish", PatternsCompileFinish) || !add_fn(env, exports, "ruleSetFromBatch", RuleSetFromBatch))
     return NULL;
   if (!proxymapd_sqlite_register(env, exports)) return NULL;
   if (!kv_register(env, exports)) return NULL;

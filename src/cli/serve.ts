@@ -3,6 +3,9 @@ import { log, setLogName, setVerbose } from '../log.js';
 import { createServer, listenStandalone, systemdListenFds } from '../server/daemon.js';
 import { CONFIG_OPTIONS, loadConfig, parse } from './common.js';
 import { warmUpCidr } from '../tables/cidr.js';
+import { warmUpPatterns } from '../tables/pattern.js';
+import { pcreDialect } from '../tables/pcre.js';
+import { regexpDialect } from '../tables/regexp.js';
 
 export async function runServe(args: string[]): Promise<number> {
   const { values } = parse(args, CONFIG_OPTIONS);
@@ -22,8 +25,12 @@ export async function runServe(args: string[]): Promise<number> {
     const paths = await listenStandalone(server, config);
     log.info(`proxymapd ready: proxymap on ${paths.proxymap}, proxywrite on ${paths.proxywrite}`);
   }
-  // Compile the cidr parser's hot paths while idle, so that a large table's first open is fast.
-  setTimeout(() => warmUpCidr(), 50).unref();
+  // Compile the cidr and regexp/pcre parsers' hot paths while idle (and load the regex engines' addon),
+  // so that a large table's first open is fast.
+  setTimeout(() => {
+    warmUpCidr();
+    warmUpPatterns([regexpDialect, pcreDialect]);
+  }, 50).unref();
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       log.info(`${sig}: shutting down`);

@@ -21,6 +21,10 @@ declare const brand: unique symbol;
 export type RegexHandle = { readonly [brand]: 'regex' };
 /** A compiled PCRE2 pattern with its match data (freed by the garbage collector). */
 export type PcreHandle = { readonly [brand]: 'pcre' };
+/** A compilation in progress (patternsCompileStart). */
+export type CompileJobHandle = { readonly [brand]: 'compile' };
+/** The compiled patterns of one table (freed by the garbage collector). */
+export type PatternBatchHandle = { readonly [brand]: 'batch' };
 /** A compiled rule list (freed by the garbage collector). */
 export type RuleSetHandle = { readonly [brand]: 'ruleset' };
 
@@ -79,6 +83,42 @@ export interface NativeEngines {
     skipRegsub: boolean,
     offsets: Int32Array,
   ): number | { index: number; errors: Array<[number, string]> };
+  /** The number of threads ruleSetExecAsync() uses (1..64; started on demand). */
+  execThreads(n: number): number;
+  /**
+   * ruleSetExec() on one of the addon's evaluation threads (started in
+   * submission order). The callback runs on the main
+   * thread with the winning rule's index (-1: none; -2: the evaluation could
+   * not run, out of memory), the group offsets 0..maxSub when that rule uses
+   * $n (else null), and the runtime match errors (else null).
+   */
+  ruleSetExecAsync(
+    set: RuleSetHandle,
+    subject: string,
+    skipRegsub: boolean,
+    callback: (index: number, offsets: Int32Array | null, errors: Array<[number, string]> | null) => void,
+  ): void;
+  /**
+   * Compile a table's patterns on helper threads while the table is parsed:
+   * start a job with room for `capacity` patterns, add patterns in chunks
+   * (joined by NUL bytes, with one regcomp cflags (REGEX) or pcre2_compile
+   * options (PCRE) value each; returns the index of the chunk's first
+   * pattern), then finish: groups per pattern (re_nsub / capture count, -1
+   * when it did not compile) and errors [index, regerror / pcre2 message
+   * text, error code, pcre2 error offset (else 0)].
+   */
+  patternsCompileStart(engine: number, capacity: number): CompileJobHandle;
+  patternsCompileAdd(job: CompileJobHandle, patterns: string, options: Uint32Array): number;
+  patternsCompileFinish(job: CompileJobHandle): {
+    batch: PatternBatchHandle;
+    groups: Int32Array;
+    errors: Array<[number, string, number, number]>;
+  };
+  /**
+   * A rule set from a batch: program holds 7 numbers per rule, like RuleSpec
+   * with pattern indexes (-1: none) in place of handles.
+   */
+  ruleSetFromBatch(batch: PatternBatchHandle, program: Int32Array): RuleSetHandle;
 }
 
 /** The package root: the nearest directory above this module with a package.json (src/native or dist/native). */

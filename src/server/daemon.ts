@@ -11,6 +11,9 @@ import { log } from '../log.js';
 import { environOpener, openTable, registerTableType, splitCompositeName, tableTypeInfo, type Environment } from '../tables/index.js';
 import { DICT_FLAG } from '../protocol/flags.js';
 import { ProxyServer } from './server.js';
+import { defaultPatternThreads, patternWorkPending, setPatternThreads } from '../tables/pattern.js';
+
+const MAX_PATTERN_THREADS = 64;
 import type { Service } from './handler.js';
 import type { ConnectionOptions } from './connection.js';
 
@@ -45,6 +48,7 @@ export function createServer(opts: DaemonOptions): ProxyServer {
     proxymap: authorizedTables(config, 'proxymap', log.warn),
     proxywrite: authorizedTables(config, 'proxywrite', log.warn),
   };
+  setPatternThreads(patternThreads(config));
   return new ProxyServer({
     opener: openTable,
     authorized,
@@ -54,8 +58,21 @@ export function createServer(opts: DaemonOptions): ProxyServer {
     typeFixed,
     connection: opts.connection,
     busyPollUsec: busyPollUsec(config),
+    offThreadWork: patternWorkPending,
     reload: { checkIntervalMs: config.getTime('proxymapd_table_check_interval', 's', 1) * 1000 },
   });
+}
+
+/** proxymapd_pattern_threads: thread-pool evaluations of regexp/pcre rule sets at once (0: main thread only). */
+function patternThreads(config: Config): number {
+  const v = config.lookup('proxymapd_pattern_threads');
+  if (v === undefined || v === '') return defaultPatternThreads();
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > MAX_PATTERN_THREADS) {
+    log.warn(`invalid proxymapd_pattern_threads value "${v}": using the default (${defaultPatternThreads()})`);
+    return defaultPatternThreads();
+  }
+  return n;
 }
 
 /** proxymapd_busy_poll_usec (microseconds; 0 turns busy polling off). */

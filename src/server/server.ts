@@ -33,6 +33,12 @@ export interface ServerOptions {
    * back-to-back client. Idle or lightly loaded servers never spin.
    */
   busyPollUsec?: number;
+  /**
+   * True while work runs on other threads and will wake the event loop when
+   * done (regexp/pcre evaluations): busy polling stops then, so that the
+   * main thread leaves the CPU to those threads.
+   */
+  offThreadWork?: () => boolean;
 }
 
 export interface ListenerInfo {
@@ -71,7 +77,10 @@ export class ProxyServer {
     });
     this.connOpts = { ...DEFAULT_CONNECTION_OPTIONS, ...opts.connection };
     this.busyPollNs = BigInt(Math.max(0, Math.floor(opts.busyPollUsec ?? DEFAULT_BUSY_POLL_USEC))) * 1000n;
+    this.offThreadWork = opts.offThreadWork ?? (() => false);
   }
+
+  private readonly offThreadWork: () => boolean;
 
   private onRequestData(): void {
     if (this.lastReplyAt !== 0n) this.lastGapNs = process.hrtime.bigint() - this.lastReplyAt;
@@ -80,7 +89,7 @@ export class ProxyServer {
   private onReplySent(): void {
     if (this.busyPollNs === 0n) return;
     this.lastReplyAt = process.hrtime.bigint();
-    if (this.lastGapNs < this.busyPollNs && !this.spinning) {
+    if (this.lastGapNs < this.busyPollNs && !this.spinning && !this.offThreadWork()) {
       this.spinning = true;
       setImmediate(this.spin);
     }
@@ -88,7 +97,7 @@ export class ProxyServer {
 
   /** Keep the event loop polling (setImmediate: the poll phase does not block) until the window passes. */
   private readonly spin = (): void => {
-    if (process.hrtime.bigint() - this.lastReplyAt < this.busyPollNs && this.connections.size > 0) {
+    if (process.hrtime.bigint() - this.lastReplyAt < this.busyPollNs && this.connections.size > 0 && !this.offThreadWork()) {
       setImmediate(this.spin);
     } else {
       this.spinning = false;

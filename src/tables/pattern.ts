@@ -9,8 +9,9 @@
  */
 import { stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { DICT_FLAG } from '../protocol/flags.js';
-import { ENGINE, RULE_OP, loadNative, type NativeEngines, type RuleSetHandle, type RuleSpec } from '../native/index.js';
+import { ENGINE, RULE_OP, loadNative, type NativeEngines, type CompileJobHandle, type PatternBatchHandle, type RuleSetHandle } from '../native/index.js';
 import { lowercaseAscii } from './casefold.js';
 import { readLogicalLines } from './lines.js';
 import { filesToBase64 } from './rhsfile.js';
@@ -88,8 +89,11 @@ export function macParse(value: Bytes, action: (type: 1 | 2, text: Bytes) => num
   while (vp < n) {
     const c = value.charCodeAt(vp);
     if (c !== 0x24) {
-      buf += value[vp];
-      vp += 1;
+      // a literal run up to the next '$' (or the end)
+      let ep = value.indexOf('$', vp);
+      if (ep < 0) ep = n;
+      buf += value.slice(vp, ep);
+      vp = ep;
     } else if (value.charCodeAt(vp + 1) === 0x24) {
       buf += '$';
       vp += 2;
@@ -148,15 +152,17 @@ export class RuleContext {
     readonly lineNo: number,
     /** the table's open options (flags, warning sink) */
     readonly opts: TableOpenOptions,
+    /** where warnings go (default: opts.warn) */
+    private readonly sink: (text: string) => void = opts.warn,
   ) {}
 
   warn(text: string): void {
-    this.opts.warn(`${this.kind} map ${this.mapname}, line ${this.lineNo}: ${text}`);
+    this.sink(`${this.kind} map ${this.mapname}, line ${this.lineNo}: ${text}`);
   }
 
   /** A warning without the map/line prefix (mac_parse's own). */
   rawWarn = (text: string): void => {
-    this.opts.warn(text);
+    this.sink(text);
   };
 }
 
@@ -246,6 +252,8 @@ export function parseReplacement(ctx: RuleContext, line: Bytes, pos: number, mat
     }
     text = res.value;
   }
+  // Without '$' mac_parse() sees one literal: the value as it is.
+  if (text.indexOf('$') < 0) return { maxSub: 0n, literal: text, parts: text.length > 0 ? [text] : [] };
   let maxSub = 0n;
   let literal: Bytes | null = null;
   const parts: Array<Bytes | number> = [];
@@ -288,31 +296,71 @@ export function parseReplacement(ctx: RuleContext, line: Bytes, pos: number, mat
   return { maxSub, literal: literal ?? text, parts };
 }
 
-/** Warn and refuse a rule whose largest $n exceeds the pattern's groups. */
-export function checkGroupCount(ctx: RuleContext, value: Replacement, groups: number): boolean {
-  if (value.maxSub > BigInt(groups)) {
-    ctx.warn(`out of range replacement index "${sizeTAsInt(value.maxSub)}": skipping this rule`);
-    return false;
-  }
-  return true;
-}
-
 // ---------------------------------------------------------------------------
 // Rule list
+//
+// A table opens in three steps: (1) every line is parsed and its patterns
+// are handed to native compiler threads as they come, with the warnings
+// that parsing gives held back per line; (2) the rest is compiled and the
+// threads are waited for; (3) the lines are walked again in order: held-back warnings, compile
+// errors and group-count checks are reported as Postfix reports them while
+// it reads the file line by line, and IF/ENDIF are paired (an IF whose
+// pattern did not compile is no IF, as in Postfix).
 
-export type ParsedRule<H> =
-  | { op: typeof RULE_OP.MATCH; lineNo: number; first: H; match: boolean; second: H | null; secondMatch: boolean; value: Replacement }
-  | { op: typeof RULE_OP.IF; lineNo: number; first: H; match: boolean }
+/** A rule as parsed, its patterns named by their index in the compile batch (-1: none). */
+export type ParsedRule =
+  | { op: typeof RULE_OP.MATCH; lineNo: number; first: number; match: boolean; second: number; secondMatch: boolean; value: Replacement }
+  | { op: typeof RULE_OP.IF; lineNo: number; first: number; match: boolean }
   | { op: typeof RULE_OP.ENDIF; lineNo: number };
 
+/** A compile failure as patternsCompile() reports it. */
+export interface CompileFailure {
+  text: string;
+  code: number;
+  offset: number;
+}
+
+/** The patterns of one table, handed to the native compiler in chunks while the table is parsed. */
+export class PatternList {
+  private patterns: Bytes[] = [];
+  private options: number[] = [];
+  private count = 0;
+
+  constructor(
+    private readonly native: NativeEngines,
+    private readonly job: CompileJobHandle,
+  ) {}
+
+  /** Add a pattern with its compile options (regcomp cflags / pcre2 options); its index. */
+  add(pattern: Bytes, options: number): number {
+    this.patterns.push(pattern);
+    this.options.push(options >>> 0);
+    if (this.patterns.length >= PATTERN_CHUNK) this.flush();
+    return this.count++;
+  }
+
+  /** Hand the patterns added so far to the compiler threads. */
+  flush(): void {
+    if (this.patterns.length === 0) return;
+    this.native.patternsCompileAdd(this.job, this.patterns.join('\0'), Uint32Array.from(this.options));
+    this.patterns = [];
+    this.options = [];
+  }
+}
+
+/** Patterns per hand-off to the compiler threads. */
+const PATTERN_CHUNK = 32;
+
 /** The parts that differ between regexp and pcre. */
-export interface PatternDialect<H> {
+export interface PatternDialect {
   kind: PatternKind;
   engine: typeof ENGINE.REGEX | typeof ENGINE.PCRE;
   /** A match rule (the line starts with a non-alphanumeric byte); null after a warning. */
-  parseMatch(native: NativeEngines, ctx: RuleContext, line: Bytes): ParsedRule<H> | null;
+  parseMatch(native: NativeEngines, ctx: RuleContext, line: Bytes, patterns: PatternList): ParsedRule | null;
   /** An IF rule; `pos` is just after "if"; null after a warning. */
-  parseIf(native: NativeEngines, ctx: RuleContext, line: Bytes, pos: number): ParsedRule<H> | null;
+  parseIf(native: NativeEngines, ctx: RuleContext, line: Bytes, pos: number, patterns: PatternList): ParsedRule | null;
+  /** Postfix's warning text (without the map/line prefix) for a pattern that did not compile. */
+  compileError(e: CompileFailure): string;
 }
 
 /** True when line starts with `word` (ASCII case-insensitive) followed by a non-alphanumeric byte. */
@@ -322,56 +370,203 @@ function startsWithWord(line: Bytes, word: string): boolean {
   return !isAlnumCode(line.charCodeAt(word.length));
 }
 
-export interface LoadedRules<H> {
-  rules: Array<ParsedRule<H>>;
+export interface LoadedRules {
+  rules: ParsedRule[];
   /** IF index -> index of its ENDIF (-1: none) */
   endifOf: Map<number, number>;
+  /** the compiled patterns the rules refer to */
+  batch: PatternBatchHandle;
+  /** per pattern: number of groups, -1 when it did not compile */
+  groups: Int32Array;
+}
+
+/** One logical line after step 1. */
+interface LineEntry {
+  lineNo: number;
+  /** warnings met while parsing, not yet reported */
+  held: string[] | null;
+  /** the rule, 'endif', or null (skipped after a warning) */
+  rule: ParsedRule | 'endif' | null;
+  /** ENDIF with trailing text */
+  endifExtra?: boolean;
 }
 
 /** Parse the whole source into rules, with IF/ENDIF pairing and the warnings for unbalanced ones. */
-export function parseRules<H>(native: NativeEngines, dialect: PatternDialect<H>, text: Bytes, opts: TableOpenOptions): LoadedRules<H> {
+export function parseRules(native: NativeEngines, dialect: PatternDialect, text: Bytes, opts: TableOpenOptions): LoadedRules {
   const mapname = opts.name;
-  const rules: Array<ParsedRule<H>> = [];
-  const endifOf = new Map<number, number>();
-  const stack: number[] = [];
-  for (const { text: raw, lineNo } of readLogicalLines(text, mapname, opts.warn)) {
+  const lines = readLogicalLines(text, mapname, opts.warn);
+  // A line has at most two patterns (regexp's /a/!/b/).
+  const job = native.patternsCompileStart(dialect.engine, 2 * lines.length);
+  const patterns = new PatternList(native, job);
+  const entries: LineEntry[] = [];
+  // 1. parse (the compiler threads start on the patterns as they come)
+  for (const { text: raw, lineNo } of lines) {
     let line = cString(raw);
     let end = line.length;
     while (end > 0 && isSpaceCode(line.charCodeAt(end - 1))) end--;
-    line = line.slice(0, end);
+    if (end < line.length) line = line.slice(0, end);
     if (line.length === 0) continue;
-    const ctx = new RuleContext(dialect.kind, mapname, lineNo, opts);
-    let rule: ParsedRule<H> | null;
+    const entry: LineEntry = { lineNo, held: null, rule: null };
+    entries.push(entry);
+    const ctx = new RuleContext(dialect.kind, mapname, lineNo, opts, (w) => (entry.held ??= []).push(w));
     if (!isAlnumCode(line.charCodeAt(0))) {
-      rule = dialect.parseMatch(native, ctx, line);
+      entry.rule = dialect.parseMatch(native, ctx, line, patterns);
     } else if (startsWithWord(line, 'if')) {
-      rule = dialect.parseIf(native, ctx, line, 2);
+      entry.rule = dialect.parseIf(native, ctx, line, 2, patterns);
     } else if (startsWithWord(line, 'endif')) {
-      if (stack.length === 0) {
-        ctx.warn('ignoring ENDIF without matching IF');
-        rule = null;
-      } else {
-        if (skipSpace(line, 5) < line.length) ctx.warn('ignoring extra text after ENDIF');
-        rule = { op: RULE_OP.ENDIF, lineNo };
-      }
+      entry.rule = 'endif';
+      entry.endifExtra = skipSpace(line, 5) < line.length;
     } else {
       ctx.warn('ignoring unrecognized request');
-      rule = null;
     }
-    if (rule === null) continue;
-    const index = rules.length;
-    rules.push(rule);
-    if (rule.op === RULE_OP.IF) {
-      stack.push(index);
-      endifOf.set(index, -1);
-    } else if (rule.op === RULE_OP.ENDIF) {
-      endifOf.set(stack.pop()!, index);
+  }
+  // 2. compile the rest, wait for the compiler threads
+  patterns.flush();
+  const compiled = native.patternsCompileFinish(job);
+  const failures = new Map<number, CompileFailure>();
+  for (const [index, text, code, offset] of compiled.errors) failures.set(index, { text, code, offset });
+  const groups = compiled.groups;
+  // 3. report in line order, keep the rules that stand, pair IF/ENDIF
+  const rules: ParsedRule[] = [];
+  const endifOf = new Map<number, number>();
+  const stack: number[] = [];
+  for (const entry of entries) {
+    if (entry.held) for (const w of entry.held) opts.warn(w);
+    const r = entry.rule;
+    if (r === null) continue;
+    const warn = (w: string) => opts.warn(`${dialect.kind} map ${mapname}, line ${entry.lineNo}: ${w}`);
+    if (r === 'endif') {
+      if (stack.length === 0) {
+        warn('ignoring ENDIF without matching IF');
+        continue;
+      }
+      if (entry.endifExtra) warn('ignoring extra text after ENDIF');
+      endifOf.set(stack.pop()!, rules.length);
+      rules.push({ op: RULE_OP.ENDIF, lineNo: entry.lineNo });
+      continue;
     }
+    if (r.op === RULE_OP.ENDIF) continue; // not produced by the dialects
+    if (groups[r.first] < 0) {
+      warn(dialect.compileError(failures.get(r.first)!));
+      continue;
+    }
+    if (r.op === RULE_OP.MATCH) {
+      if (r.value.maxSub > BigInt(groups[r.first])) {
+        warn(`out of range replacement index "${sizeTAsInt(r.value.maxSub)}": skipping this rule`);
+        continue;
+      }
+      if (r.second >= 0 && groups[r.second] < 0) {
+        warn(dialect.compileError(failures.get(r.second)!));
+        continue;
+      }
+    } else {
+      stack.push(rules.length);
+      endifOf.set(rules.length, -1);
+    }
+    rules.push(r);
   }
   for (let i = stack.length - 1; i >= 0; i--) {
     opts.warn(`${dialect.kind} map ${mapname}, line ${rules[stack[i]].lineNo}: IF has no matching ENDIF`);
   }
-  return { rules, endifOf };
+  return { rules, endifOf, batch: compiled.batch, groups };
+}
+
+// ---------------------------------------------------------------------------
+// Where rule sets are evaluated
+//
+// A lookup in a large pattern table is CPU work (every rule is tried until
+// one matches). A lookup that arrives while the server is otherwise idle is
+// evaluated at once on the main thread: no hand-off, the lowest latency.
+// When lookups from several clients compete (a second one arrives in the
+// same event-loop turn, or evaluations are already running elsewhere),
+// they go to the addon's evaluation threads instead (a queue in arrival
+// order, proxymapd_pattern_threads threads), so that they use the other
+// CPUs while the main thread keeps serving connections. Each connection
+// still gets its replies in request order (a connection has one request at
+// a table at a time).
+
+type ExecResult = { index: number; offsets: Int32Array | null; errors: Array<[number, string]> | null };
+
+interface PendingExec {
+  set: RuleSetHandle;
+  subject: Bytes;
+  skipRegsub: boolean;
+  done: (r: ExecResult) => void;
+}
+
+/** Default thread count: one per CPU, at most 8. */
+export function defaultPatternThreads(): number {
+  return Math.max(1, Math.min(8, availableParallelism()));
+}
+
+class ExecScheduler {
+  /** evaluation threads; 0 = always on the main thread */
+  threads = defaultPatternThreads();
+  /** evaluations handed to the threads and not completed yet */
+  private pending = 0;
+  /** lookups seen in the current event-loop turn */
+  private turnLookups = 0;
+  private readonly endTurn = (): void => {
+    this.turnLookups = 0;
+  };
+  private configured = 0;
+  /** counters, for tests and diagnostics */
+  readonly stats = { sync: 0, async: 0 };
+
+  /** Evaluations on the threads not completed yet. */
+  get inFlight(): number {
+    return this.pending;
+  }
+
+  /** Evaluate now on this thread? (counts the lookup toward the current turn) */
+  runHere(): boolean {
+    if (this.threads <= 0) return true;
+    if (this.turnLookups++ === 0) setImmediate(this.endTurn);
+    return this.turnLookups === 1 && this.pending === 0;
+  }
+
+  /** Hand an evaluation to the threads (they start them in submission order). */
+  submit(native: NativeEngines, job: PendingExec): void {
+    if (this.configured !== this.threads) {
+      native.execThreads(Math.max(1, this.threads));
+      this.configured = this.threads;
+    }
+    this.pending++;
+    this.stats.async++;
+    try {
+      native.ruleSetExecAsync(job.set, job.subject, job.skipRegsub, (index, offsets, errors) => {
+        this.pending--;
+        job.done({ index, offsets, errors });
+      });
+    } catch {
+      this.pending--;
+      job.done({ index: -2, offsets: null, errors: null });
+    }
+  }
+}
+
+const scheduler = new ExecScheduler();
+
+/**
+ * How many rule-set evaluations may run on the thread pool at once
+ * (proxymapd_pattern_threads); 0 keeps every evaluation on the main thread.
+ */
+export function setPatternThreads(n: number): void {
+  scheduler.threads = Math.max(0, Math.floor(n));
+}
+
+export function patternThreads(): number {
+  return scheduler.threads;
+}
+
+/** True while lookups are being evaluated on the evaluation threads (their completion wakes the event loop). */
+export function patternWorkPending(): boolean {
+  return scheduler.inFlight > 0;
+}
+
+/** Evaluations run on the main thread and on the threads so far (tests). */
+export function patternExecStats(): { sync: number; async: number } {
+  return { ...scheduler.stats };
 }
 
 // ---------------------------------------------------------------------------
@@ -425,23 +620,35 @@ export class PatternTable implements Table {
     return this.infos.length;
   }
 
-  lookup(key: Bytes, flags: number): LookupResult {
-    if (this.set === null) return { found: false, error: DICT_ERR.RETRY };
+  lookup(key: Bytes, flags: number): LookupResult | Promise<LookupResult> {
+    const set = this.set;
+    if (set === null) return { found: false, error: DICT_ERR.RETRY };
     let subject = cString(key);
     if (flags & DICT_FLAG.FOLD_MUL) subject = lowercaseAscii(subject);
-    const r = this.native.ruleSetExec(this.set, subject, (flags & DICT_FLAG.NO_REGSUB) !== 0, this.offsets);
-    let index: number;
-    if (typeof r === 'number') {
-      index = r;
-    } else {
-      for (const [at, text] of r.errors) this.warn(`${this.type} map ${this.name}, line ${this.infos[at].lineNo}: ${text}`);
-      index = r.index;
+    const skipRegsub = (flags & DICT_FLAG.NO_REGSUB) !== 0;
+    if (this.infos.length < ASYNC_MIN_RULES || scheduler.runHere()) {
+      const r = this.native.ruleSetExec(set, subject, skipRegsub, this.offsets);
+      scheduler.stats.sync++;
+      if (typeof r === 'number') return this.result(subject, r, this.offsets, null);
+      return this.result(subject, r.index, this.offsets, r.errors);
     }
+    return new Promise((resolve) => {
+      scheduler.submit(this.native, {
+        set,
+        subject,
+        skipRegsub,
+        done: (r) => resolve(r.index === -2 ? { found: false, error: DICT_ERR.RETRY } : this.result(subject, r.index, r.offsets, r.errors)),
+      });
+    });
+  }
+
+  private result(subject: Bytes, index: number, offsets: Int32Array | null, errors: Array<[number, string]> | null): LookupResult {
+    if (errors) for (const [at, text] of errors) this.warn(`${this.type} map ${this.name}, line ${this.infos[at].lineNo}: ${text}`);
     if (index < 0) return NOT_FOUND;
     const info = this.infos[index];
     if (info.result) return info.result;
     let out = '';
-    for (const part of info.parts!) out += typeof part === 'number' ? groupText(this.type, subject, this.offsets, part) : part;
+    for (const part of info.parts!) out += typeof part === 'number' ? groupText(this.type, subject, offsets!, part) : part;
     return found(out);
   }
 
@@ -463,8 +670,58 @@ export class PatternTable implements Table {
   }
 }
 
+/** Tables with fewer rules are always evaluated on the main thread (a hand-off would cost more than the scan). */
+const ASYNC_MIN_RULES = 32;
+
+/** Build the table from source text (shared by the opener and the warm-up). */
+function buildPatternTable(
+  native: NativeEngines,
+  dialect: PatternDialect,
+  opts: TableOpenOptions,
+  text: Bytes,
+  fileId: FileId | undefined,
+): PatternTable {
+  const { rules, endifOf, batch } = parseRules(native, dialect, text, opts);
+  const program = new Int32Array(7 * rules.length);
+  const infos: RuleInfo[] = [];
+  let maxSub = 0;
+  for (let index = 0, o = 0; index < rules.length; index++, o += 7) {
+    const rule = rules[index];
+    program[o] = rule.op;
+    program[o + 1] = -1;
+    program[o + 2] = 1;
+    program[o + 3] = -1;
+    program[o + 4] = 1;
+    program[o + 6] = -1;
+    switch (rule.op) {
+      case RULE_OP.MATCH: {
+        const n = Number(rule.value.maxSub); // <= the pattern's group count
+        maxSub = Math.max(maxSub, n);
+        program[o + 1] = rule.first;
+        program[o + 2] = rule.match ? 1 : 0;
+        program[o + 3] = rule.second;
+        program[o + 4] = rule.secondMatch ? 1 : 0;
+        program[o + 5] = n;
+        infos.push(n === 0 ? { lineNo: rule.lineNo, maxSub: 0, result: found(rule.value.literal) } : { lineNo: rule.lineNo, maxSub: n, parts: rule.value.parts });
+        break;
+      }
+      case RULE_OP.IF:
+        program[o + 1] = rule.first;
+        program[o + 2] = rule.match ? 1 : 0;
+        program[o + 6] = endifOf.get(index) ?? -1;
+        infos.push({ lineNo: rule.lineNo, maxSub: 0 });
+        break;
+      case RULE_OP.ENDIF:
+        infos.push({ lineNo: rule.lineNo, maxSub: 0 });
+        break;
+    }
+  }
+  const set = native.ruleSetFromBatch(batch, program);
+  return new PatternTable(dialect.kind, opts.name, native, set, infos, maxSub, opts.warn, fileId);
+}
+
 /** Open a regexp/pcre table: read the source, parse and compile every rule, build the native rule set. */
-export async function openPatternTable<H>(opts: TableOpenOptions, dialect: PatternDialect<H>): Promise<Table> {
+export async function openPatternTable(opts: TableOpenOptions, dialect: PatternDialect): Promise<Table> {
   requireReadOnly(opts);
   let native: NativeEngines;
   try {
@@ -473,29 +730,49 @@ export async function openPatternTable<H>(opts: TableOpenOptions, dialect: Patte
     throw new TableOpenError(`${dialect.kind}:${opts.name}: ${(err as Error).message}`);
   }
   const source = await readTableSource(dialect.kind, opts.name);
-  const { rules, endifOf } = parseRules(native, dialect, source.text, opts);
-  const specs: Array<RuleSpec<H>> = [];
-  const infos: RuleInfo[] = [];
-  let maxSub = 0;
-  rules.forEach((rule, index) => {
-    switch (rule.op) {
-      case RULE_OP.MATCH: {
-        const n = Number(rule.value.maxSub); // <= the pattern's group count
-        maxSub = Math.max(maxSub, n);
-        specs.push([rule.op, rule.first, rule.match ? 1 : 0, rule.second, rule.secondMatch ? 1 : 0, n, -1]);
-        infos.push(n === 0 ? { lineNo: rule.lineNo, maxSub: 0, result: found(rule.value.literal) } : { lineNo: rule.lineNo, maxSub: n, parts: rule.value.parts });
-        break;
-      }
-      case RULE_OP.IF:
-        specs.push([rule.op, rule.first, rule.match ? 1 : 0, null, 1, 0, endifOf.get(index) ?? -1]);
-        infos.push({ lineNo: rule.lineNo, maxSub: 0 });
-        break;
-      case RULE_OP.ENDIF:
-        specs.push([rule.op, null, 1, null, 1, 0, -1]);
-        infos.push({ lineNo: rule.lineNo, maxSub: 0 });
-        break;
+  return buildPatternTable(native, dialect, opts, source.text, source.stat);
+}
+
+/**
+ * JIT warm-up for long-running processes (the daemon calls this once when
+ * idle after startup, like the cidr warm-up): loads the native addon and
+ * parses, compiles and queries a synthetic table in both dialects, so that
+ * the first real table is opened by optimized code. Returns false when the
+ * addon cannot be loaded (the first open then reports why).
+ */
+export function warmUpPatterns(dialects: PatternDialect[]): boolean {
+  let native: NativeEngines;
+  try {
+    native = loadNative();
+  } catch {
+    return false;
+  }
+  const opts: TableOpenOptions = {
+    type: 'warm-up',
+    name: 'warm-up',
+    openFlags: 0,
+    fold: 'none',
+    writable: false,
+    param: () => undefined,
+    warn: () => {},
+  };
+  for (const dialect of dialects) {
+    const lines: string[] = [];
+    for (let i = 0; i < 400; i++) {
+      lines.push(
+        `/^user${i}@(sub\\.)?example${i}\\.com$/ OK ${i}`,
+        `!/^x${i}/i value with $$ and text`,
+        `/^([^@]+)@old${i}\\.example$/ $1@new${i}.example`,
+        `if /^[a-z]+${i}/`,
+        `/b${i}/ x`,
+        'endif',
+      );
     }
-  });
-  const set = (native.ruleSetCreate as (engine: number, rules: Array<RuleSpec<H>>) => RuleSetHandle)(dialect.engine, specs);
-  return new PatternTable(dialect.kind, opts.name, native, set, infos, maxSub, opts.warn, source.stat);
+    // A few tables, so that the parser is optimized as a whole, not only by on-stack replacement.
+    for (let k = 0; k < 4; k++) {
+      const t = buildPatternTable(native, dialect, opts, lines.join('\n') + '\n', undefined);
+      for (let i = 0; i < 50; i++) t.lookup(`alice@old${i}.example`, 0);
+    }
+  }
+  return true;
 }

@@ -12,9 +12,8 @@
  * A ANCHORED, E DOLLAR_ENDONLY, U UNGREEDY; X (PCRE1's EXTRA) is ignored
  * with a warning.
  */
-import { RULE_OP, ENGINE, type NativeEngines, type PcreHandle } from '../native/index.js';
+import { RULE_OP, ENGINE, type NativeEngines } from '../native/index.js';
 import {
-  checkGroupCount,
   isSpaceCode,
   openPatternTable,
   parseReplacement,
@@ -74,32 +73,21 @@ function getPattern(native: NativeEngines, ctx: RuleContext, line: Bytes, pos: n
   return { pat: { pattern: d.pattern, options: options >>> 0, match: d.match }, pos: p };
 }
 
-/** pcre2_compile, or null after Postfix's warning with the offset and PCRE2's message. */
-function compile(native: NativeEngines, ctx: RuleContext, pat: PcrePattern): { handle: PcreHandle; captureCount: number } | null {
-  const r = native.pcreCompile(pat.pattern, pat.options);
-  if ('error' in r) {
-    ctx.warn(`error in regex at offset ${r.offset}: ${r.error}`);
-    return null;
-  }
-  return r;
-}
-
-export const pcreDialect: PatternDialect<PcreHandle> = {
+export const pcreDialect: PatternDialect = {
   kind: 'pcre',
   engine: ENGINE.PCRE,
 
-  parseMatch(native, ctx, line): ParsedRule<PcreHandle> | null {
+  parseMatch(native, ctx, line, patterns): ParsedRule | null {
     const got = getPattern(native, ctx, line, 0);
     if (got === null) return null;
     const value = parseReplacement(ctx, line, got.pos, got.pat.match);
     if (value === null) return null;
-    const exp = compile(native, ctx, got.pat);
-    if (exp === null) return null;
-    if (!checkGroupCount(ctx, value, exp.captureCount)) return null;
-    return { op: RULE_OP.MATCH, lineNo: ctx.lineNo, first: exp.handle, match: got.pat.match, second: null, secondMatch: true, value };
+    // pcre2_compile happens later, for the whole table at once (parseRules)
+    const first = patterns.add(got.pat.pattern, got.pat.options);
+    return { op: RULE_OP.MATCH, lineNo: ctx.lineNo, first, match: got.pat.match, second: -1, secondMatch: true, value };
   },
 
-  parseIf(native, ctx, line, pos): ParsedRule<PcreHandle> | null {
+  parseIf(native, ctx, line, pos, patterns): ParsedRule | null {
     const got = getPattern(native, ctx, line, skipSpace(line, pos));
     if (got === null) return null;
     const rest = skipSpace(line, got.pos);
@@ -107,10 +95,11 @@ export const pcreDialect: PatternDialect<PcreHandle> = {
       ctx.warn(`ignoring extra text after IF statement: "${line.slice(rest)}"`);
       ctx.warn('do not prepend whitespace to statements between IF and ENDIF');
     }
-    const exp = compile(native, ctx, got.pat);
-    if (exp === null) return null;
-    return { op: RULE_OP.IF, lineNo: ctx.lineNo, first: exp.handle, match: got.pat.match };
+    return { op: RULE_OP.IF, lineNo: ctx.lineNo, first: patterns.add(got.pat.pattern, got.pat.options), match: got.pat.match };
   },
+
+  // pcre2_compile failed: the offset and PCRE2's message
+  compileError: (e) => `error in regex at offset ${e.offset}: ${e.text}`,
 };
 
 /** Opener for pcre:/file and pcre:{ {rule}, ... }. */

@@ -11,9 +11,8 @@
  * Flags toggle: i = REG_ICASE (on by default), x = REG_EXTENDED (on by
  * default; toggling gives basic REs), m = REG_NEWLINE (off by default).
  */
-import { RULE_OP, ENGINE, type NativeEngines, type RegexHandle } from '../native/index.js';
+import { RULE_OP, ENGINE, type NativeEngines } from '../native/index.js';
 import {
-  checkGroupCount,
   isSpaceCode,
   openPatternTable,
   parseReplacement,
@@ -59,21 +58,11 @@ function getPattern(native: NativeEngines, ctx: RuleContext, line: Bytes, pos: n
   return { pat: { pattern: d.pattern, cflags, match: d.match }, pos: p };
 }
 
-/** regcomp, or null after Postfix's warning with the regerror text. */
-function compile(native: NativeEngines, ctx: RuleContext, pattern: Bytes, cflags: number): { handle: RegexHandle; nsub: number } | null {
-  const r = native.regexCompile(pattern, cflags);
-  if ('error' in r) {
-    ctx.warn(r.error);
-    return null;
-  }
-  return r;
-}
-
-export const regexpDialect: PatternDialect<RegexHandle> = {
+export const regexpDialect: PatternDialect = {
   kind: 'regexp',
   engine: ENGINE.REGEX,
 
-  parseMatch(native, ctx, line): ParsedRule<RegexHandle> | null {
+  parseMatch(native, ctx, line, patterns): ParsedRule | null {
     const first = getPattern(native, ctx, line, 0);
     if (first === null) return null;
     let pos = first.pos;
@@ -87,28 +76,20 @@ export const regexpDialect: PatternDialect<RegexHandle> = {
     const value = parseReplacement(ctx, line, pos, first.pat.match);
     if (value === null) return null;
     const { REG } = native;
+    // regcomp happens later, for the whole table at once (parseRules)
     const cflags = value.maxSub === 0n ? first.pat.cflags | REG.NOSUB : first.pat.cflags;
-    const firstExp = compile(native, ctx, first.pat.pattern, cflags);
-    if (firstExp === null) return null;
-    if (!checkGroupCount(ctx, value, firstExp.nsub)) return null;
-    let secondExp: RegexHandle | null = null;
-    if (second !== null) {
-      const s = compile(native, ctx, second.pattern, second.cflags | REG.NOSUB);
-      if (s === null) return null;
-      secondExp = s.handle;
-    }
     return {
       op: RULE_OP.MATCH,
       lineNo: ctx.lineNo,
-      first: firstExp.handle,
+      first: patterns.add(first.pat.pattern, cflags),
       match: first.pat.match,
-      second: secondExp,
+      second: second === null ? -1 : patterns.add(second.pattern, second.cflags | REG.NOSUB),
       secondMatch: second?.match ?? true,
       value,
     };
   },
 
-  parseIf(native, ctx, line, pos): ParsedRule<RegexHandle> | null {
+  parseIf(native, ctx, line, pos, patterns): ParsedRule | null {
     const got = getPattern(native, ctx, line, skipSpace(line, pos));
     if (got === null) return null;
     const rest = skipSpace(line, got.pos);
@@ -116,10 +97,11 @@ export const regexpDialect: PatternDialect<RegexHandle> = {
       ctx.warn(`ignoring extra text after IF statement: "${line.slice(rest)}"`);
       ctx.warn('do not prepend whitespace to statements between IF and ENDIF');
     }
-    const exp = compile(native, ctx, got.pat.pattern, got.pat.cflags);
-    if (exp === null) return null;
-    return { op: RULE_OP.IF, lineNo: ctx.lineNo, first: exp.handle, match: got.pat.match };
+    return { op: RULE_OP.IF, lineNo: ctx.lineNo, first: patterns.add(got.pat.pattern, got.pat.cflags), match: got.pat.match };
   },
+
+  // regcomp failed: the regerror() text
+  compileError: (e) => e.text,
 };
 
 /** Opener for regexp:/file and regexp:{ {rule}, ... }. */

@@ -3,6 +3,7 @@
  * a file, or, when the name starts with '{', inline rules
  * `{ {rule1}, {rule2} }` that become the lines of an in-memory file.
  */
+import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { extpar, tokenizeQ } from '../util/braces.js';
@@ -39,9 +40,25 @@ export async function readTableSource(kind: string, mapname: Bytes): Promise<Tab
     if ('error' in r) throw new TableOpenError(`${kind} map: ${r.error}`);
     return { text: r.text };
   }
+  const path = Buffer.from(mapname, 'latin1');
+  // A regular file is read at once, without round trips through the thread pool (the table is
+  // parsed synchronously right after anyway). O_NONBLOCK: a FIFO must not block the server in
+  // open(); anything but a regular file is read asynchronously.
+  let fd: number;
+  try {
+    fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  } catch (e) {
+    throw new TableOpenError(`open ${mapname}: ${strerror(e)}`);
+  }
+  try {
+    const stat = fstatSync(fd);
+    if (stat.isFile()) return { text: readFileSync(fd).toString('latin1'), stat };
+  } finally {
+    closeSync(fd);
+  }
   let fh;
   try {
-    fh = await open(Buffer.from(mapname, 'latin1'), 'r');
+    fh = await open(path, 'r');
   } catch (e) {
     throw new TableOpenError(`open ${mapname}: ${strerror(e)}`);
   }

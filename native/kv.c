@@ -174,6 +174,7 @@ typedef struct {
   unsigned int psize;
   int lmdb_fd;
   int bulk_retries;
+  int step_rc; /* the library error of the last lm_step that returned -1 */
   MDB_val saved_key; /* sequence position (slmdb_cursor_get) */
   size_t saved_cap;
   int have_saved;
@@ -459,7 +460,8 @@ static void lm_faulted(KvHandle *h, int op, int sig, const char *what) {
  * MDB_MAP_RESIZED), commit a write step that returned 0. Also reopens a
  * replaced file (taking the lock `op` again), refuses a truncated one and
  * catches faults. The body returns 0 (done), 1 (not found / key exists) or
- * -error; *out gets 0 or 1.
+ * -1 with the library's error code (errno values are positive, LMDB's own
+ * negative) in h->step_rc; *out gets 0 or 1.
  */
 typedef int (*lm_step)(KvHandle *h, MDB_txn *txn, void *arg);
 
@@ -488,7 +490,7 @@ static int lm_run(KvHandle *h, int op, int write, lm_step body, void *arg, const
         } else {
           status = body(h, t, arg);
           if (status < 0) {
-            rc = -status;
+            rc = h->step_rc ? h->step_rc : EIO;
           } else if (write && status == 0) {
             txn = NULL; /* freed by the commit, whatever its outcome */
             rc = mdb_txn_commit(t);
@@ -1020,9 +1022,11 @@ static int lm_get_step(KvHandle *h, MDB_txn *txn, void *arg) {
   LmGetArg *a = arg;
   MDB_val v;
   int rc = mdb_get(txn, h->dbi, &a->key, &v);
-  if (rc == 0) return copy_out(&val_buf, v.mv_data, v.mv_size, h->raw, &a->vlen) ? 0 : -ENOMEM;
+  if (rc == 0 && !copy_out(&val_buf, v.mv_data, v.mv_size, h->raw, &a->vlen)) rc = ENOMEM;
+  if (rc == 0) return 0;
   if (rc == MDB_NOTFOUND) return 1;
-  return -rc;
+  h->step_rc = rc;
+  return -1;
 }
 
 /*
@@ -1128,7 +1132,8 @@ static int lm_put_step(KvHandle *h, MDB_txn *txn, void *arg) {
   int rc = mdb_put(txn, h->dbi, &a->key, &a->val, a->flags);
   if (rc == 0) return 0;
   if (rc == MDB_KEYEXIST) return 1;
-  return -rc;
+  h->step_rc = rc;
+  return -1;
 }
 
 /* Decide the NUL mode on the first update (dict_*_update): with NUL unless told otherwise. */
@@ -1249,7 +1254,8 @@ static int lm_del_step(KvHandle *h, MDB_txn *txn, void *arg) {
   int rc = mdb_del(txn, h->dbi, k, NULL);
   if (rc == 0) return 0;
   if (rc == MDB_NOTFOUND) return 1;
-  return -rc;
+  h->step_rc = rc;
+  return -1;
 }
 
 /* kvDel(h, key, flags) -> 0 deleted, 1 not found, 2 busy, -1 error */
@@ -1372,7 +1378,10 @@ static int lm_seq_step(KvHandle *h, MDB_txn *txn, void *arg) {
   MDB_cursor *c = NULL;
   MDB_val k, v;
   int rc = mdb_cursor_open(txn, h->dbi, &c);
-  if (rc != 0) return -rc;
+  if (rc != 0) {
+    h->step_rc = rc;
+    return -1;
+  }
   if (h->have_saved && a->op != MDB_FIRST) rc = mdb_cursor_get(c, &h->saved_key, NULL, MDB_SET);
   if (rc == 0) rc = mdb_cursor_get(c, &k, &v, a->op);
   if (rc == 0 && (lm_saved_assign(h, &k) != 0 || !copy_out(&key_buf, k.mv_data, k.mv_size, h->raw, &a->klen) ||
@@ -1381,7 +1390,8 @@ static int lm_seq_step(KvHandle *h, MDB_txn *txn, void *arg) {
   mdb_cursor_close(c);
   if (rc == 0) return 0;
   if (rc == MDB_NOTFOUND) return 1;
-  return -rc;
+  h->step_rc = rc;
+  return -1;
 }
 
 /*

@@ -16,6 +16,8 @@ import { DICT_FLAG } from '../protocol/flags.js';
 import { BuildError, type BuildEntry, type BuildOptions, type TableBuilder } from './buildtypes.js';
 import { foldKey, passesUtf8Check } from './casefold.js';
 import { buildCdb } from './cdb.js';
+import { buildBtree, buildHash } from './db.js';
+import { buildLmdb } from './lmdb.js';
 import { readLogicalLines } from './lines.js';
 import { tableTypes } from './registry.js';
 import { filesToBase64 } from './rhsfile.js';
@@ -42,6 +44,9 @@ const buildFail: TableBuilder = (path, entries) => {
  */
 const BUILDERS = new Map<string, TableBuilder>([
   ['cdb', buildCdb],
+  ['lmdb', (path, entries, opts) => buildLmdb(path, entries, opts)],
+  ['hash', buildHash],
+  ['btree', buildBtree],
   ['fail', buildFail],
 ]);
 

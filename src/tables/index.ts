@@ -5,6 +5,8 @@
 import { DICT_FLAG } from '../protocol/flags.js';
 import { openCdb } from './cdb.js';
 import { openCidr } from './cidr.js';
+import { openBtree, openHash } from './db.js';
+import { openLmdb } from './lmdb.js';
 import { openPipemap, openUnionmap } from './composite.js';
 import { openEnviron } from './environ.js';
 import { openFail } from './fail.js';
@@ -35,6 +37,10 @@ registerTableType('mysql', openMysql, { implFlags: FIXED, writable: false });
 registerTableType('pgsql', openPgsql, { implFlags: FIXED, writable: false });
 registerTableType('sqlite', openSqlite, { implFlags: FIXED, writable: false });
 registerTableType('cdb', openCdb, { implFlags: FIXED, writable: false });
+// Indexed files through the system liblmdb / libdb (native/kv.c): read-write for proxywrite.
+registerTableType('lmdb', openLmdb, { implFlags: FIXED | DICT_FLAG.MULTI_WRITER, writable: true });
+registerTableType('hash', openHash, { implFlags: FIXED, writable: true });
+registerTableType('btree', openBtree, { implFlags: FIXED, writable: true });
 // FIXED/PATTERN come from the first component (0 here: known only once opened, see Table.implFlags);
 // components may fold keys while loading, so composites get one instance per fold mode.
 registerTableType('pipemap', openPipemap, { implFlags: 0, writable: false, loadsSource: true });

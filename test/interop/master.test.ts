@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { CLI, POSTMAP, run as runRaw, skipReason } from './harness.js';
 import {
   isZombieOrGone,
@@ -263,24 +263,35 @@ describe('proxymapd under a real master(8)', { skip, concurrency: 1 }, () => {
   it('an SMTP conversation gets the same replies as with Postfix\'s own proxymap; proxywrite keeps the verify cache', async () => {
     const results: Record<string, Record<string, string[]>> = {};
     for (const mode of ['postfix', 'proxymapd'] as const) {
+      let t = Date.now();
+      const lap = (what: string) => {
+        if (process.env.PMD_TEST_TIMING) console.error(`${mode} ${what}: ${Date.now() - t} ms`);
+        t = Date.now();
+      };
       const s = await startSmtpInstance(mode === 'proxymapd', daemonDir);
+      lap('start');
       try {
         results[mode] = await conversation(s);
-        // The verify daemon wrote the probe's status through proxywrite into the btree cache.
-        const cache = path.join(s.inst.dir, 'data', 'verify');
-        const q = await waitFor('the verify cache entry', 10_000, () =>
-          fs.existsSync(cache + '.db') ? spawnSync(POSTMAP!, ['-q', 'verifyme@example.com', `btree:${cache}`], { encoding: 'utf8' }) : undefined,
-        ).catch((e: Error) => {
-          throw new Error(`${mode}: ${e.message}\n${s.inst.maillog()}`);
-        });
-        assert.equal(q.status, 0, `${mode}: verify cache entry (${q.stderr})`);
+        lap('conversation');
         if (mode === 'proxymapd') {
+          // The verify daemon wrote the probe's status through proxywrite into the btree cache, and it is on disk
+          // at once (Postfix's proxywrite keeps it in its Berkeley DB cache until it exits).
+          const cache = path.join(s.inst.dir, 'data', 'verify');
+          const q = await waitFor('the verify cache entry', 10_000, () => {
+            const r = spawnSync(POSTMAP!, ['-q', 'verifyme@example.com', `btree:${cache}`], { encoding: 'utf8' });
+            return r.status === 0 ? r : undefined;
+          }).catch((e: Error) => {
+            throw new Error(`${mode}: ${e.message}\n${s.inst.maillog()}`);
+          });
+          assert.equal(q.status, 0, `${mode}: verify cache entry (${q.stderr})`);
           const services = new Set(proxymapdPids(s.inst).map((p) => p.service));
           assert.ok(services.has('proxymap') && services.has('proxywrite'), `proxymapd serves both services: ${[...services]}`);
         }
         assert.doesNotMatch(s.inst.maillog(), MASTER_COMPLAINTS, `${mode}: master complaints`);
+        lap('checks');
       } finally {
         await s.inst.stop();
+        lap('stop');
       }
     }
     const { postfix, proxymapd } = results;
@@ -329,6 +340,39 @@ describe('proxymapd under a real master(8)', { skip, concurrency: 1 }, () => {
       assert.doesNotMatch(inst.maillog(), MASTER_COMPLAINTS);
     } finally {
       await inst.stop();
+    }
+  });
+
+  it('daemon_timeout: a request that hangs ends the process with "fatal: watchdog timeout"', async () => {
+    // A "database server" that accepts connections and never says anything: the mysql lookup hangs.
+    const silent = net.createServer(() => {});
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as net.AddressInfo).port;
+    const inst = await startPostfixInstance({
+      mainCf: {
+        daemon_directory: daemonDir,
+        proxy_read_maps: 'proxy:mysql:$DIR/hang.cf',
+        daemon_timeout: '2s',
+        max_idle: '30s',
+      },
+      masterCfEdits: { remove: ['proxymap', 'proxywrite'], append: PROXYMAPD_SERVICES },
+      files: { 'hang.cf': `hosts = inet:127.0.0.1:${port}\nuser = u\npassword = p\ndbname = d\nquery = SELECT v FROM t WHERE k='%s'\n` },
+    });
+    try {
+      const pid = await waitFor('a proxymapd process', 5000, () => proxymapdPids(inst).find((x) => x.service === 'proxymap')?.pid);
+      const t0 = Date.now();
+      // The client retries forever after losing its server; it is stopped once the watchdog has fired.
+      const client = spawn(POSTMAP!, ['-c', inst.confDir, '-q', 'k', `proxy:mysql:${inst.dir}/hang.cf`], { stdio: 'ignore' });
+      try {
+        await waitFor('the process to exit', 10_000, () => isZombieOrGone(pid));
+        assert.ok(Date.now() - t0 >= 1500, 'not before daemon_timeout');
+        await waitFor('the fatal line', 5000, () => inst.maillog().includes(`postfix/proxymap[${pid}]: fatal: watchdog timeout`));
+      } finally {
+        client.kill('SIGKILL');
+      }
+    } finally {
+      await inst.stop();
+      silent.close();
     }
   });
 });

@@ -1529,6 +1529,8 @@ static int add_fn(napi_env env, napi_value exports, const char *name, napi_callb
 
 /* native/kv.c: LMDB and Berkeley DB files for lmdb:, hash: and btree: tables. */
 int kv_register(napi_env env, napi_value exports);
+/* native/maillog.c: syslog(3) and the postlog datagram socket. */
+int maillog_register(napi_env env, napi_value exports);
 
 static napi_value Init(napi_env env, napi_value exports) {
   napi_value reg, pcre;
@@ -1557,6 +1559,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     return NULL;
   if (!proxymapd_sqlite_register(env, exports)) return NULL;
   if (!kv_register(env, exports)) return NULL;
+  if (!maillog_register(env, exports)) return NULL;
   return exports;
 }
 

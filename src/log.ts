@@ -5,7 +5,8 @@
 export type LogLevel = 'info' | 'warning' | 'error' | 'fatal' | 'panic' | 'debug';
 
 export interface LogSink {
-  (line: string, level: LogLevel): void;
+  /** line: "prog[pid]: severity: text" (as on stderr); body: "severity: text" (what syslog and postlog get after the tag). */
+  (line: string, level: LogLevel, body: string): void;
 }
 
 let progName = 'postfix/proxymap';
@@ -16,6 +17,9 @@ let sink: LogSink = (line) => {
 
 export function setLogName(name: string): void {
   progName = name;
+}
+export function getLogName(): string {
+  return progName;
 }
 export function setVerbose(level: number): void {
   verbose = level;
@@ -44,7 +48,8 @@ export function logBytes(b: string): string {
 
 function emit(level: LogLevel, text: string): void {
   const prefix = level === 'info' || level === 'debug' ? '' : level + ': ';
-  sink(`${progName}[${process.pid}]: ${prefix}${printable(text)}`, level);
+  const body = prefix + printable(text);
+  sink(`${progName}[${process.pid}]: ${body}`, level, body);
 }
 
 export const log = {

@@ -125,6 +125,8 @@ const NOTABLE_DEFAULTS: Record<string, string> = {
   multi_instance_name: '',
   syslog_name: '${multi_instance_name?{$multi_instance_name}:{postfix}}',
   syslog_facility: 'mail',
+  maillog_file: '',
+  postlog_service_name: 'postlog',
   import_environment:
     'MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ XAUTHORITY DISPLAY LANG=C POSTLOG_SERVICE POSTLOG_HOSTNAME',
   export_environment: 'TZ MAIL_CONFIG LANG',

@@ -33,6 +33,8 @@ export class Connection {
   private closed = false;
   /** number of requests in progress (for master(8) busy/available accounting) */
   inFlight = 0;
+  /** when the request in progress started (Date.now()), 0 when none (for the daemon_timeout watchdog) */
+  requestStartedAt = 0;
 
   constructor(
     private readonly sock: net.Socket,
@@ -131,8 +133,12 @@ export class Connection {
 
   private setBusy(b: boolean): void {
     if (b) {
-      if (this.inFlight++ === 0) this.hooks.onBusy?.(true);
+      if (this.inFlight++ === 0) {
+        this.requestStartedAt = Date.now();
+        this.hooks.onBusy?.(true);
+      }
     } else if (this.inFlight > 0 && --this.inFlight === 0) {
+      this.requestStartedAt = 0;
       this.hooks.onBusy?.(false);
     }
   }
@@ -181,6 +187,7 @@ export class Connection {
     this.queue.length = 0;
     if (this.inFlight > 0) {
       this.inFlight = 0;
+      this.requestStartedAt = 0;
       this.hooks.onBusy?.(false);
     }
     this.hooks.onClose?.();

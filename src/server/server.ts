@@ -181,6 +181,21 @@ export class ProxyServer {
     return this.connections.size;
   }
 
+  /** Start time (Date.now()) of the oldest request still in progress, or 0 when none is. */
+  oldestRequestStart(): number {
+    let oldest = 0;
+    for (const c of this.connections) {
+      if (c.requestStartedAt !== 0 && (oldest === 0 || c.requestStartedAt < oldest)) oldest = c.requestStartedAt;
+    }
+    return oldest;
+  }
+
+  /** Stop accepting new connections (the listeners close; open connections stay). */
+  async stopListening(): Promise<void> {
+    const closing = this.listeners.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve())));
+    await Promise.all(closing);
+  }
+
   /** Stop accepting; optionally drop open connections; close tables. */
   async close(dropConnections = true): Promise<void> {
     const closing = Promise.all(

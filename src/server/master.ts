@@ -8,9 +8,10 @@
  *   (getopt "cdDi:lm:n:o:s:St:uvVz").
  * - Listening sockets inherited on fd 6.., the status channel on fd 5 (a
  *   stream socket shared with master); fds 3/4 (flow control) are left alone.
- * - Status: 12 bytes {pid, generation, avail} in native byte order, TAKEN
- *   when the number of requests in progress goes from 0 to 1, AVAIL when it
- *   is back at 0 (a concurrent server is busy only while it works).
+ * - Status: 12 bytes {pid, generation, avail} in native byte order: one
+ *   TAKEN/AVAIL cycle for the first request, then TAKEN only when requests
+ *   have kept the process busy for BUSY_REPORT_MS, AVAIL when none is left
+ *   (see busyChanged()).
  * - Exit 0 when master closes the status channel (postfix reload/stop),
  *   after max_idle seconds without clients, and once max_use client
  *   connections have closed and no client is left. daemon_timeout is a
@@ -39,6 +40,9 @@ export const MASTER_STATUS_FD = 5;
 export const MASTER_LISTEN_FD = 6;
 export const MASTER_STAT_TAKEN = 0;
 export const MASTER_STAT_AVAIL = 1;
+
+/** How long requests must be in progress without a break before master is told the process is busy (ms). */
+export const BUSY_REPORT_MS = 50;
 
 /** Raised for command-line and start-up errors that Postfix reports with msg_fatal(). */
 export class MasterFatal extends Error {}
@@ -289,6 +293,11 @@ class MasterChild {
   private readonly maxUse: number;
   private readonly daemonTimeoutMs: number;
   private uses = 0;
+  /** a taken/available cycle has been reported */
+  private cycled = false;
+  /** master was told "taken" and not yet "available" */
+  private reportedTaken = false;
+  private busyTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly config: Config,
@@ -323,7 +332,7 @@ class MasterChild {
       }
     }
     this.openStatusChannel();
-    this.server.onBusyChange = (busy) => this.sendStatus(busy ? MASTER_STAT_TAKEN : MASTER_STAT_AVAIL);
+    this.server.onBusyChange = (busy) => this.busyChanged(busy);
     this.server.onConnectionOpened = () => this.cancelIdle();
     this.server.onConnectionClosed = (open) => {
       this.uses++;
@@ -377,6 +386,41 @@ class MasterChild {
     this.status.on('end', () => gone('closed'));
     this.status.on('error', (e) => gone(`error: ${e.message}`));
     this.status.on('close', () => gone('closed'));
+  }
+
+  /**
+   * Busy/available reporting. master needs "taken" only to decide whether to
+   * start another process for a waiting client; a concurrent server that is
+   * busy for a moment still accepts and serves new clients. So after the
+   * first request (a complete taken/available cycle, which tells master the
+   * process started well), "taken" is sent only when requests have been in
+   * progress without a break for BUSY_REPORT_MS, and "available" when the
+   * last one finished. This spares master two wake-ups per request.
+   */
+  private busyChanged(busy: boolean): void {
+    if (busy) {
+      if (!this.cycled) {
+        this.sendStatus(MASTER_STAT_TAKEN);
+        this.reportedTaken = true;
+        return;
+      }
+      if (this.busyTimer || this.reportedTaken) return;
+      this.busyTimer = setTimeout(() => {
+        this.busyTimer = null;
+        this.sendStatus(MASTER_STAT_TAKEN);
+        this.reportedTaken = true;
+      }, BUSY_REPORT_MS);
+      return;
+    }
+    if (this.busyTimer) {
+      clearTimeout(this.busyTimer);
+      this.busyTimer = null;
+    }
+    if (this.reportedTaken) {
+      this.sendStatus(MASTER_STAT_AVAIL);
+      this.reportedTaken = false;
+      this.cycled = true;
+    }
   }
 
   private sendStatus(avail: number): void {

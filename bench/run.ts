@@ -824,7 +824,9 @@ async function runUpdateScenario(ctx: Ctx): Promise<ScenarioResult> {
         }
       }
     }
-    // What was written must read back through the real postmap.
+    // Servers stopped (the real proxywrite holds an exclusive lock on a btree from its open on), what was
+    // written must read back through the real postmap.
+    await unwindTo(mark);
     for (const t of targets) {
       for (const table of t.tables) {
         const q = spawnSync('postmap', ['-c', ctx.postmapConf, '-s', table], { encoding: 'latin1', timeout: 60_000, maxBuffer: 1 << 28 });

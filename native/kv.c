@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -190,6 +191,7 @@ typedef struct {
   u_int32_t cache_size;
   FileId seen;     /* the file as last seen by this handle */
   int seen_ambiguous;
+  int ino_fd;      /* inotify watch on the file: changes by anyone since we last looked, or -1 */
   char *seq_key;   /* last key returned by the sequence (for repositioning) */
   size_t seq_len, seq_cap;
 } KvHandle;
@@ -570,6 +572,30 @@ static void bdb_close_handles(KvHandle *h) {
   h->dbenv = NULL;
   if (h->lock_fd >= 0) close(h->lock_fd);
   h->lock_fd = -1;
+  if (h->ino_fd >= 0) close(h->ino_fd);
+  h->ino_fd = -1;
+}
+
+/*
+ * Whether the file was written to (or its attributes changed) since the
+ * last call; drains the events. Our own writes produce events too, so they
+ * are drained right after each of our changes, while we still hold the
+ * exclusive lock: whatever is pending when we next take the lock came from
+ * someone else. This is exact where time stamps are not (a change within
+ * the same clock tick keeps them).
+ */
+static int ino_pending(KvHandle *h) {
+  char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+  int any = 0;
+  for (;;) {
+    ssize_t n = read(h->ino_fd, buf, sizeof(buf));
+    if (n > 0) {
+      any = 1;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    return any;
+  }
 }
 
 static char *dir_of(const char *path, char **base) {
@@ -699,6 +725,14 @@ static int bdb_open(KvHandle *h, int hold, int nonblock) {
       if (!h->open_id.ino) h->open_id = h->seen;
     }
   }
+  if (h->mode != MODE_BULK) {
+    /* Without inotify (instance limit reached, say), time stamps with the ambiguity rule decide. */
+    h->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (h->ino_fd >= 0 && inotify_add_watch(h->ino_fd, h->path, IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
+      close(h->ino_fd);
+      h->ino_fd = -1;
+    }
+  }
   if (hold == LK_NONE && h->mode != MODE_BULK) (void)lock_flock(fd, LK_NONE, 0);
   return ST_OK;
 fail:
@@ -736,10 +770,12 @@ static int bdb_acquire(KvHandle *h, int op, int nonblock) {
       return ST_ERROR;
     }
     file_id(&st, &now);
-    if (st.st_nlink != 0 && !h->seen_ambiguous && same_id(&now, &h->seen)) return ST_OK;
     /* Replaced (not changed in place): a read-only handle keeps the old version, as for LMDB above. */
     if (st.st_nlink == 0 && h->mode == MODE_READ && now.size == h->seen.size && ts_cmp(&now.mtim, &h->seen.mtim) == 0)
       return ST_OK; /* (the unlink itself changed ctime) */
+    if (st.st_nlink != 0 && same_id(&now, &h->seen)) {
+      if (h->ino_fd >= 0 ? !ino_pending(h) : !h->seen_ambiguous) return ST_OK;
+    }
     /* Replaced, or changed by someone else (our page cache is stale): start afresh. */
     if (op != LK_NONE) (void)lock_flock(h->lock_fd, LK_NONE, 0);
     bdb_close_handles(h);
@@ -752,9 +788,10 @@ static void bdb_release(KvHandle *h, int op) {
   if (op != LK_NONE && h->lock_fd >= 0 && h->mode != MODE_BULK) (void)lock_flock(h->lock_fd, LK_NONE, 0);
 }
 
-/* Remember the file as we left it after our own change. */
+/* Remember the file as we left it after our own change (called while we hold the exclusive lock). */
 static void bdb_note_own_change(KvHandle *h) {
   struct stat st;
+  if (h->ino_fd >= 0) (void)ino_pending(h);
   if (h->lock_fd >= 0 && fstat(h->lock_fd, &st) == 0) {
     file_id(&st, &h->seen);
     h->seen_ambiguous = id_ambiguous(&h->seen);
@@ -962,6 +999,7 @@ static napi_value KvOpen(napi_env env, napi_callback_info info) {
   free(pb.data);
   free(lb.data);
   h->lock_fd = -1;
+  h->ino_fd = -1;
   h->lmdb_fd = -1;
   h->map_size = map_size > 0 ? (size_t)map_size : 16777216;
   h->cache_size = cache_size > 0 ? (u_int32_t)cache_size : 131072;

@@ -21,6 +21,8 @@ import { dictLookup, openOptions, outcome, sequenceAll, type Expect } from './co
 import { configDirFor, runDifferential, runPostmap, skipPostmap, type DiffMode, type DiffScenario } from './postmap.js';
 
 const { FIXED, MULTI_WRITER, TRY0NULL, TRY1NULL } = DICT_FLAG;
+// Outside CI these tests skip without Postfix; in CI a missing postmap fails them.
+if (skipPostmap && process.env.CI === 'true') throw new Error(`${skipPostmap}: required in CI`);
 type KvType = 'lmdb' | 'hash' | 'btree';
 const TYPES: KvType[] = ['lmdb', 'hash', 'btree'];
 const suffix = (t: KvType) => (t === 'lmdb' ? '.lmdb' : '.db');
@@ -299,6 +301,12 @@ describe('missing, empty, truncated and corrupted files vs postmap', { skip: ski
         writeFileSync(join(d, 'src' + suffix(type)), Buffer.from(bytes, 'latin1'));
         const their = await theirAnswers(`${type}:${d}/src`, keys);
         const ours = await ourAnswers(type, join(d, 'src'), keys); // must not throw or crash the process
+        if (title.startsWith('random') && type !== 'lmdb') {
+          // A flipped byte inside a Berkeley DB page can send the library reading beyond the page (what it finds
+          // there differs between processes): only count agreements; not crashing is the point.
+          if (their.clean && ours.openError === undefined && ours.errors === 0 && JSON.stringify(ours.lines) === JSON.stringify(their.lines)) agreed++;
+          continue;
+        }
         if (their.clean && ours.openError === undefined && ours.errors === 0) {
           assert.deepEqual(ours.lines, their.lines, `${title}: same answers`);
           agreed++;

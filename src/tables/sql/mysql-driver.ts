@@ -109,6 +109,9 @@ export interface MyConn {
   charset: string;
   /** SERVER_STATUS_NO_BACKSLASH_ESCAPES: quotes are doubled instead of backslash-escaped */
   noBackslashEscapes: boolean;
+  /** why the connection died (set once it has), and who waits to hear it */
+  dead?: string;
+  readonly onDeath: Set<(why: string) => void>;
 }
 
 const DEFAULT_SOCKET = '/run/mysqld/mysqld.sock';
@@ -189,12 +192,17 @@ export class MysqlDriver implements PoolDriver<MyTarget, MyConn> {
         return;
       }
       let settled = false;
-      raw.on('error', () => {
-        if (settled) onLost();
-      });
-      raw.on('end', () => {
-        if (settled) onLost();
-      });
+      let conn: MyConn | undefined;
+      const died = (why: string) => {
+        if (!settled || !conn || conn.dead !== undefined) return;
+        conn.dead = why;
+        // a query in flight fails now, not when its deadline passes
+        for (const f of conn.onDeath) f(why);
+        conn.onDeath.clear();
+        onLost();
+      };
+      raw.on('error', (e: Error) => died(e.message));
+      raw.on('end', () => died('Lost connection to server'));
       const fail = (e: Error & { code?: string }) => {
         if (settled) return;
         settled = true;
@@ -203,7 +211,8 @@ export class MysqlDriver implements PoolDriver<MyTarget, MyConn> {
       };
       raw.connect((err) => {
         if (err) return fail(err);
-        const conn: MyConn = { raw, charset, noBackslashEscapes: false };
+        const c: MyConn = { raw, charset, noBackslashEscapes: false, onDeath: new Set() };
+        conn = c;
         const setup: string[] = [];
         if (s.charset !== undefined || (charset !== 'utf8mb4' && o.has('default-character-set'))) {
           setup.push(`SET NAMES ${charset.replace(/[^A-Za-z0-9_]/g, '')}`);
@@ -217,9 +226,9 @@ export class MysqlDriver implements PoolDriver<MyTarget, MyConn> {
             if (qerr) return fail(qerr);
             if (i === setup.length - 1) {
               const mode = (rows as Record<string, Bytes | null>[])[0]?.['@@SESSION.sql_mode'] ?? '';
-              conn.noBackslashEscapes = /(^|,)NO_BACKSLASH_ESCAPES(,|$)/i.test(mode ?? '');
+              c.noBackslashEscapes = /(^|,)NO_BACKSLASH_ESCAPES(,|$)/i.test(mode ?? '');
               settled = true;
-              resolve(conn);
+              resolve(c);
               return;
             }
             next(i + 1);
@@ -298,7 +307,17 @@ interface ResultPart {
  * plmysql_query does. `label` is `mysql:NAME` for the warnings.
  */
 export function mysqlQuery(conn: MyConn, query: Bytes, requireResultSet: boolean, label: string): Promise<WorkResult<MysqlRows>> {
-  return new Promise((resolve) => {
+  return new Promise((resolveQuery) => {
+    if (conn.dead !== undefined) return resolveQuery({ kind: 'host-error', message: `${label}: query failed: ${conn.dead}` });
+    let done = false;
+    const onDeath = (why: string) => resolve({ kind: 'host-error', message: `${label}: query failed: ${why}` });
+    const resolve = (r: WorkResult<MysqlRows>) => {
+      if (done) return;
+      done = true;
+      conn.onDeath.delete(onDeath);
+      resolveQuery(r);
+    };
+    conn.onDeath.add(onDeath);
     // Query text goes out as raw bytes (charset "binary" only selects the driver's encoder).
     (conn.raw as unknown as { config: { charsetNumber: number } }).config.charsetNumber = BINARY_CHARSET;
     const sets: ResultPart[] = [];

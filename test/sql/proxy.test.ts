@@ -127,8 +127,23 @@ describe('SQL tables through proxymapd, against the real postmap and real server
     }
     sqlitePlain = tables.find((t) => t.kind === 'sqlite' && t.name === 'plain')!.table;
     sqliteMissing = `sqlite:${writeCf(path.join(dir, 'sqlite-missing.cf'), `dbpath = ${dir}/later.db\n${PLAIN}`)}`;
+    // the main.cf form: TYPE:PREFIX reads PREFIX_hosts, PREFIX_query, ... from main.cf, with $name expansion
+    const mainCf: Record<string, string> = { sql_test_db: 'pfx' };
+    for (const db of [my, pg]) {
+      const prefix = `${db.kind}prefix`;
+      Object.assign(mainCf, {
+        [`${prefix}_hosts`]: `inet:127.0.0.1:${db.port}`,
+        [`${prefix}_user`]: db.user,
+        [`${prefix}_password`]: db.password,
+        [`${prefix}_dbname`]: '${sql_test_db}',
+        [`${prefix}_query`]: "SELECT dest FROM aliases WHERE mailbox='%s'",
+        [`${prefix}_result_format`]: 'via-main.cf:%s',
+      });
+      tables.push({ kind: db.kind, name: 'main.cf', table: `${db.kind}:${prefix}` });
+    }
     const all = [...tables.map((t) => t.table), ...Object.values(slow), ...Object.values(outage), sqliteMissing];
     inst = await startProxymapd({
+      ...mainCf,
       compatibility_level: '3.6',
       proxy_read_maps: all.map((t) => `proxy:${t}`).join(' '),
       proxymapd_sql_max_connections: String(POOL_SIZE),
@@ -154,6 +169,12 @@ describe('SQL tables through proxymapd, against the real postmap and real server
       // a query error ends postmap on both paths
       assert.equal(/query error/.test(proxied.stderr), /query error/.test(direct.stderr), `${t.table}\n${direct.stderr}\n${proxied.stderr}`);
       if (t.name === 'limit') assert.match(direct.stderr, /query error/, `${t.table}: the expansion limit is reached`);
+      if (t.name === 'main.cf') {
+        for (const table of [t.table, `proxy:${t.table}`]) {
+          const one = await postmap(['-c', inst.conf, '-q', 'k@example.com', table]);
+          assert.equal(one.stdout.toString(), 'via-main.cf:kval\n', `${table}: main.cf parameters are used\n${one.stderr}`);
+        }
+      }
       found += d.split('\n').filter(Boolean).length;
     }
     assert.ok(found > 100, `the tables answer (${found} values)`);

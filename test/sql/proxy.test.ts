@@ -17,6 +17,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ProxyConnection } from '../../src/client/client.js';
@@ -89,6 +90,55 @@ async function withClients<T>(socket: string, table: string, clients: number, bo
   }
 }
 
+/**
+ * A UNIX-socket front for a database's TCP port that the test can cut: a
+ * "host" that dies (every connection through it dropped, new ones refused)
+ * and comes back.
+ */
+class Forwarder {
+  private server?: net.Server;
+  private readonly live = new Set<net.Socket>();
+  /** connections accepted so far */
+  accepted = 0;
+
+  constructor(readonly socketPath: string, private readonly port: number) {}
+
+  get open(): number {
+    return this.live.size;
+  }
+
+  async up(): Promise<void> {
+    fs.rmSync(this.socketPath, { force: true });
+    const server = net.createServer((down) => {
+      this.accepted++;
+      const up = net.connect(this.port, '127.0.0.1');
+      for (const [a, b] of [[down, up], [up, down]] as const) {
+        this.live.add(a);
+        a.on('error', () => b.destroy());
+        a.on('close', () => {
+          this.live.delete(a);
+          b.destroy();
+        });
+        a.pipe(b);
+      }
+    });
+    server.listen(this.socketPath);
+    await once(server, 'listening');
+    fs.chmodSync(this.socketPath, 0o777);
+    this.server = server;
+  }
+
+  async down(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    const closed = once(server, 'close');
+    server.close();
+    for (const s of this.live) s.destroy();
+    await closed;
+  }
+}
+
 describe('SQL tables through proxymapd, against the real postmap and real servers', { skip, timeout: 600_000 }, () => {
   let dir = '';
   let inst: Instance;
@@ -97,6 +147,7 @@ describe('SQL tables through proxymapd, against the real postmap and real server
   /** table names by purpose, per server kind */
   const slow: Record<string, string> = {};
   const outage: Record<string, string> = {};
+  const failover: Record<string, { table: string; fwd: Forwarder }> = {};
   let sqliteDb = '';
   let sqliteMissing = '';
   let sqlitePlain = '';
@@ -117,6 +168,15 @@ describe('SQL tables through proxymapd, against the real postmap and real server
       }
       // one query of about 10 ms, to keep connections busy
       slow[db.kind] = `${db.kind}:${writeCf(path.join(dir, `${db.kind}-slow.cf`), `${creds}query = SELECT dest FROM aliases, (SELECT ${db.kind === 'mysql' ? 'SLEEP' : 'pg_sleep'}(0.01)) AS s WHERE mailbox='%s'\n`)}`;
+      // a UNIX host (preferred) that the test can kill, and the server's TCP port
+      const fwdDir = path.join(dir, `${db.kind}-fwd`);
+      fs.mkdirSync(fwdDir);
+      const fwd = new Forwarder(db.kind === 'mysql' ? path.join(fwdDir, 'mysqld.sock') : path.join(fwdDir, '.s.PGSQL.5432'), db.port);
+      await fwd.up();
+      const fwdHost = db.kind === 'mysql' ? `unix:${fwd.socketPath}` : `unix:${fwdDir}`;
+      const fcf = writeCf(path.join(dir, `${db.kind}-failover.cf`),
+        `${credentials(db, `${fwdHost}, inet:127.0.0.1:${db.port}`)}${PLAIN}retry_interval = 2\nidle_interval = 2\n`);
+      failover[db.kind] = { table: `${db.kind}:${fcf}`, fwd };
       outage[db.kind] = `${db.kind}:${writeCf(path.join(dir, `${db.kind}-outage.cf`), `${creds}${PLAIN}retry_interval = 1\n`)}`;
     }
     sqliteDb = path.join(dir, 'aliases.db');
@@ -141,7 +201,7 @@ describe('SQL tables through proxymapd, against the real postmap and real server
       });
       tables.push({ kind: db.kind, name: 'main.cf', table: `${db.kind}:${prefix}` });
     }
-    const all = [...tables.map((t) => t.table), ...Object.values(slow), ...Object.values(outage), sqliteMissing];
+    const all = [...tables.map((t) => t.table), ...Object.values(slow), ...Object.values(outage), ...Object.values(failover).map((f) => f.table), sqliteMissing];
     inst = await startProxymapd({
       ...mainCf,
       compatibility_level: '3.6',
@@ -153,6 +213,7 @@ describe('SQL tables through proxymapd, against the real postmap and real server
 
   after(async () => {
     await inst?.stop();
+    for (const f of Object.values(failover)) await f.fwd.down();
     await Promise.all(Object.values(dbs).map((db) => db.stop()));
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
@@ -220,6 +281,49 @@ describe('SQL tables through proxymapd, against the real postmap and real server
       assert.ok(samples >= 5, `connections counted ${samples} times`);
       assert.ok(peak >= 1, 'the server saw proxymapd connect');
       assert.ok(peak <= POOL_SIZE, `peak ${peak} server connections > pool size ${POOL_SIZE}`);
+    });
+
+    it(`${kind}: a host that dies under load: the next host serves without an error; retry_interval and idle_interval as Postfix`, async () => {
+      const { table, fwd } = failover[kind]!;
+      const keys = ["o'neil@example.com", 'k@example.com', 'multi@example.com', 'fmt@example.com', 'nobody@example.com'];
+      const want = await oracle(inst.conf, table, keys);
+      const bad: string[] = [];
+      let n = 0;
+      let stop = false;
+      const load = withClients(inst.proxymap, table, 10, async (t, i) => {
+        for (let j = 0; !stop; j++) {
+          const key = keys[(i + j) % keys.length]!;
+          const r = await t.lookup(key);
+          const got = r.status === 'found' ? r.value : r.status === 'notfound' ? null : `error ${r.code}`;
+          if (got !== want.get(key)) bad.push(`${key}: ${got}`);
+          n++;
+        }
+      });
+      let afterCut = 0;
+      try {
+        await sleep(700);
+        // the UNIX host is preferred while it works
+        assert.ok(fwd.accepted > 0 && fwd.open > 0, `connections go to the UNIX host first (${fwd.accepted})`);
+        const cutAt = n;
+        await fwd.down();
+        await sleep(1000);
+        afterCut = n - cutAt;
+      } finally {
+        stop = true;
+        await load;
+      }
+      assert.deepEqual(bad, [], `no lookup fails or differs when a host dies (the next host is tried at once)\n${inst.log().slice(-1500)}`);
+      assert.ok(afterCut > 50, `lookups go on through the TCP host (${afterCut})`);
+      await fwd.up();
+      const accepted = fwd.accepted;
+      // the TCP host is ACTIVE now and keeps being used, while its connections are in use
+      for (let i = 0; i < 5; i++) assert.equal((await postmap(['-c', inst.conf, '-q', 'k@example.com', `proxy:${table}`])).stdout.toString(), 'kval\n');
+      assert.equal(fwd.accepted, accepted, 'an ACTIVE host is kept');
+      // idle_interval (2 s) closes them; then the UNIX host, out of its retry_interval (2 s), is preferred again
+      await sleep(3000);
+      const r = await postmap(['-c', inst.conf, '-q', 'k@example.com', `proxy:${table}`]);
+      assert.equal(r.stdout.toString(), 'kval\n', r.stderr);
+      assert.ok(fwd.accepted > accepted, 'after the idle connections closed, the UNIX host is used again');
     });
 
     it(`${kind}: server stopped under load and restarted: RETRY meanwhile, no wrong answer, recovery without restart`, async () => {

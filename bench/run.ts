@@ -22,6 +22,11 @@
  *  4. load: each round runs every connection count against each target in
  *     turn (interleaved, so drifting background load hits both alike); the
  *     report shows the median over the rounds.
+ *
+ * The mysql and pgsql scenarios (bench/sql.ts) start a throwaway database
+ * server first; each target gets its own .cf files (same query, its own
+ * database user), and during every load run the connections that user holds
+ * are counted on the server (column `db conns`: the most seen).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';

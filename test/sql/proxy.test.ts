@@ -175,7 +175,7 @@ describe('SQL tables through proxymapd, against the real postmap and real server
       await fwd.up();
       const fwdHost = db.kind === 'mysql' ? `unix:${fwd.socketPath}` : `unix:${fwdDir}`;
       const fcf = writeCf(path.join(dir, `${db.kind}-failover.cf`),
-        `${credentials(db, `${fwdHost}, inet:127.0.0.1:${db.port}`)}${PLAIN}retry_interval = 2\nidle_interval = 2\n`);
+        `${credentials(db, `${fwdHost}, inet:127.0.0.1:${db.port}`)}${PLAIN}retry_interval = 2\nidle_interval = 3\n`);
       failover[db.kind] = { table: `${db.kind}:${fcf}`, fwd };
       outage[db.kind] = `${db.kind}:${writeCf(path.join(dir, `${db.kind}-outage.cf`), `${creds}${PLAIN}retry_interval = 1\n`)}`;
     }
@@ -319,8 +319,8 @@ describe('SQL tables through proxymapd, against the real postmap and real server
       // the TCP host is ACTIVE now and keeps being used, while its connections are in use
       for (let i = 0; i < 5; i++) assert.equal((await postmap(['-c', inst.conf, '-q', 'k@example.com', `proxy:${table}`])).stdout.toString(), 'kval\n');
       assert.equal(fwd.accepted, accepted, 'an ACTIVE host is kept');
-      // idle_interval (2 s) closes them; then the UNIX host, out of its retry_interval (2 s), is preferred again
-      await sleep(3000);
+      // idle_interval (3 s) closes them; then the UNIX host, out of its retry_interval (2 s), is preferred again
+      await sleep(4500);
       const r = await postmap(['-c', inst.conf, '-q', 'k@example.com', `proxy:${table}`]);
       assert.equal(r.stdout.toString(), 'kval\n', r.stderr);
       assert.ok(fwd.accepted > accepted, 'after the idle connections closed, the UNIX host is used again');

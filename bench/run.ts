@@ -399,6 +399,8 @@ interface ScenarioResult {
   results: RunResult[];
   /** why a target (or the whole scenario) could not be measured */
   failures: string[];
+  /** SQL: database connections each target opened during the whole scenario (counted on the server) */
+  dbOpened?: Partial<Record<Target, number>>;
 }
 
 function median(xs: number[]): number {
@@ -605,6 +607,10 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
         }
       }
     }
+    if (sql) {
+      sr.dbOpened = {};
+      for (const t of live) sr.dbOpened[t.target] = await sql.opened(t.target);
+    }
   } finally {
     await unwindTo(mark);
     fs.rmSync(dir, { recursive: true, force: true });
@@ -661,6 +667,9 @@ function printScenario(sr: ScenarioResult, args: Args): void {
     const m = openOf(sr, 'proxymapd');
     const p = openOf(sr, 'postfix');
     if (m && p) console.log(pad(['ratio', ratio(m.first, p.first), ratio(m.median, p.median), ratio(m.firstLookup, p.firstLookup)], w));
+  }
+  if (sr.dbOpened) {
+    console.log(`database connections opened during the scenario (all runs): ${Object.entries(sr.dbOpened).map(([t, n]) => `${t} ${n}`).join(', ')}`);
   }
   for (const v of sr.verify) {
     if (v.errors) console.log(`   ${v.target}: ${v.errors} replies differ from postmap's answers: ${v.errorSamples.join('; ')}`);

@@ -22,6 +22,8 @@ export interface SqlScenario {
   tables: Record<BenchTarget, string[]>;
   /** connections the target's database user holds now (counted on the server) */
   connections(target: BenchTarget): Promise<number>;
+  /** connections the target's database user has opened so far (MariaDB: USER_STATISTICS; PostgreSQL: log_connections) */
+  opened(target: BenchTarget): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -48,6 +50,9 @@ export async function startSqlScenario(kind: SqlKind, dir: string, rows: number,
         : `CREATE USER ${u} PASSWORD '${PASSWORD}'; GRANT SELECT ON virtual TO ${u};\n`;
     }
     await db.sql(sql);
+    // count every connection made from now on, per user
+    if (kind === 'mysql') await db.sql('SET GLOBAL userstat = 1;');
+    else await db.sql('ALTER SYSTEM SET log_connections = on;\nSELECT pg_reload_conf();');
     const tables = { proxymapd: [] as string[], postfix: [] as string[] };
     for (const target of ['proxymapd', 'postfix'] as const) {
       for (let i = 0; i < copies; i++) {
@@ -74,6 +79,14 @@ export async function startSqlScenario(kind: SqlKind, dir: string, rows: number,
           ? `select count(*) from information_schema.processlist where user='${u}';`
           : `select count(*) from pg_stat_activity where usename='${u}' and pid <> pg_backend_pid();`;
         return Number((await db.sql(q)).trim());
+      },
+      async opened(target) {
+        const u = USERS[target];
+        if (kind === 'mysql') {
+          return Number((await db.sql(`select coalesce(sum(total_connections), 0) from information_schema.user_statistics where user='${u}';`)).trim());
+        }
+        const log = fs.readFileSync(path.join(db.dir, 'run', 'log'), 'utf8');
+        return log.split('\n').filter((l) => l.includes(`connection authorized: user=${u} `)).length;
       },
       stop: () => db.stop(),
     };

@@ -316,8 +316,8 @@ export class SqlPool<T, C> {
       if (this.allBlocked(view, now)) return undefined;
       const idle = this.takeIdle(view);
       if (idle) return idle;
-      // Full, but some connections are idle on hosts this view has failed: make room.
-      if (this.open >= this.opts.maxConnections && this.idle.length > 0) this.retire(this.idle.shift()!);
+      // Full, but some connections are idle on hosts this view has failed: make room (for this lookup, not a waiter).
+      if (this.open >= this.opts.maxConnections && this.idle.length > 0) this.retire(this.idle.shift()!, false);
       if (this.open < this.opts.maxConnections) {
         const h = this.pickHost(view, now);
         if (!h) return undefined;
@@ -439,19 +439,19 @@ export class SqlPool<T, C> {
     if (this.waiters.length > 0) this.waiters.shift()!.wake(undefined);
   }
 
-  /** Take a connection out of service, close it and free its slot. */
-  private retire(c: Conn<T, C>): void {
+  /** Take a connection out of service, close it and free its slot (for the first waiter, unless `wake` is false). */
+  private retire(c: Conn<T, C>, wake = true): void {
     c.retired = true;
-    this.free(c);
+    this.free(c, wake);
     this.destroy(c);
   }
 
-  private free(c: Conn<T, C>): void {
+  private free(c: Conn<T, C>, wake = true): void {
     if (c.freed) return;
     c.freed = true;
     this.open--;
     c.host.conns--;
-    this.wakeOne();
+    if (wake) this.wakeOne();
   }
 
   private destroy(c: Conn<T, C>): void {

@@ -29,6 +29,11 @@
  * The `proxywrite` scenario instead measures updates/s through proxymapd's
  * proxywrite service and the real proxywrite (bench/updates.ts), into an
  * lmdb and a btree table (the default proxy_write_maps types).
+ *
+ * The mysql and pgsql scenarios (bench/sql.ts) start a throwaway database
+ * server first; each target gets its own .cf files (same query, its own
+ * database user), and during every load run the connections that user holds
+ * are counted on the server (column `db conns`: the most seen).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -37,8 +42,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ANNOUNCEMENT, postmapOracle, runLoad, timeOpens, type LoadResult, type OpenTiming } from './load.js';
-import { buildScenario, INDEXED_SCENARIOS, SCENARIOS, type ScenarioData, type ScenarioName } from './scenarios.js';
+import { buildScenario, INDEXED_SCENARIOS, SCENARIOS, type ScenarioData, type ScenarioName as FileScenario } from './scenarios.js';
 import { runUpdates, type UpdateLoadResult } from './updates.js';
+import { peakWhile, startSqlScenario, type SqlKind, type SqlScenario } from './sql.js';
 import {
   postfixAvailable,
   postfixUnavailableReason,
@@ -47,6 +53,11 @@ import {
 } from '../test/interop/postfix-instance.js';
 
 type Target = 'proxymapd' | 'postfix';
+type ScenarioName = FileScenario | SqlKind;
+const SQL_SCENARIOS: readonly SqlKind[] = ['mysql', 'pgsql'];
+const isSql = (n: ScenarioName): n is SqlKind => (SQL_SCENARIOS as readonly string[]).includes(n);
+/** The connection counts a scenario runs at. */
+const connsFor = (name: ScenarioName, args: Args): number[] => (isSql(name) ? args.sqlConns : args.conns);
 
 interface Args {
   scenarios: ScenarioName[];
@@ -61,6 +72,9 @@ interface Args {
   updateConns: number[];
   openSamples: number;
   conns: number[];
+  sqlConns: number[];
+  sqlRows: number;
+  sqlPool?: number;
   rounds: number;
   workers: number;
   only?: Target;
@@ -71,7 +85,9 @@ interface Args {
 }
 
 const USAGE = `usage: npm run bench -- [options]
-  --scenario NAME    texthash (default) | regexp | pcre | cidr | cdb | lmdb | hash | proxywrite | all, or a comma list
+  --scenario NAME    texthash (default) | regexp | pcre | cidr | cdb | lmdb | hash | proxywrite | all (all of
+                     these) | mysql | pgsql | sql (mysql and pgsql), or a comma list; mysql/pgsql start a
+                     throwaway server (root)
   --duration SEC     measured time per run (default 3)
   --warmup SEC       warm-up per run, not measured (default 1)
   --keys N           keys in the texthash table (default 10000)
@@ -83,6 +99,9 @@ const USAGE = `usage: npm run bench -- [options]
   --update-conns LIST  connection counts of the proxywrite scenario (default 1,4)
   --open-samples N   copies of the table whose open is timed; the median is reported (default 3)
   --conns LIST       connection counts (default 1,20)
+  --sql-conns LIST   connection counts of the mysql and pgsql scenarios (default 1,50)
+  --sql-rows N       rows in the mysql and pgsql tables (default 10000)
+  --sql-pool N       proxymapd_sql_max_connections for proxymapd (default: not set, proxymapd's default)
   --rounds N         interleaved rounds; the median is reported (default 3)
   --workers N        load generator worker threads, 0 = main thread (default 0)
   --only TARGET      proxymapd | postfix
@@ -105,6 +124,8 @@ function parseArgs(argv: string[]): Args {
     updateConns: [1, 4],
     openSamples: 3,
     conns: [1, 20],
+    sqlConns: [1, 50],
+    sqlRows: 10_000,
     rounds: 3,
     workers: 0,
     strict: false,
@@ -126,9 +147,11 @@ function parseArgs(argv: string[]): Args {
     switch (opt) {
       case '--scenario': {
         const v = next() ?? '';
-        const names = v === 'all' ? [...SCENARIOS] : v.split(',').map((s) => s.trim());
+        const names = v.split(',').map((s) => s.trim()).flatMap((n) => (n === 'all' ? [...SCENARIOS] : n === 'sql' ? [...SQL_SCENARIOS] : [n]));
         for (const n of names) {
-          if (!(SCENARIOS as readonly string[]).includes(n)) throw new Error(`--scenario: expected ${SCENARIOS.join(', ')} or all, got ${n}`);
+          if (!([...SCENARIOS, ...SQL_SCENARIOS] as readonly string[]).includes(n)) {
+            throw new Error(`--scenario: expected ${[...SCENARIOS, ...SQL_SCENARIOS].join(', ')}, all or sql, got ${n}`);
+          }
         }
         a.scenarios = [...new Set(names as ScenarioName[])];
         break;
@@ -154,6 +177,13 @@ function parseArgs(argv: string[]): Args {
         a.conns = v.split(',').map((s) => Math.floor(num(opt, s.trim(), 1)));
         break;
       }
+      case '--sql-conns': {
+        const v = next() ?? '';
+        a.sqlConns = v.split(',').map((s) => Math.floor(num(opt, s.trim(), 1)));
+        break;
+      }
+      case '--sql-rows': a.sqlRows = Math.floor(num(opt, next(), 10)); break;
+      case '--sql-pool': a.sqlPool = Math.floor(num(opt, next(), 1)); break;
       case '--only': {
         const v = next();
         if (v !== 'proxymapd' && v !== 'postfix') throw new Error(`--only: expected proxymapd or postfix, got ${v}`);
@@ -393,10 +423,15 @@ interface RunResult extends LoadResult {
   serverCpuPct: number;
   clientCpuPctProc: number;
   otherCpuPct: number;
+  /** SQL scenarios: the most database connections the target held during the run (counted on the server) */
+  dbConns?: number;
 }
 
 interface TargetInfo {
   target: Target;
+  /** the measured table and its copies for the open timing (SQL: per target, differing in the database user) */
+  table: string;
+  tables: string[];
   socket: string;
   pids: () => number[];
   /** the processes that hold the tables (proxymapd; the real proxymap processes) */
@@ -439,6 +474,8 @@ interface ScenarioResult {
   updates?: Array<UpdateLoadResult & { target: Target; table: string; round: number }>;
   /** why a target (or the whole scenario) could not be measured */
   failures: string[];
+  /** SQL: database connections each target opened during the whole scenario (counted on the server) */
+  dbOpened?: Partial<Record<Target, number>>;
 }
 
 function median(xs: number[]): number {
@@ -468,49 +505,68 @@ interface Ctx {
 
 async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult> {
   const { args } = ctx;
-  const data: ScenarioData = buildScenario(name, {
-    texthashKeys: args.keys,
-    regexpRules: args.regexpRules,
-    cidrRules: args.cidrRules,
-    patternKeys: args.patternKeys,
-    indexedEntries: args.indexedEntries,
-    indexedKeys: args.indexedLookups,
-  });
   // Files readable by user postfix: the table, identical copies for the open
   // timing (each one a fresh table instance), and a small table for warming
   // up the connection.
   const dir = path.join(ctx.tmp, name);
   fs.mkdirSync(dir);
   fs.chmodSync(dir, 0o755);
+  const mark = cleanups.length;
+  let data: Pick<ScenarioData, 'describe' | 'keys'>;
+  let sql: SqlScenario | undefined;
+  const tablesOf: Record<Target, string[]> = { proxymapd: [], postfix: [] };
+  if (isSql(name)) {
+    process.stderr.write(`[${name}] starting a throwaway ${name} server ... `);
+    const starting = startSqlScenario(name, dir, args.sqlRows, args.openSamples);
+    cleanups.push(async () => (await starting.catch(() => undefined))?.stop());
+    sql = await starting;
+    process.stderr.write('ready\n');
+    data = sql;
+    tablesOf.proxymapd = sql.tables.proxymapd;
+    tablesOf.postfix = sql.tables.postfix;
+  } else {
+    const file = buildScenario(name, {
+      texthashKeys: args.keys,
+      regexpRules: args.regexpRules,
+      cidrRules: args.cidrRules,
+      patternKeys: args.patternKeys,
+      indexedEntries: args.indexedEntries,
+      indexedKeys: args.indexedLookups,
+    });
+    data = file;
+    // (indexed tables are built by postmap below)
+    for (let i = 0; i < args.openSamples && !file.indexed; i++) {
+      const f = path.join(dir, i === 0 ? `table.${file.type}` : `table-${i + 1}.${file.type}`);
+      fs.writeFileSync(f, file.text, { mode: 0o644 });
+      tablesOf.proxymapd.push(`${file.type}:${f}`);
+    }
+    tablesOf.postfix = tablesOf.proxymapd;
+  }
   const small = path.join(dir, 'small');
   fs.writeFileSync(small, 'probe@example.com probe-ok\n', { mode: 0o644 });
   const smallTable = `texthash:${small}`;
-  const tables: string[] = [];
-  if (data.indexed) {
+  if (!isSql(name) && (data as ScenarioData).indexed) {
     // Built once by the real postmap; the other open samples are copies of the built file.
+    const file = data as ScenarioData;
+    tablesOf.proxymapd = [];
     const src = path.join(dir, 'table');
-    fs.writeFileSync(src, data.text, { mode: 0o644 });
-    process.stderr.write(`[${name}] postmap ${data.type}:${src} ... `);
+    fs.writeFileSync(src, file.text, { mode: 0o644 });
+    process.stderr.write(`[${name}] postmap ${file.type}:${src} ... `);
     const t0 = Date.now();
-    const b = spawnSync('postmap', ['-c', ctx.postmapConf, `${data.type}:${src}`], { encoding: 'utf8', timeout: 600_000 });
-    if (b.status !== 0) throw new Error(`postmap ${data.type}:${src}: ${b.stderr || b.error?.message}`);
-    const suffix = data.type === 'hash' || data.type === 'btree' ? '.db' : `.${data.type}`;
+    const b = spawnSync('postmap', ['-c', ctx.postmapConf, `${file.type}:${src}`], { encoding: 'utf8', timeout: 600_000 });
+    if (b.status !== 0) throw new Error(`postmap ${file.type}:${src}: ${b.stderr || b.error?.message}`);
+    const suffix = file.type === 'hash' || file.type === 'btree' ? '.db' : `.${file.type}`;
     process.stderr.write(`${fmt((Date.now() - t0) / 1000, 1)} s, ${fmt(fs.statSync(src + suffix).size / 1048576, 1)} MiB\n`);
-    tables.push(`${data.type}:${src}`);
+    tablesOf.proxymapd.push(`${file.type}:${src}`);
     for (let i = 1; i < args.openSamples; i++) {
       const f = path.join(dir, `table-${i + 1}`);
       fs.copyFileSync(src + suffix, f + suffix);
-      tables.push(`${data.type}:${f}`);
+      tablesOf.proxymapd.push(`${file.type}:${f}`);
     }
-  } else {
-    for (let i = 0; i < args.openSamples; i++) {
-      const f = path.join(dir, i === 0 ? `table.${data.type}` : `table-${i + 1}.${data.type}`);
-      fs.writeFileSync(f, data.text, { mode: 0o644 });
-      tables.push(`${data.type}:${f}`);
-    }
+    tablesOf.postfix = tablesOf.proxymapd;
   }
-  const table = tables[0]!;
-  const readMaps = [smallTable, ...tables].map((t) => `proxy:${t}`).join(' ');
+  const table = tablesOf.proxymapd[0]!;
+  const readMaps = [...new Set([smallTable, ...tablesOf.proxymapd, ...tablesOf.postfix])].map((t) => `proxy:${t}`).join(' ');
   const sr: ScenarioResult = {
     name,
     describe: data.describe,
@@ -536,7 +592,6 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
   }
   const expected = oracle.expected;
 
-  const mark = cleanups.length;
   try {
     // 2. fresh servers
     const targets: TargetInfo[] = [];
@@ -546,13 +601,14 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
       const queue = path.join(base, 'queue');
       fs.mkdirSync(conf, { recursive: true });
       fs.mkdirSync(queue, { recursive: true });
-      fs.writeFileSync(path.join(conf, 'main.cf'), `queue_directory = ${queue}\nproxy_read_maps = ${readMaps}\ncompatibility_level = 3.6\n`);
+      const pool = sql && args.sqlPool ? `proxymapd_sql_max_connections = ${args.sqlPool}\n` : '';
+      fs.writeFileSync(path.join(conf, 'main.cf'), `queue_directory = ${queue}\nproxy_read_maps = ${readMaps}\ncompatibility_level = 3.6\n${pool}`);
       const profDir = args.cpuProfDir ? path.join(args.cpuProfDir, name) : undefined;
       if (profDir) fs.mkdirSync(profDir, { recursive: true });
       process.stderr.write(`[${name}] starting proxymapd ... `);
       const pmd = await startProxymapd(ctx.repo, conf, path.join(queue, 'private', 'proxymap'), profDir, args.cpuProfIntervalUs);
       process.stderr.write(`pid ${pmd.pid}\n`);
-      targets.push({ target: 'proxymapd', socket: pmd.socket, pids: () => [pmd.pid], tablePids: () => [pmd.pid] });
+      targets.push({ target: 'proxymapd', table: tablesOf.proxymapd[0]!, tables: tablesOf.proxymapd, socket: pmd.socket, pids: () => [pmd.pid], tablePids: () => [pmd.pid] });
       cleanups.push(async () => {
         // surface warnings/errors proxymapd logged during the run
         const bad = pmd
@@ -570,7 +626,14 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
       const inst: PostfixInstance = await starting;
       if (interrupted) throw new Error('interrupted');
       process.stderr.write(`master pid ${inst.masterPid} (${inst.dir})\n`);
-      targets.push({ target: 'postfix', socket: inst.proxymapSocket, pids: () => inst.processes(), tablePids: () => proxymapPids(inst.processes()) });
+      targets.push({
+        target: 'postfix',
+        table: tablesOf.postfix[0]!,
+        tables: tablesOf.postfix,
+        socket: inst.proxymapSocket,
+        pids: () => inst.processes(),
+        tablePids: () => proxymapPids(inst.processes()),
+      });
     }
 
     // 3. open time, on a connection that has served a lookup on the small table
@@ -584,7 +647,7 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
           socketPath: t.socket,
           warmTable: smallTable,
           warmKey: 'probe@example.com',
-          tables,
+          tables: t.tables,
           check: { key: data.keys[0]!, expected: expected[0]! },
         });
         sr.open.push({ target: t.target, ...o });
@@ -593,7 +656,7 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
         );
         live.push(t);
       } catch (e) {
-        const msg = `${name}: ${t.target}: opening ${table} failed: ${(e as Error).message}`;
+        const msg = `${name}: ${t.target}: opening ${t.table} failed: ${(e as Error).message}`;
         sr.failures.push(msg);
         console.error(`[${name}] ${t.target}: ${(e as Error).message}; not measured`);
       }
@@ -605,7 +668,7 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
       if (interrupted) throw new Error('interrupted');
       const r = await runLoad({
         socketPath: t.socket,
-        table,
+        table: t.table,
         keys: data.keys,
         expected,
         connections: 1,
@@ -623,13 +686,14 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
 
     // 5. load
     for (let round = 1; round <= args.rounds; round++) {
-      for (const conns of args.conns) {
+      for (const conns of connsFor(name, args)) {
         for (const t of live) {
           if (interrupted) throw new Error('interrupted');
           const before = snapshot(t.pids());
+          const counting = sql ? peakWhile(() => sql!.connections(t.target)) : undefined;
           const r = await runLoad({
             socketPath: t.socket,
-            table,
+            table: t.table,
             keys: data.keys,
             expected,
             connections: conns,
@@ -638,18 +702,24 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
             workers: args.workers,
           });
           const after = snapshot([...new Set([...before.server.keys(), ...t.pids()])]);
+          const dbConns = await counting?.stop();
           const cpu = cpuBetween(before, after);
           if (interrupted) throw new Error('interrupted');
-          sr.results.push({ ...r, target: t.target, round, serverCpuPct: cpu.server, clientCpuPctProc: cpu.client, otherCpuPct: cpu.other });
-          const mem = sr.memory!.find((m) => m.target === t.target);
+          sr.results.push({ ...r, target: t.target, round, serverCpuPct: cpu.server, clientCpuPctProc: cpu.client, otherCpuPct: cpu.other, dbConns });
+          const mem = sr.memory?.find((m) => m.target === t.target);
           if (mem) mem.after = memorySum(t.tablePids());
           console.error(
             `[${name}] round ${round}: ${t.target.padEnd(9)} ${String(conns).padStart(3)} conn  ${fmt(r.lookupsPerSec).padStart(7)}/s  ` +
               `p50 ${fmt(r.p50Us, 1)} µs  p99 ${fmt(r.p99Us, 1)} µs  cpu server ${fmt(cpu.server)}% client ${fmt(cpu.client)}% other ${fmt(cpu.other)}%` +
+              (dbConns !== undefined ? `  db connections ${dbConns}` : '') +
               (r.errors ? `  ERRORS ${r.errors}: ${r.errorSamples.join('; ')}` : ''),
           );
         }
       }
+    }
+    if (sql) {
+      sr.dbOpened = {};
+      for (const t of live) sr.dbOpened[t.target] = await sql.opened(t.target);
     }
   } finally {
     await unwindTo(mark);
@@ -668,6 +738,8 @@ interface Agg {
   client: number;
   other: number;
   errors: number;
+  /** SQL: the most database connections held in any run */
+  dbConns?: number;
 }
 
 function agg(sr: ScenarioResult, target: Target, conns: number): Agg | undefined {
@@ -681,6 +753,7 @@ function agg(sr: ScenarioResult, target: Target, conns: number): Agg | undefined
     client: median(rs.map((r) => r.clientCpuPctProc)),
     other: median(rs.map((r) => r.otherCpuPct)),
     errors: rs.reduce((a, r) => a + r.errors, 0),
+    dbConns: rs.some((r) => r.dbConns !== undefined) ? Math.max(...rs.map((r) => r.dbConns ?? 0)) : undefined,
   };
 }
 
@@ -705,19 +778,24 @@ function printScenario(sr: ScenarioResult, args: Args): void {
     const p = openOf(sr, 'postfix');
     if (m && p) console.log(pad(['ratio', ratio(m.first, p.first), ratio(m.median, p.median), ratio(m.firstLookup, p.firstLookup)], w));
   }
+  if (sr.dbOpened) {
+    console.log(`database connections opened during the scenario (all runs): ${Object.entries(sr.dbOpened).map(([t, n]) => `${t} ${n}`).join(', ')}`);
+  }
   for (const v of sr.verify) {
     if (v.errors) console.log(`   ${v.target}: ${v.errors} replies differ from postmap's answers: ${v.errorSamples.join('; ')}`);
   }
   if (!sr.results.length) return;
-  const w = [10, 6, 10, 9, 9, 11, 11, 11, 9, 7];
-  console.log(pad(['target', 'conns', 'lookups/s', 'p50 µs', 'p99 µs', 'server CPU', 'µs CPU/lkp', 'client CPU', 'other CPU', 'errors'], w));
-  for (const conns of args.conns) {
+  const sqlCols = isSql(sr.name);
+  const w = [10, 6, 10, 9, 9, 11, 11, 11, 9, 7, ...(sqlCols ? [9] : [])];
+  console.log(pad(['target', 'conns', 'lookups/s', 'p50 µs', 'p99 µs', 'server CPU', 'µs CPU/lkp', 'client CPU', 'other CPU', 'errors', ...(sqlCols ? ['db conns'] : [])], w));
+  for (const conns of connsFor(sr.name, args)) {
     for (const t of sr.targets) {
       const a = agg(sr, t, conns);
       if (!a) continue;
       console.log(
         pad(
-          [t, String(conns), fmt(a.rate), fmt(a.p50, 1), fmt(a.p99, 1), fmt(a.server) + '%', fmt(((a.server / 100) * 1e6) / a.rate, 1), fmt(a.client) + '%', fmt(a.other) + '%', String(a.errors)],
+          [t, String(conns), fmt(a.rate), fmt(a.p50, 1), fmt(a.p99, 1), fmt(a.server) + '%', fmt(((a.server / 100) * 1e6) / a.rate, 1), fmt(a.client) + '%', fmt(a.other) + '%', String(a.errors),
+            ...(sqlCols ? [a.dbConns === undefined ? '-' : String(a.dbConns)] : [])],
           w,
         ),
       );
@@ -725,7 +803,7 @@ function printScenario(sr: ScenarioResult, args: Args): void {
   }
   if (sr.targets.includes('proxymapd') && sr.targets.includes('postfix')) {
     console.log(pad(['pmd/pfx', 'conns', 'lookups/s', 'p50', 'p99'], [10, 6, 10, 9, 9]));
-    for (const conns of args.conns) {
+    for (const conns of connsFor(sr.name, args)) {
       const m = agg(sr, 'proxymapd', conns)!;
       const p = agg(sr, 'postfix', conns)!;
       console.log(pad(['', String(conns), ratio(m.rate, p.rate), ratio(m.p50, p.p50), ratio(m.p99, p.p99)], [10, 6, 10, 9, 9]));
@@ -905,10 +983,17 @@ function checks(sr: ScenarioResult, args: Args): Check[] {
     }
     return out;
   }
-  for (const conns of args.conns) {
+  for (const conns of connsFor(sr.name, args)) {
     const m = agg(sr, 'proxymapd', conns)!;
     const p = agg(sr, 'postfix', conns)!;
     out.push({ ok: m.rate >= p.rate, text: `${sr.name}, ${conns} connection(s): lookups/s >= postfix (${ratio(m.rate, p.rate)}: ${fmt(m.rate)} vs ${fmt(p.rate)})` });
+    if (isSql(sr.name)) {
+      const pool = args.sqlPool ?? 4;
+      out.push({
+        ok: (m.dbConns ?? Infinity) <= pool,
+        text: `${sr.name}, ${conns} connection(s): proxymapd held <= ${pool} database connections (${m.dbConns ?? '-'}; postfix ${p.dbConns ?? '-'})`,
+      });
+    }
   }
   const m = openOf(sr, 'proxymapd')!;
   const p = openOf(sr, 'postfix')!;
@@ -930,7 +1015,7 @@ function printSummary(all: ScenarioResult[], args: Args): void {
   const w = [9, 5, 10, 10, 6, 8, 8, 8, 8];
   console.log(pad(['scenario', 'conns', 'pmd lkp/s', 'pfx lkp/s', 'ratio', 'pmd p50', 'pfx p50', 'pmd p99', 'pfx p99'], w));
   for (const sr of both) {
-    for (const conns of args.conns) {
+    for (const conns of connsFor(sr.name, args)) {
       const m = agg(sr, 'proxymapd', conns)!;
       const p = agg(sr, 'postfix', conns)!;
       console.log(pad([sr.name, String(conns), fmt(m.rate), fmt(p.rate), ratio(m.rate, p.rate), fmt(m.p50, 1), fmt(p.p50, 1), fmt(m.p99, 1), fmt(p.p99, 1)], w));
@@ -1082,7 +1167,7 @@ process.on('unhandledRejection', (e) => {
   let limitMs = 15 * 60_000;
   try {
     const a = parseArgs(process.argv.slice(2));
-    const perScenario = a.rounds * a.conns.length * 2 * (a.durationSec + a.warmupSec + 15) + 180;
+    const perScenario = a.rounds * Math.max(a.conns.length, a.sqlConns.length) * 2 * (a.durationSec + a.warmupSec + 15) + 240;
     limitMs = (a.scenarios.length * perScenario + 60) * 1000;
   } catch {
     /* main reports the error */

@@ -12,9 +12,10 @@
  * tls_CAfile, tls_CApath, tls_ciphers, tls_verify_cert, and from Postfix
  * 3.9 charset, retry_interval and idle_interval.
  *
- * Connections come from a pool shared by every mysql table with the same
- * configuration, bounded by main.cf's proxymapd_sql_max_connections (see
- * sql/pool.ts for the failover rules and the time budget).
+ * Connections come from a pool shared by every mysql table that connects
+ * the same way (hosts, credentials, database, client settings), bounded by
+ * main.cf's proxymapd_sql_max_connections; each table keeps its own host
+ * states (see sql/pool.ts for the failover rules and the time budget).
  */
 import { TableOpenError, type Table, type TableOpenOptions } from './table.js';
 import { CfParser } from './sql/cf.js';
@@ -60,11 +61,9 @@ export async function openMysql(opts: TableOpenOptions): Promise<Table> {
     }
     const ps = poolSettings(opts.param, opts.warn);
     const my: MysqlSettings = { user, password, dbname, charset, optionFile, optionGroup, tls };
-    const key = poolKey('mysql', {
-      ...my, tls: JSON.stringify(tls), hosts: hosts.map((h) => h.label), query, resultFormat, requireResultSet,
-      expansionLimit, retryInterval, idleInterval, ...ps,
-    });
-    const { pool, release } = sharedPool(key, () => {
+    // one pool per way of connecting: every table on the same database shares it
+    const key = poolKey('mysql', { ...my, tls: JSON.stringify(tls), hosts: hosts.map((h) => h.label), idleInterval, ...ps });
+    const shared = sharedPool(key, () => {
       const driver = new MysqlDriver(my);
       return new SqlPool<MyTarget, MyConn>(hosts, driver, {
         maxConnections: ps.maxConnections,
@@ -73,6 +72,8 @@ export async function openMysql(opts: TableOpenOptions): Promise<Table> {
         connectTimeoutMs: Math.min(driver.connectTimeoutMs, ps.timeoutMs),
       });
     });
+    const pool = shared.pool.view(retryInterval);
+    const release = shared.release;
     const label = `${opts.type}:${opts.name}`;
     const backend: NetSqlBackend<MyTarget, MyConn> = {
       quoter: (conn) => (raw) => mysqlEscape(raw, conn),

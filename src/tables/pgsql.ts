@@ -16,9 +16,10 @@
  * UTF8. Here the default is 3.7's LATIN1 and an explicit `encoding` is
  * honoured, so files written for either version answer as that version does.
  *
- * Connections come from a pool shared by every pgsql table with the same
- * configuration, bounded by main.cf's proxymapd_sql_max_connections (see
- * sql/pool.ts).
+ * Connections come from a pool shared by every pgsql table that connects
+ * the same way (hosts, user, password, dbname, encoding), bounded by
+ * main.cf's proxymapd_sql_max_connections; each table keeps its own host
+ * states (see sql/pool.ts).
  */
 import { TableOpenError, type Table, type TableOpenOptions } from './table.js';
 import { CfParser } from './sql/cf.js';
@@ -55,11 +56,9 @@ export async function openPgsql(opts: TableOpenOptions): Promise<Table> {
     const codec = pgCodec(encoding);
     if (!codec) throw new TableOpenError(`${opts.type}:${opts.name}: unsupported client encoding: ${encoding}`);
     const ps = poolSettings(opts.param, opts.warn);
-    const key = poolKey('pgsql', {
-      user, password, dbname, encoding, hosts: hosts.map((h) => h.label), query, resultFormat, expansionLimit,
-      retryInterval, idleInterval, ...ps,
-    });
-    const { pool, release } = sharedPool(key, () => {
+    // one pool per way of connecting: every table on the same database shares it
+    const key = poolKey('pgsql', { user, password, dbname, encoding: codec.name, hosts: hosts.map((h) => h.label), idleInterval, ...ps });
+    const shared = sharedPool(key, () => {
       const driver = new PgsqlDriver({ user, password, dbname, codec }, ps.timeoutMs);
       return new SqlPool<PgTarget, PgConn>(hosts, driver, {
         maxConnections: ps.maxConnections,
@@ -68,6 +67,8 @@ export async function openPgsql(opts: TableOpenOptions): Promise<Table> {
         connectTimeoutMs: ps.timeoutMs,
       });
     });
+    const pool = shared.pool.view(retryInterval);
+    const release = shared.release;
     const backend: NetSqlBackend<PgTarget, PgConn> = {
       quoter: (conn) => (raw) => {
         const q = pgsqlEscape(raw, conn, codec);

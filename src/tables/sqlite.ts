@@ -18,13 +18,14 @@
  * cannot be prepared: an SQL error, a missing table, a database that stays
  * locked) the lookup fails instead, with Postfix's message as a warning:
  * "try again" (RETRY) for a busy/locked database, a configuration error
- * (CONFIG) otherwise. Postfix 3.7 opens dbpath read-write and creates a
- * missing database file; here a missing file (in a directory where it
- * could have been created) is answered as that new empty database would
- * answer, without creating it, and the table is reopened once it appears.
+ * (CONFIG) otherwise. Postfix 3.7 opens dbpath read-write, creates a
+ * missing database file and then exits on the first lookup ("no such
+ * table"); here, as in Postfix 3.11+, the database is opened read-only and
+ * never created: a missing or unreadable database fails the open, so every
+ * lookup answers RETRY until the table is opened again (after 10 seconds)
+ * and the file is there.
  */
-import { access, constants, stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { stat } from 'node:fs/promises';
 import { loadSqlite, type NativeSqlite, type SqliteHandle, type SqliteQueryResult } from '../native/sqlite.js';
 import { DICT_FLAG } from '../protocol/flags.js';
 import { CfParser } from './sql/cf.js';
@@ -67,8 +68,6 @@ class SqliteTable implements Table {
     private readonly dbpath: Bytes,
     /** The database file's identity at open (undefined: not a plain file). */
     private readonly dbId: string | undefined,
-    /** Whether dbpath did not exist at open (answered as an empty database). */
-    private readonly missingDb: boolean,
     private readonly warn: (text: string) => void,
   ) {}
 
@@ -136,15 +135,13 @@ class SqliteTable implements Table {
   }
 
   /**
-   * The parameter file changed, a database missing at open now exists, or
-   * the database file was replaced by another one (the open connection
+   * The parameter file changed, or the database file was replaced by another one (the open connection
    * would go on reading the old one). Changes inside the database need no
    * reopening: SQLite reads them.
    */
   async changed(): Promise<boolean> {
     if (await this.cf.changed()) return true;
     const now = await fileId(this.dbpath);
-    if (this.missingDb) return now !== undefined;
     return now !== undefined && this.dbId !== undefined && now !== this.dbId;
   }
 
@@ -166,23 +163,6 @@ async function fileId(path: Bytes): Promise<string | undefined> {
   }
 }
 
-/** Would sqlite3_open() with READWRITE|CREATE (Postfix 3.7) have created this missing database file? */
-async function creatable(dbpath: Bytes): Promise<boolean> {
-  if (dbpath === '' || dbpath.startsWith('file:') || dbpath === ':memory:') return false;
-  try {
-    await stat(Buffer.from(dbpath, 'latin1'));
-    return false; // it exists: the open failed for another reason
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return false;
-  }
-  try {
-    await access(Buffer.from(dirname(dbpath), 'latin1'), constants.W_OK | constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 export async function openSqlite(opts: TableOpenOptions): Promise<Table> {
   requireReadOnly(opts);
   const cf = await CfParser.open(opts.name, opts);
@@ -198,17 +178,10 @@ export async function openSqlite(opts: TableOpenOptions): Promise<Table> {
   }
   // Identity first: a file replaced while we open it shows as a change at the next check.
   const dbId = await fileId(dbpath);
-  let opened = native.sqliteOpen(dbpath, SQLITE_BUSY_TIMEOUT_MS);
-  let missingDb = false;
-  if ('error' in opened && (await creatable(dbpath))) {
-    // Postfix 3.7 would create an empty database here; answer as it would, from an empty in-memory one.
-    missingDb = true;
-    opts.warn(`${opts.type}:${opts.name}: database ${dbpath} does not exist: answering as an empty database`);
-    opened = native.sqliteOpen(':memory:', SQLITE_BUSY_TIMEOUT_MS);
-  }
+  const opened = native.sqliteOpen(dbpath, SQLITE_BUSY_TIMEOUT_MS);
   if ('error' in opened) {
     await settings.domain?.close();
-    throw new TableOpenError(`${opts.type}:${opts.name}: Can't open database: ${opened.error}\n`);
+    throw new TableOpenError(`${opts.type}:${opts.name}: open database ${dbpath}: ${opened.error}`);
   }
-  return new SqliteTable(opts.name, native, opened.handle, settings, cf, dbpath, dbId, missingDb, opts.warn);
+  return new SqliteTable(opts.name, native, opened.handle, settings, cf, dbpath, dbId, opts.warn);
 }

@@ -162,6 +162,58 @@ describe('SQL pool', () => {
     pool.close();
   });
 
+  it('tables share the bound but keep their own host states', async () => {
+    setClock(() => now);
+    const d = new FakeDriver();
+    const pool = new SqlPool([host('a'), host('b')], d, { ...opts, maxConnections: 2 });
+    const va = pool.view(60);
+    const vb = pool.view(60);
+    const warn = () => undefined;
+    // table A's query fails on whichever host it gets: that host is down for A only
+    let failedOn = '';
+    const ra = await va.use(async (c: FakeConn) => {
+      if (!failedOn) {
+        failedOn = c.host;
+        return { kind: 'host-error', message: 'syntax error' };
+      }
+      return { kind: 'ok', value: c.host };
+    }, { deadline: Date.now() + 1000, warn });
+    assert.notEqual(ra, failedOn);
+    assert.equal(pool.stats(va).hosts.find((h) => h.label === failedOn)!.state, 'fail');
+    assert.notEqual(pool.stats(vb).hosts.find((h) => h.label === failedOn)!.state, 'fail');
+    // B may still use that host; many lookups from both never exceed the bound
+    const jobs: Promise<unknown>[] = [];
+    for (let i = 0; i < 50; i++) {
+      for (const v of [va, vb]) {
+        jobs.push(v.use(async (c: FakeConn) => {
+          await sleep(1);
+          return { kind: 'ok', value: c.host };
+        }, { deadline: Date.now() + 5000, warn }));
+      }
+    }
+    const res = await Promise.all(jobs);
+    assert.ok(res.every((r) => r !== POOL_RETRY));
+    assert.ok(res.filter((_, i) => i % 2 === 0).every((h) => h !== failedOn), 'A avoids the host it saw fail');
+    assert.ok(d.maxOpen <= 2, `at most 2 connections (${d.maxOpen})`);
+    pool.close();
+  });
+
+  it('a full pool of connections a table may not use is made room in, not waited for', async () => {
+    setClock(() => now);
+    const d = new FakeDriver();
+    const pool = new SqlPool([host('a', 'unix'), host('b')], d, { ...opts, maxConnections: 1 });
+    const va = pool.view(60);
+    const vb = pool.view(60);
+    const warn = () => undefined;
+    // B leaves an idle connection to the UNIX host a; A fails on a
+    assert.equal(await vb.use(async (c: FakeConn) => ({ kind: 'ok', value: c.host }), { deadline: Date.now() + 1000, warn }), 'a');
+    const r = await va.use(async (c: FakeConn) => (c.host === 'a' ? { kind: 'host-error', message: 'x' } : { kind: 'ok', value: c.host }), { deadline: Date.now() + 1000, warn });
+    assert.equal(r, 'b');
+    assert.equal(await vb.use(async (c: FakeConn) => ({ kind: 'ok', value: c.host }), { deadline: Date.now() + 1000, warn }), 'b', 'B uses the idle connection it may use');
+    assert.equal(d.maxOpen, 1);
+    pool.close();
+  });
+
   it('shares one pool per configuration key and closes it with its last user', () => {
     const before = sharedPoolCount();
     const d = new FakeDriver();

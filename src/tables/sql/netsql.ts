@@ -15,7 +15,7 @@ import { DICT_FLAG } from '../../protocol/flags.js';
 import { NOT_FOUND, RETRY, type Bytes, type LookupResult, type Table } from '../table.js';
 import type { CfParser } from './cf.js';
 import { ResultCollector, planQuery, type SqlSettings } from './common.js';
-import { POOL_RETRY, type PoolHost, type SqlPool, type WorkResult } from './pool.js';
+import { POOL_RETRY, type PoolHost, type PoolView, type SqlPool, type WorkResult } from './pool.js';
 
 /** Thrown by a backend's quote function when the key cannot be escaped for a connection. */
 export class QuoteError extends Error {}
@@ -35,7 +35,8 @@ export interface NetSqlTableInit<T, C> {
   name: Bytes;
   cf: CfParser;
   settings: SqlSettings;
-  pool: SqlPool<T, C>;
+  /** this table's view of the shared pool (its own host states, the pool's connections) */
+  pool: PoolView<T, C>;
   releasePool: () => void;
   backend: NetSqlBackend<T, C>;
   /** time budget of one lookup (ms) */
@@ -56,9 +57,9 @@ export class NetSqlTable<T, C> implements Table {
     this.name = t.name;
   }
 
-  /** The pool this table uses (shared with every table of the same configuration). */
+  /** The pool this table uses (shared with every table that connects the same way). */
   get pool(): SqlPool<T, C> {
-    return this.t.pool;
+    return this.t.pool.pool;
   }
 
   async lookup(key: Bytes): Promise<LookupResult> {
@@ -104,7 +105,11 @@ export class NetSqlTable<T, C> implements Table {
   }
 }
 
-/** A pool key from everything that configures a backend (same content and hosts = same pool). */
+/**
+ * A pool key from everything that decides how connections are made (type,
+ * hosts, credentials, database, client settings, idle_interval, pool
+ * size): tables that differ only in their queries share one pool.
+ */
 export function poolKey(type: string, parts: Record<string, unknown>): string {
   return JSON.stringify([type, Object.entries(parts).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))]);
 }

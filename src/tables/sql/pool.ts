@@ -3,16 +3,19 @@
  * with Postfix's host failover rules (dict_mysql.c / dict_pgsql.c, spec
  * tables-network.md 2.3).
  *
- * One pool serves every open table of one backend configuration (same type,
- * same parameters, same hosts): however many clients and table instances
- * there are, it holds at most `maxConnections` connections. Lookups beyond
- * that wait in a FIFO queue until a connection is free or their deadline
- * passes (then they answer RETRY).
+ * One pool serves every open table that connects the same way (same type,
+ * hosts, credentials, database and client settings; the queries may
+ * differ): however many clients and tables there are, it holds at most
+ * `maxConnections` connections. Lookups beyond that wait in a FIFO queue
+ * until a connection is free or their deadline passes (then they answer
+ * RETRY).
  *
- * Host state machine (per entry of `hosts`, as Postfix keeps it per process):
- *   UNTRIED -> (connect ok) ACTIVE -> (idle timeout of its last connection) UNTRIED
- *   any     -> (connect or query failure) FAIL, blocked while ts >= now (seconds),
- *              ts = now + retry_interval; afterwards eligible for a new connect.
+ * Host states are kept per table (a PoolView), as Postfix keeps them per
+ * table and process; the connections are shared:
+ *   UNTRIED: no connection to the host; ACTIVE: connections exist and the
+ *   table has not seen it fail; FAIL: a connect or query failed, blocked
+ *   while ts >= now (seconds), ts = now + retry_interval; afterwards
+ *   eligible for a new connect, and ACTIVE again after a success.
  * A connection is taken from an ACTIVE host, UNIX sockets before TCP before
  * URIs, a random host within a class; with no ACTIVE host, an eligible
  * UNTRIED/FAIL host is connected to in the same order. With every host
@@ -20,7 +23,8 @@
  * twice (Postfix 3.10+), so one failure does not block the only server.
  *
  * Differences from Postfix, all invisible in answers: connections are
- * shared by all clients instead of one per proxymap process; a connection
+ * shared by all clients and tables instead of one per table and proxymap
+ * process; a connection
  * that the server closes while idle is dropped without marking its host
  * down; a lookup that runs out of time answers RETRY (Postfix would block
  * as long as the client library does).
@@ -77,18 +81,18 @@ export interface UseOptions {
 /** Returned by `use` when the lookup must answer RETRY. */
 export const POOL_RETRY: unique symbol = Symbol('POOL_RETRY');
 
-const enum State {
-  UNTRIED,
-  ACTIVE,
-  FAIL,
+/** The state one table keeps of one host entry: Postfix's per-process host state. */
+interface HostView {
+  /** FAIL: a connect or query failed; cleared by the next success */
+  failed: boolean;
+  /** end of the back-off, in seconds (Postfix's time_t ts) */
+  ts: number;
 }
 
 interface HostEntry<T> {
+  readonly index: number;
   readonly spec: PoolHost<T>;
-  state: State;
-  /** end of the back-off, in seconds (Postfix's time_t ts) */
-  ts: number;
-  /** connections to this entry that exist (idle, busy or opening) */
+  /** connections to this entry that exist (idle, busy or opening), shared by every view */
   conns: number;
 }
 
@@ -106,6 +110,7 @@ interface Conn<T, C> {
 }
 
 interface Waiter<T, C> {
+  readonly view: PoolView<T, C>;
   /** resolve with a connection handed over, or undefined to re-run the acquire logic */
   wake(c: Conn<T, C> | undefined): void;
 }
@@ -125,13 +130,41 @@ export interface PoolStats {
   waiting: number;
   /** the most connections ever open at once */
   peak: number;
+  /** host states as the pool's default view (or the view asked for) sees them */
   hosts: { label: string; state: 'untried' | 'active' | 'fail'; until: number; conns: number }[];
+}
+
+/**
+ * One table's view of a shared pool: its own host states and back-off
+ * (Postfix keeps them per table and process), the pool's connections and
+ * bound. A query that fails in one table takes the host out of service for
+ * that table only; the other tables find out for themselves, as they would
+ * in Postfix.
+ */
+export class PoolView<T, C> {
+  /** per host entry of the pool */
+  readonly hosts: HostView[];
+
+  constructor(
+    readonly pool: SqlPool<T, C>,
+    /** retry_interval of this table, in seconds */
+    readonly retryInterval: number,
+    entries: number,
+  ) {
+    this.hosts = Array.from({ length: entries }, () => ({ failed: false, ts: 0 }));
+  }
+
+  /** Run `work` on a pooled connection with this view's host states (see SqlPool.use). */
+  use<R>(work: (conn: C, host: PoolHost<T>) => Promise<WorkResult<R>>, uo: UseOptions): Promise<R | typeof POOL_RETRY> {
+    return this.pool.use(work, uo, this);
+  }
 }
 
 export class SqlPool<T, C> {
   private readonly hosts: HostEntry<T>[];
   private readonly idle: Conn<T, C>[] = [];
   private readonly waiters: Waiter<T, C>[] = [];
+  private readonly defaultView: PoolView<T, C>;
   private open = 0;
   private peak = 0;
   private closed = false;
@@ -144,22 +177,26 @@ export class SqlPool<T, C> {
     if (hosts.length === 0) throw new Error('SqlPool: no hosts');
     // Postfix 3.10+: a single host is listed twice.
     const list = hosts.length === 1 ? [hosts[0]!, hosts[0]!] : hosts;
-    this.hosts = list.map((spec) => ({ spec, state: State.UNTRIED, ts: 0, conns: 0 }));
+    this.hosts = list.map((spec, index) => ({ index, spec, conns: 0 }));
+    this.defaultView = this.view();
   }
 
-  stats(): PoolStats {
+  /** A new table's view of this pool (retry_interval defaults to the pool's). */
+  view(retryInterval = this.opts.retryInterval): PoolView<T, C> {
+    return new PoolView(this, retryInterval, this.hosts.length);
+  }
+
+  stats(view: PoolView<T, C> = this.defaultView): PoolStats {
     return {
       open: this.open,
       busy: this.open - this.idle.length,
       idle: this.idle.length,
       waiting: this.waiters.length,
       peak: this.peak,
-      hosts: this.hosts.map((h) => ({
-        label: h.spec.label,
-        state: h.state === State.ACTIVE ? 'active' : h.state === State.FAIL ? 'fail' : 'untried',
-        until: h.ts,
-        conns: h.conns,
-      })),
+      hosts: this.hosts.map((h) => {
+        const v = view.hosts[h.index]!;
+        return { label: h.spec.label, state: v.failed ? 'fail' : h.conns > 0 ? 'active' : 'untried', until: v.ts, conns: h.conns };
+      }),
     };
   }
 
@@ -167,10 +204,14 @@ export class SqlPool<T, C> {
    * Run `work` on a pooled connection, failing over across hosts as Postfix
    * does. Answers POOL_RETRY when no host can serve before the deadline.
    */
-  async use<R>(work: (conn: C, host: PoolHost<T>) => Promise<WorkResult<R>>, uo: UseOptions): Promise<R | typeof POOL_RETRY> {
+  async use<R>(
+    work: (conn: C, host: PoolHost<T>) => Promise<WorkResult<R>>,
+    uo: UseOptions,
+    view: PoolView<T, C> = this.defaultView,
+  ): Promise<R | typeof POOL_RETRY> {
     // Each failed attempt takes a host out of service, so this ends; the cap is a safety net.
     for (let attempts = 0; attempts < 2 * this.hosts.length + 4; attempts++) {
-      const c = await this.acquire(uo);
+      const c = await this.acquire(view, uo);
       if (!c) return POOL_RETRY;
       let res: WorkResult<R>;
       let timer: NodeJS.Timeout | undefined;
@@ -191,7 +232,7 @@ export class SqlPool<T, C> {
         clearTimeout(timer);
       }
       if (res.kind === 'ok') {
-        if (c.host.state !== State.FAIL) c.host.state = State.ACTIVE;
+        view.hosts[c.host.index]!.failed = false;
         this.release(c);
         return res.value;
       }
@@ -201,7 +242,7 @@ export class SqlPool<T, C> {
         return POOL_RETRY;
       }
       uo.warn(res.message);
-      this.down(c.host);
+      this.down(view, c.host);
       this.retire(c);
       if (Date.now() >= uo.deadline) return POOL_RETRY;
     }
@@ -217,38 +258,41 @@ export class SqlPool<T, C> {
 
   // ---------------------------------------------------------------- internals
 
-  private eligible(h: HostEntry<T>, states: State[], kind: HostKind, now: number): boolean {
-    if (!states.includes(h.state) || h.spec.kind !== kind) return false;
-    return !(h.state === State.FAIL && h.ts > 0 && h.ts >= now);
+  /** In back-off: FAIL and ts >= now (Postfix's test, in whole seconds). */
+  private blocked(view: PoolView<T, C>, h: HostEntry<T>, now: number): boolean {
+    const v = view.hosts[h.index]!;
+    return v.failed && v.ts > 0 && v.ts >= now;
   }
 
-  /** Postfix's find_host: a uniformly random eligible host of one kind. */
-  private pick(states: State[], kind: HostKind, now: number): HostEntry<T> | undefined {
-    const ok = this.hosts.filter((h) => this.eligible(h, states, kind, now));
-    if (ok.length === 0) return undefined;
-    return ok[Math.floor(Math.random() * ok.length)];
+  /** ACTIVE for this view: not failed, and connected (some connection to it exists). */
+  private active(view: PoolView<T, C>, h: HostEntry<T>): boolean {
+    return !view.hosts[h.index]!.failed && h.conns > 0;
   }
 
-  private pickActive(now: number): HostEntry<T> | undefined {
+  /** Postfix's find_host: a uniformly random host of one kind that passes the test. */
+  private pick(kind: HostKind, ok: (h: HostEntry<T>) => boolean): HostEntry<T> | undefined {
+    const cands = this.hosts.filter((h) => h.spec.kind === kind && ok(h));
+    if (cands.length === 0) return undefined;
+    return cands[Math.floor(Math.random() * cands.length)];
+  }
+
+  /** An ACTIVE host (UNIX before TCP before URI), else an UNTRIED or FAIL one out of back-off. */
+  private pickHost(view: PoolView<T, C>, now: number): HostEntry<T> | undefined {
     for (const k of KIND_ORDER) {
-      const h = this.pick([State.ACTIVE], k, now);
+      const h = this.pick(k, (x) => this.active(view, x));
+      if (h) return h;
+    }
+    for (const k of KIND_ORDER) {
+      const h = this.pick(k, (x) => !this.active(view, x) && !this.blocked(view, x, now));
       if (h) return h;
     }
     return undefined;
   }
 
-  private pickUntried(now: number): HostEntry<T> | undefined {
+  /** An idle connection to a host ACTIVE in this view, of the best kind available. */
+  private takeIdle(view: PoolView<T, C>): Conn<T, C> | undefined {
     for (const k of KIND_ORDER) {
-      const h = this.pick([State.UNTRIED, State.FAIL], k, now);
-      if (h) return h;
-    }
-    return undefined;
-  }
-
-  /** An idle connection to an ACTIVE host of the best kind available. */
-  private takeIdle(): Conn<T, C> | undefined {
-    for (const k of KIND_ORDER) {
-      const cands = this.idle.filter((c) => c.host.state === State.ACTIVE && c.host.spec.kind === k);
+      const cands = this.idle.filter((c) => c.host.spec.kind === k && !view.hosts[c.host.index]!.failed);
       if (cands.length) {
         const c = cands[Math.floor(Math.random() * cands.length)]!;
         this.idle.splice(this.idle.indexOf(c), 1);
@@ -260,22 +304,24 @@ export class SqlPool<T, C> {
     return undefined;
   }
 
-  private anyBlockedOnly(now: number): boolean {
-    return !this.pickActive(now) && !this.pickUntried(now);
+  private allBlocked(view: PoolView<T, C>, now: number): boolean {
+    return this.hosts.every((h) => this.blocked(view, h, now));
   }
 
-  private async acquire(uo: UseOptions): Promise<Conn<T, C> | undefined> {
+  private async acquire(view: PoolView<T, C>, uo: UseOptions): Promise<Conn<T, C> | undefined> {
     for (;;) {
       if (this.closed) return undefined;
       const now = nowSeconds();
-      const idle = this.takeIdle();
-      if (idle) return idle;
       // Every host blocked: RETRY at once, as Postfix does.
-      if (this.anyBlockedOnly(now)) return undefined;
+      if (this.allBlocked(view, now)) return undefined;
+      const idle = this.takeIdle(view);
+      if (idle) return idle;
+      // Full, but some connections are idle on hosts this view has failed: make room (for this lookup, not a waiter).
+      if (this.open >= this.opts.maxConnections && this.idle.length > 0) this.retire(this.idle.shift()!, false);
       if (this.open < this.opts.maxConnections) {
-        const h = this.pickActive(now) ?? this.pickUntried(now);
+        const h = this.pickHost(view, now);
         if (!h) return undefined;
-        const c = await this.connect(h, uo);
+        const c = await this.connect(view, h, uo);
         if (c) return c;
         continue; // host marked down; try the next one
       }
@@ -287,6 +333,7 @@ export class SqlPool<T, C> {
       }
       const got = await new Promise<Conn<T, C> | undefined | 'timeout'>((resolve) => {
         const w: Waiter<T, C> = {
+          view,
           wake: (c) => {
             clearTimeout(timer);
             resolve(c);
@@ -307,8 +354,8 @@ export class SqlPool<T, C> {
     }
   }
 
-  /** Open a connection to h; on failure warn, mark h down and answer undefined. */
-  private async connect(h: HostEntry<T>, uo: UseOptions): Promise<Conn<T, C> | undefined> {
+  /** Open a connection to h; on failure warn, mark h down (for this view) and answer undefined. */
+  private async connect(view: PoolView<T, C>, h: HostEntry<T>, uo: UseOptions): Promise<Conn<T, C> | undefined> {
     this.open++;
     this.peak = Math.max(this.peak, this.open);
     h.conns++;
@@ -338,7 +385,7 @@ export class SqlPool<T, C> {
       this.open--;
       h.conns--;
       uo.warn(errText(e));
-      this.down(h);
+      this.down(view, h);
       this.wakeOne();
       return undefined;
     }
@@ -348,7 +395,7 @@ export class SqlPool<T, C> {
       this.retire(entry);
       return undefined;
     }
-    if (h.state !== State.FAIL) h.state = State.ACTIVE;
+    view.hosts[h.index]!.failed = false;
     return entry;
   }
 
@@ -368,14 +415,16 @@ export class SqlPool<T, C> {
 
   private release(c: Conn<T, C>): void {
     c.busy = false;
-    if (c.retired || this.closed || c.host.state !== State.ACTIVE) {
+    if (c.retired || this.closed) {
       this.retire(c);
       return;
     }
-    const w = this.waiters.shift();
-    if (w) {
+    // the first waiter that may use this host gets the connection
+    const wi = this.waiters.findIndex((w) => !w.view.hosts[c.host.index]!.failed);
+    if (wi >= 0) {
+      const [w] = this.waiters.splice(wi, 1);
       c.busy = true;
-      w.wake(c);
+      w!.wake(c);
       return;
     }
     this.idle.push(c);
@@ -386,23 +435,23 @@ export class SqlPool<T, C> {
       this.retire(c);
     }, this.opts.idleInterval * 1000);
     c.idleTimer.unref();
+    // waiters that may not use it can use its slot
+    if (this.waiters.length > 0) this.waiters.shift()!.wake(undefined);
   }
 
-  /** Take a connection out of service, close it and free its slot. */
-  private retire(c: Conn<T, C>): void {
+  /** Take a connection out of service, close it and free its slot (for the first waiter, unless `wake` is false). */
+  private retire(c: Conn<T, C>, wake = true): void {
     c.retired = true;
-    this.free(c);
+    this.free(c, wake);
     this.destroy(c);
   }
 
-  private free(c: Conn<T, C>): void {
+  private free(c: Conn<T, C>, wake = true): void {
     if (c.freed) return;
     c.freed = true;
     this.open--;
     c.host.conns--;
-    // Postfix's close_host: a host whose last connection closed goes back to UNTRIED.
-    if (c.host.conns === 0 && c.host.state === State.ACTIVE) c.host.state = State.UNTRIED;
-    this.wakeOne();
+    if (wake) this.wakeOne();
   }
 
   private destroy(c: Conn<T, C>): void {
@@ -421,17 +470,18 @@ export class SqlPool<T, C> {
     if (this.open < this.opts.maxConnections) this.waiters.shift()?.wake(undefined);
   }
 
-  /** Postfix's down_host: close its connections, leave it alone for retry_interval. */
-  private down(h: HostEntry<T>): void {
-    h.state = State.FAIL;
-    h.ts = nowSeconds() + this.opts.retryInterval;
-    for (const c of this.idle.filter((x) => x.host === h)) {
-      this.idle.splice(this.idle.indexOf(c), 1);
-      this.retire(c);
+  /** Postfix's down_host: leave the host alone for retry_interval (in this view). */
+  private down(view: PoolView<T, C>, h: HostEntry<T>): void {
+    const v = view.hosts[h.index]!;
+    v.failed = true;
+    v.ts = nowSeconds() + view.retryInterval;
+    // Waiters of this view must not wait for connections that will not come back.
+    if (this.allBlocked(view, nowSeconds())) {
+      for (const w of this.waiters.filter((x) => x.view === view)) {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        w.wake(undefined);
+      }
     }
-    // busy connections to h are retired when released (state is FAIL)
-    // Waiters must not wait for connections that will not come back.
-    if (this.anyBlockedOnly(nowSeconds())) for (const w of this.waiters.splice(0)) w.wake(undefined);
   }
 }
 

@@ -7,12 +7,13 @@
  * order (against the real postmap), and per-connection reply order.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { loadNative } from '../../src/native/index.js';
+import { NATIVE_ADDON_PATH, loadNative } from '../../src/native/index.js';
 import { DICT_FLAG, PROXY_STAT } from '../../src/protocol/flags.js';
 import { encodeRecord, RecordDecoder } from '../../src/protocol/codec.js';
 import { ProxyServer } from '../../src/server/server.js';
@@ -351,3 +352,65 @@ function brokenScenario(kind: Kind): DiffScenario {
 
 runDifferential('regexp', [brokenScenario('regexp')]);
 runDifferential('pcre', [brokenScenario('pcre')]);
+
+describe('native compile jobs and rule sets from batches', () => {
+  test('patterns compiled on the helpers report groups and errors by index; misuse throws', () => {
+    const n = loadNative();
+    const job = n.patternsCompileStart(2, 300);
+    const pats: string[] = [];
+    for (let i = 0; i < 300; i++) pats.push(i % 50 === 7 ? `bad${i}(` : `^p${i}(a)(b)?$`);
+    for (let i = 0; i < 300; i += 30) {
+      assert.equal(n.patternsCompileAdd(job, pats.slice(i, i + 30).join('\0'), new Uint32Array(30).fill(n.PCRE2.CASELESS)), i);
+    }
+    assert.throws(() => n.patternsCompileAdd(job, 'x', new Uint32Array(1)), /capacity/);
+    const r = n.patternsCompileFinish(job);
+    assert.equal(r.groups.length, 300);
+    for (let i = 0; i < 300; i++) assert.equal(r.groups[i], i % 50 === 7 ? -1 : 2, `pattern ${i}`);
+    assert.deepEqual(
+      r.errors.map(([i]) => i),
+      pats.map((_, i) => i).filter((i) => i % 50 === 7),
+    );
+    assert.deepEqual(r.errors[0], [7, 'missing closing parenthesis', 114, 5]);
+    assert.throws(() => n.patternsCompileFinish(job), /already finished/);
+    assert.throws(() => n.patternsCompileAdd(job, 'a', new Uint32Array(1)), /already finished/);
+    const j2 = n.patternsCompileStart(1, 4);
+    assert.throws(() => n.patternsCompileAdd(j2, 'a\0b', new Uint32Array(1)), /differ/);
+    assert.throws(() => n.patternsCompileAdd(j2, 'a', new Uint32Array(2)), /differ/);
+    // A rule set from the batch: rule 0 needs pattern 7, which did not compile.
+    assert.throws(() => n.ruleSetFromBatch(r.batch, new Int32Array([1, 7, 1, -1, 1, 0, -1])), /compiled pattern/);
+    // $3 in a pattern with two groups
+    assert.throws(() => n.ruleSetFromBatch(r.batch, new Int32Array([1, 0, 1, -1, 1, 3, -1])), /groups/);
+    const set = n.ruleSetFromBatch(r.batch, new Int32Array([1, 8, 1, -1, 1, 2, -1]));
+    const off = new Int32Array(6);
+    assert.equal(n.ruleSetExec(set, 'P8AB', false, off), 0);
+    assert.deepEqual([...off], [0, 4, 2, 3, 3, 4]);
+  });
+
+  test('abandoned jobs, collected batches and queued evaluations do not crash or leak references', () => {
+    const script = `
+      const n = require(${JSON.stringify(NATIVE_ADDON_PATH)});
+      // jobs dropped before finishing, while their helpers still compile
+      for (let k = 0; k < 20; k++) {
+        const job = n.patternsCompileStart(1, 2000);
+        for (let i = 0; i < 2000; i += 100) n.patternsCompileAdd(job, Array.from({ length: 100 }, (_, j) => '^a' + (i + j) + '(b|c)+$').join('\\0'), new Uint32Array(100).fill(1));
+      }
+      global.gc();
+      // a rule set outlives its batch; evaluations queued on the threads outlive the JS handle
+      const job = n.patternsCompileStart(2, 64);
+      n.patternsCompileAdd(job, Array.from({ length: 64 }, (_, i) => '^k' + i + '$').join('\\0'), new Uint32Array(64));
+      let { batch } = n.patternsCompileFinish(job);
+      const prog = new Int32Array(64 * 7);
+      for (let i = 0; i < 64; i++) prog.set([1, i, 1, -1, 1, 0, -1], 7 * i);
+      let set = n.ruleSetFromBatch(batch, prog);
+      batch = null;
+      n.execThreads(2);
+      const results = [];
+      for (let i = 0; i < 200; i++) n.ruleSetExecAsync(set, 'k' + (i % 80), false, (idx) => results.push(idx));
+      set = null;
+      global.gc();
+      setTimeout(() => { global.gc(); console.log(JSON.stringify([results.length, results.filter((x) => x >= 0).length])); }, 200);`;
+    const out = execFileSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    // k0..k63 match (rule i), k64..k79 do not; 200 lookups cycle through k0..k79
+    assert.deepEqual(JSON.parse(out), [200, 64 + 64 + 40]);
+  });
+});

@@ -339,11 +339,11 @@ export function parseReplacement(ctx: RuleContext, line: Bytes, pos: number, mat
 //
 // A table opens in three steps: (1) every line is parsed and its patterns
 // are handed to native compiler threads as they come, with the warnings
-// that parsing gives held back per line; (2) the rest is compiled and the
-// threads are waited for; (3) the lines are walked again in order: held-back warnings, compile
-// errors and group-count checks are reported as Postfix reports them while
-// it reads the file line by line, and IF/ENDIF are paired (an IF whose
-// pattern did not compile is no IF, as in Postfix).
+// that parsing gives held back per line; (2) the calling thread compiles
+// what is left; (3) the lines are walked again in order: held-back
+// warnings, compile errors and group-count checks are reported as Postfix
+// reports them while it reads the file line by line, and IF/ENDIF are
+// paired (an IF whose pattern did not compile is no IF, as in Postfix).
 
 /** A rule as parsed, its patterns named by their index in the compile batch (-1: none). */
 export type ParsedRule =
@@ -351,7 +351,7 @@ export type ParsedRule =
   | { op: typeof RULE_OP.IF; lineNo: number; first: number; match: boolean }
   | { op: typeof RULE_OP.ENDIF; lineNo: number };
 
-/** A compile failure as patternsCompile() reports it. */
+/** A compile failure as patternsCompileFinish() reports it. */
 export interface CompileFailure {
   text: string;
   code: number;
@@ -388,7 +388,6 @@ export class PatternList {
     this.patterns = [];
   }
 }
-
 
 /** The parts that differ between regexp and pcre. */
 export interface PatternDialect {
@@ -448,7 +447,7 @@ export function parseRules(native: NativeEngines, dialect: PatternDialect, text:
       ctx.warn('ignoring unrecognized request');
     }
   }
-  // 2. compile the rest, wait for the compiler threads
+  // 2. compile the rest here (never waiting for a helper)
   patterns.flush();
   const compiled = native.patternsCompileFinish(job);
   const failures = new Map<number, CompileFailure>();

@@ -413,4 +413,39 @@ describe('native compile jobs and rule sets from batches', () => {
     // k0..k63 match (rule i), k64..k79 do not; 200 lookups cycle through k0..k79
     assert.deepEqual(JSON.parse(out), [200, 64 + 64 + 40]);
   });
+
+  test('worker threads get their own evaluation threads; ending a worker with evaluations queued is clean', async () => {
+    const script = `
+      const { Worker } = require('node:worker_threads');
+      const body = \`
+        const { parentPort } = require('node:worker_threads');
+        const n = require(\${JSON.stringify(${JSON.stringify(NATIVE_ADDON_PATH)})});
+        const job = n.patternsCompileStart(2, 40);
+        n.patternsCompileAdd(job, Array.from({ length: 40 }, (_, i) => '^w' + i + '(x+)$').join('\\\\0'), new Uint32Array(40));
+        const { batch } = n.patternsCompileFinish(job);
+        const prog = new Int32Array(40 * 7);
+        for (let i = 0; i < 40; i++) prog.set([1, i, 1, -1, 1, 1, -1], 7 * i);
+        const set = n.ruleSetFromBatch(batch, prog);
+        n.execThreads(2);
+        let done = 0;
+        const first = [];
+        for (let i = 0; i < 40; i++) n.ruleSetExecAsync(set, 'w' + i + 'xxx', false, (idx, off) => {
+          if (first.length < 3) first.push([idx, off && Array.from(off.subarray(0, 4))]);
+          if (++done === 40) {
+            parentPort.postMessage(first);
+            // more work queued when the worker is terminated
+            for (let k = 0; k < 500; k++) n.ruleSetExecAsync(set, 'nomatch' + k, false, () => {});
+          }
+        });
+      \`;
+      const ws = [0, 1].map(() => new Worker(body, { eval: true }));
+      Promise.all(ws.map((w) => new Promise((res) => w.once('message', res)))).then(async (msgs) => {
+        await Promise.all(ws.map((w) => w.terminate()));
+        console.log(JSON.stringify(msgs[0]));
+      });`;
+    const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    const first = JSON.parse(out) as Array<[number, number[]]>;
+    assert.equal(first.length, 3);
+    for (const [idx, off] of first) assert.deepEqual(off, [0, String(idx).length + 4, String(idx).length + 1, String(idx).length + 4]);
+  });
 });

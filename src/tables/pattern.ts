@@ -774,6 +774,18 @@ export function warmUpPatterns(dialects: PatternDialect[]): boolean {
   } catch {
     return false;
   }
+  // Lookups stay on this thread here (warming the main-thread path; no work queued for the threads).
+  const threads = scheduler.threads;
+  scheduler.threads = 0;
+  try {
+    warmUpDialects(native, dialects);
+  } finally {
+    scheduler.threads = threads;
+  }
+  return true;
+}
+
+function warmUpDialects(native: NativeEngines, dialects: PatternDialect[]): void {
   const opts: TableOpenOptions = {
     type: 'warm-up',
     name: 'warm-up',
@@ -801,5 +813,4 @@ export function warmUpPatterns(dialects: PatternDialect[]): boolean {
       for (let i = 0; i < 50; i++) t.lookup(`alice@old${i}.example`, 0);
     }
   }
-  return true;
 }

@@ -19,7 +19,9 @@ import { encodeRecord, RecordDecoder } from '../../src/protocol/codec.js';
 import { ProxyServer } from '../../src/server/server.js';
 import { setLogSink } from '../../src/log.js';
 import { openTable, type LookupResult, type Table } from '../../src/tables/index.js';
-import { defaultPatternThreads, patternExecStats, patternThreads, setPatternThreads } from '../../src/tables/pattern.js';
+import { defaultPatternThreads, patternExecStats, patternThreads, setPatternThreads, warmUpPatterns } from '../../src/tables/pattern.js';
+import { pcreDialect } from '../../src/tables/pcre.js';
+import { regexpDialect } from '../../src/tables/regexp.js';
 import { Config } from '../../src/config/params.js';
 import { createServer } from '../../src/server/daemon.js';
 import { ProxyConnection } from '../../src/client/client.js';
@@ -295,6 +297,21 @@ test('no busy polling while work runs on other threads', async () => {
   } finally {
     await server.close();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the start-up warm-up runs on the main thread and leaves the thread setting alone', () => {
+  const saved = patternThreads();
+  setPatternThreads(2);
+  try {
+    const before = patternExecStats();
+    assert.equal(warmUpPatterns([regexpDialect, pcreDialect]), true);
+    const after = patternExecStats();
+    assert.equal(after.async, before.async, 'nothing queued for the threads');
+    assert.ok(after.sync - before.sync >= 2 * 4 * 50, 'the lookups ran here');
+    assert.equal(patternThreads(), 2);
+  } finally {
+    setPatternThreads(saved);
   }
 });
 

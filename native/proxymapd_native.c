@@ -885,8 +885,11 @@ static void exec_job_deliver(napi_env env, napi_value js_cb, void *context, void
   napi_call_function(env, undef, cb, 3, argv, NULL);
 }
 
+static void pools_remove(ExecPool *p);
+
 static void exec_pool_cleanup(void *arg) {
   ExecPool *p = arg;
+  pools_remove(p);
   pthread_mutex_lock(&p->lock);
   p->stopping = 1;
   pthread_cond_broadcast(&p->wake);
@@ -906,11 +909,48 @@ static void exec_pool_cleanup(void *arg) {
   free(p);
 }
 
+/*
+ * Pools by environment (the main thread's, and one per worker thread that
+ * loads the addon). Kept here rather than in N-API instance data, which
+ * other parts of the addon may want for themselves.
+ */
+typedef struct PoolLink {
+  struct PoolLink *next;
+  napi_env env;
+  ExecPool *pool;
+} PoolLink;
+
+static PoolLink *pools = NULL;
+static pthread_mutex_t pools_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void pools_remove(ExecPool *p) {
+  pthread_mutex_lock(&pools_lock);
+  for (PoolLink **l = &pools; *l; l = &(*l)->next) {
+    if ((*l)->pool == p) {
+      PoolLink *dead = *l;
+      *l = dead->next;
+      free(dead);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&pools_lock);
+}
+
 /* The environment's pool, created on first use (threads are started on submission). */
 static ExecPool *exec_pool(napi_env env) {
   ExecPool *p = NULL;
-  if (napi_get_instance_data(env, (void **)&p) == napi_ok && p != NULL) return p;
+  pthread_mutex_lock(&pools_lock);
+  for (PoolLink *l = pools; l; l = l->next)
+    if (l->env == env) p = l->pool;
+  pthread_mutex_unlock(&pools_lock);
+  if (p != NULL) return p;
+  PoolLink *link = calloc(1, sizeof(*link));
   p = calloc(1, sizeof(*p));
+  if (!link || !p) {
+    free(link);
+    free(p);
+    return NULL;
+  }
   if (!p) return NULL;
   pthread_mutex_init(&p->lock, NULL);
   pthread_cond_init(&p->wake, NULL);
@@ -918,14 +958,20 @@ static ExecPool *exec_pool(napi_env env) {
   napi_value name;
   if (napi_create_string_utf8(env, "proxymapd:ruleSetExec", NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, p, exec_job_deliver, &p->tsfn) != napi_ok ||
-      napi_unref_threadsafe_function(env, p->tsfn) != napi_ok || napi_set_instance_data(env, p, NULL, NULL) != napi_ok ||
-      napi_add_env_cleanup_hook(env, exec_pool_cleanup, p) != napi_ok) {
+      napi_unref_threadsafe_function(env, p->tsfn) != napi_ok || napi_add_env_cleanup_hook(env, exec_pool_cleanup, p) != napi_ok) {
     if (p->tsfn) napi_release_threadsafe_function(p->tsfn, napi_tsfn_abort);
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->lock);
     free(p);
+    free(link);
     return NULL;
   }
+  link->env = env;
+  link->pool = p;
+  pthread_mutex_lock(&pools_lock);
+  link->next = pools;
+  pools = link;
+  pthread_mutex_unlock(&pools_lock);
   return p;
 }
 

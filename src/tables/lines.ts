@@ -2,7 +2,6 @@
  * Logical-line reader with the semantics of Postfix's readllines()
  * (src/util/readlline.c), shared by texthash and the pattern tables.
  */
-import { isSpace } from '../util/braces.js';
 import type { Bytes } from './table.js';
 
 export interface LogicalLine {
@@ -29,31 +28,42 @@ function isIgnorable(line: Bytes): boolean {
  */
 export function readLogicalLines(text: Bytes, origin: string, warn: (text: string) => void): LogicalLine[] {
   const out: LogicalLine[] = [];
-  let parts: Bytes[] = [];
+  // The logical line being collected (continuation lines appended), and its first line's number.
+  let cur: Bytes | null = null;
   let first = 0;
 
-  const finish = () => {
-    if (parts.length === 0) return;
-    const joined = parts.join('');
-    parts = [];
-    if (isSpace(joined[0])) {
+  const finish = (joined: Bytes) => {
+    const c = joined.charCodeAt(0);
+    if (c === 32 || (c >= 9 && c <= 13)) {
       const nul = joined.indexOf('\0');
-      const shown = (nul >= 0 && nul < 30 ? joined.slice(0, nul) : joined.slice(0, 30));
+      const shown = nul >= 0 && nul < 30 ? joined.slice(0, nul) : joined.slice(0, 30);
       warn(`${origin}: logical line must not start with whitespace: "${shown}${joined.length > 30 ? '...' : ''}"`);
     } else {
       out.push({ text: joined, lineNo: first });
     }
   };
 
-  const physical = text.split('\n');
+  const n = text.length;
   // A trailing newline does not start another (empty) physical line.
-  if (physical[physical.length - 1] === '') physical.pop();
-  physical.forEach((line, index) => {
-    if (isIgnorable(line)) return;
-    if (parts.length > 0 && !isSpace(line[0])) finish();
-    if (parts.length === 0) first = index + 1;
-    parts.push(line);
-  });
-  finish();
+  for (let start = 0, index = 0; start < n; index++) {
+    let end = text.indexOf('\n', start);
+    if (end < 0) end = n;
+    const line = text.slice(start, end);
+    start = end + 1;
+    if (isIgnorable(line)) continue;
+    const c = line.charCodeAt(0);
+    const continues = c === 32 || (c >= 9 && c <= 13);
+    if (cur !== null && !continues) {
+      finish(cur);
+      cur = null;
+    }
+    if (cur === null) {
+      first = index + 1;
+      cur = line;
+    } else {
+      cur += line;
+    }
+  }
+  if (cur !== null) finish(cur);
   return out;
 }

@@ -146,24 +146,32 @@ export function macParse(value: Bytes, action: (type: 1 | 2, text: Bytes) => num
 
 /** Where a rule came from, for warnings: "<kind> map <name>, line <n>: ...". */
 export class RuleContext {
+  /** warnings held back (deferred contexts), in order */
+  held: string[] | null = null;
+  /** what the line turned out to be (parseRules' bookkeeping) */
+  rule: ParsedRule | 'endif' | null = null;
+  /** an ENDIF with text after it */
+  endifExtra = false;
+
   constructor(
     readonly kind: PatternKind,
     readonly mapname: Bytes,
     readonly lineNo: number,
     /** the table's open options (flags, warning sink) */
     readonly opts: TableOpenOptions,
-    /** where warnings go (default: opts.warn) */
-    private readonly sink: (text: string) => void = opts.warn,
+    /** hold warnings back in `held` instead of reporting them */
+    private readonly deferred = false,
   ) {}
 
   warn(text: string): void {
-    this.sink(`${this.kind} map ${this.mapname}, line ${this.lineNo}: ${text}`);
+    this.rawWarn(`${this.kind} map ${this.mapname}, line ${this.lineNo}: ${text}`);
   }
 
   /** A warning without the map/line prefix (mac_parse's own). */
-  rawWarn = (text: string): void => {
-    this.sink(text);
-  };
+  rawWarn(text: string): void {
+    if (this.deferred) (this.held ??= []).push(text);
+    else this.opts.warn(text);
+  }
 }
 
 export interface DelimitedPattern {
@@ -197,6 +205,31 @@ export function scanDelimited(ctx: RuleContext, line: Bytes, pos: number): Delim
   const delim = line.charCodeAt(pos++);
   const start = pos;
   const regexpQuirk = ctx.kind === 'regexp';
+  if (delim !== 0x5c) {
+    // The next delimiter not escaped by a backslash, with native searches.
+    const dch = line[start - 1];
+    for (;;) {
+      const d = line.indexOf(dch, pos);
+      const b = line.indexOf('\\', pos);
+      if (b < 0 || (d >= 0 && d < b)) {
+        pos = d < 0 ? len : d;
+        break;
+      }
+      if (b + 1 < len) {
+        pos = b + 2;
+        continue;
+      }
+      // a backslash as the last byte: regexp takes it for the closing delimiter
+      pos = regexpQuirk ? b : len;
+      break;
+    }
+    if (pos >= len) {
+      const what = regexpQuirk ? 'skipping' : 'ignoring';
+      ctx.warn(`no closing regexp delimiter "${String.fromCharCode(delim)}": ${what} this rule`);
+      return null;
+    }
+    return { pattern: line.slice(start, pos), match, pos: pos + 1 };
+  }
   while (pos < len) {
     const c = line.charCodeAt(pos);
     if (c === 0x5c) {
@@ -254,7 +287,9 @@ export function parseReplacement(ctx: RuleContext, line: Bytes, pos: number, mat
   }
   // Without '$' mac_parse() sees one literal: the value as it is.
   if (text.indexOf('$') < 0) return { maxSub: 0n, literal: text, parts: text.length > 0 ? [text] : [] };
-  let maxSub = 0n;
+  // The largest $n: small numbers as numbers, others (atoi() wrap-around, size_t) as BigInt.
+  let maxSmall = 0;
+  let maxBig = 0n;
   let literal: Bytes | null = null;
   const parts: Array<Bytes | number> = [];
   const status = macParse(
@@ -266,21 +301,24 @@ export function parseReplacement(ctx: RuleContext, line: Bytes, pos: number, mat
           ctx.warn(`non-numeric replacement index "${buf}"`);
           return MAC_PARSE.ERROR;
         }
-        const n = atoiC(buf);
-        if (sizeT(n) < 1n) {
+        const n = buf.length <= 9 ? Number(buf) : atoiC(buf);
+        const small = buf.length <= 9 || (n >= 1 && n <= 999_999_999);
+        if (small ? n < 1 : sizeT(n) < 1n) {
           ctx.warn(`${ctx.kind === 'regexp' ? 'out-of-range' : 'out of range'} replacement index "${buf}"`);
           return MAC_PARSE.ERROR;
         }
-        if (sizeT(n) > maxSub) maxSub = sizeT(n);
+        if (small) maxSmall = Math.max(maxSmall, n);
+        else if (sizeT(n) > maxBig) maxBig = sizeT(n);
         parts.push(n);
       } else {
-        if (maxSub === 0n) literal = buf;
+        if (maxSmall === 0 && maxBig === 0n) literal = buf;
         parts.push(buf);
       }
       return MAC_PARSE.OK;
     },
-    ctx.rawWarn,
+    (t) => ctx.rawWarn(t),
   );
+  const maxSub = maxBig > BigInt(maxSmall) ? maxBig : BigInt(maxSmall);
   if (status & MAC_PARSE.ERROR) {
     ctx.warn('bad replacement syntax: skipping this rule');
     return null;
@@ -301,11 +339,11 @@ export function parseReplacement(ctx: RuleContext, line: Bytes, pos: number, mat
 //
 // A table opens in three steps: (1) every line is parsed and its patterns
 // are handed to native compiler threads as they come, with the warnings
-// that parsing gives held back per line; (2) the rest is compiled and the
-// threads are waited for; (3) the lines are walked again in order: held-back warnings, compile
-// errors and group-count checks are reported as Postfix reports them while
-// it reads the file line by line, and IF/ENDIF are paired (an IF whose
-// pattern did not compile is no IF, as in Postfix).
+// that parsing gives held back per line; (2) the calling thread compiles
+// what is left; (3) the lines are walked again in order: held-back
+// warnings, compile errors and group-count checks are reported as Postfix
+// reports them while it reads the file line by line, and IF/ENDIF are
+// paired (an IF whose pattern did not compile is no IF, as in Postfix).
 
 /** A rule as parsed, its patterns named by their index in the compile batch (-1: none). */
 export type ParsedRule =
@@ -313,17 +351,20 @@ export type ParsedRule =
   | { op: typeof RULE_OP.IF; lineNo: number; first: number; match: boolean }
   | { op: typeof RULE_OP.ENDIF; lineNo: number };
 
-/** A compile failure as patternsCompile() reports it. */
+/** A compile failure as patternsCompileFinish() reports it. */
 export interface CompileFailure {
   text: string;
   code: number;
   offset: number;
 }
 
+/** Patterns per hand-off to the compiler threads. */
+const PATTERN_CHUNK = 32;
+
 /** The patterns of one table, handed to the native compiler in chunks while the table is parsed. */
 export class PatternList {
   private patterns: Bytes[] = [];
-  private options: number[] = [];
+  private readonly options = new Uint32Array(PATTERN_CHUNK);
   private count = 0;
 
   constructor(
@@ -333,23 +374,20 @@ export class PatternList {
 
   /** Add a pattern with its compile options (regcomp cflags / pcre2 options); its index. */
   add(pattern: Bytes, options: number): number {
+    this.options[this.patterns.length] = options >>> 0;
     this.patterns.push(pattern);
-    this.options.push(options >>> 0);
-    if (this.patterns.length >= PATTERN_CHUNK) this.flush();
+    if (this.patterns.length === PATTERN_CHUNK) this.flush();
     return this.count++;
   }
 
-  /** Hand the patterns added so far to the compiler threads. */
+  /** Hand the patterns added so far to the compiler threads (the addon copies them). */
   flush(): void {
-    if (this.patterns.length === 0) return;
-    this.native.patternsCompileAdd(this.job, this.patterns.join('\0'), Uint32Array.from(this.options));
+    const n = this.patterns.length;
+    if (n === 0) return;
+    this.native.patternsCompileAdd(this.job, this.patterns.join('\0'), this.options.subarray(0, n));
     this.patterns = [];
-    this.options = [];
   }
 }
-
-/** Patterns per hand-off to the compiler threads. */
-const PATTERN_CHUNK = 32;
 
 /** The parts that differ between regexp and pcre. */
 export interface PatternDialect {
@@ -380,17 +418,6 @@ export interface LoadedRules {
   groups: Int32Array;
 }
 
-/** One logical line after step 1. */
-interface LineEntry {
-  lineNo: number;
-  /** warnings met while parsing, not yet reported */
-  held: string[] | null;
-  /** the rule, 'endif', or null (skipped after a warning) */
-  rule: ParsedRule | 'endif' | null;
-  /** ENDIF with trailing text */
-  endifExtra?: boolean;
-}
-
 /** Parse the whole source into rules, with IF/ENDIF pairing and the warnings for unbalanced ones. */
 export function parseRules(native: NativeEngines, dialect: PatternDialect, text: Bytes, opts: TableOpenOptions): LoadedRules {
   const mapname = opts.name;
@@ -398,7 +425,8 @@ export function parseRules(native: NativeEngines, dialect: PatternDialect, text:
   // A line has at most two patterns (regexp's /a/!/b/).
   const job = native.patternsCompileStart(dialect.engine, 2 * lines.length);
   const patterns = new PatternList(native, job);
-  const entries: LineEntry[] = [];
+  // One context per logical line: its warnings are held back until step 3.
+  const entries: RuleContext[] = [];
   // 1. parse (the compiler threads start on the patterns as they come)
   for (const { text: raw, lineNo } of lines) {
     let line = cString(raw);
@@ -406,27 +434,27 @@ export function parseRules(native: NativeEngines, dialect: PatternDialect, text:
     while (end > 0 && isSpaceCode(line.charCodeAt(end - 1))) end--;
     if (end < line.length) line = line.slice(0, end);
     if (line.length === 0) continue;
-    const entry: LineEntry = { lineNo, held: null, rule: null };
-    entries.push(entry);
-    const ctx = new RuleContext(dialect.kind, mapname, lineNo, opts, (w) => (entry.held ??= []).push(w));
+    const ctx = new RuleContext(dialect.kind, mapname, lineNo, opts, true);
+    entries.push(ctx);
     if (!isAlnumCode(line.charCodeAt(0))) {
-      entry.rule = dialect.parseMatch(native, ctx, line, patterns);
+      ctx.rule = dialect.parseMatch(native, ctx, line, patterns);
     } else if (startsWithWord(line, 'if')) {
-      entry.rule = dialect.parseIf(native, ctx, line, 2, patterns);
+      ctx.rule = dialect.parseIf(native, ctx, line, 2, patterns);
     } else if (startsWithWord(line, 'endif')) {
-      entry.rule = 'endif';
-      entry.endifExtra = skipSpace(line, 5) < line.length;
+      ctx.rule = 'endif';
+      ctx.endifExtra = skipSpace(line, 5) < line.length;
     } else {
       ctx.warn('ignoring unrecognized request');
     }
   }
-  // 2. compile the rest, wait for the compiler threads
+  // 2. compile the rest here (never waiting for a helper)
   patterns.flush();
   const compiled = native.patternsCompileFinish(job);
   const failures = new Map<number, CompileFailure>();
   for (const [index, text, code, offset] of compiled.errors) failures.set(index, { text, code, offset });
   const groups = compiled.groups;
   // 3. report in line order, keep the rules that stand, pair IF/ENDIF
+  const warnAt = (lineNo: number, w: string) => opts.warn(`${dialect.kind} map ${mapname}, line ${lineNo}: ${w}`);
   const rules: ParsedRule[] = [];
   const endifOf = new Map<number, number>();
   const stack: number[] = [];
@@ -434,29 +462,28 @@ export function parseRules(native: NativeEngines, dialect: PatternDialect, text:
     if (entry.held) for (const w of entry.held) opts.warn(w);
     const r = entry.rule;
     if (r === null) continue;
-    const warn = (w: string) => opts.warn(`${dialect.kind} map ${mapname}, line ${entry.lineNo}: ${w}`);
     if (r === 'endif') {
       if (stack.length === 0) {
-        warn('ignoring ENDIF without matching IF');
+        warnAt(entry.lineNo, 'ignoring ENDIF without matching IF');
         continue;
       }
-      if (entry.endifExtra) warn('ignoring extra text after ENDIF');
+      if (entry.endifExtra) warnAt(entry.lineNo, 'ignoring extra text after ENDIF');
       endifOf.set(stack.pop()!, rules.length);
       rules.push({ op: RULE_OP.ENDIF, lineNo: entry.lineNo });
       continue;
     }
     if (r.op === RULE_OP.ENDIF) continue; // not produced by the dialects
     if (groups[r.first] < 0) {
-      warn(dialect.compileError(failures.get(r.first)!));
+      warnAt(entry.lineNo, dialect.compileError(failures.get(r.first)!));
       continue;
     }
     if (r.op === RULE_OP.MATCH) {
-      if (r.value.maxSub > BigInt(groups[r.first])) {
-        warn(`out of range replacement index "${sizeTAsInt(r.value.maxSub)}": skipping this rule`);
+      if (r.value.maxSub > 0n && r.value.maxSub > BigInt(groups[r.first])) {
+        warnAt(entry.lineNo, `out of range replacement index "${sizeTAsInt(r.value.maxSub)}": skipping this rule`);
         continue;
       }
       if (r.second >= 0 && groups[r.second] < 0) {
-        warn(dialect.compileError(failures.get(r.second)!));
+        warnAt(entry.lineNo, dialect.compileError(failures.get(r.second)!));
         continue;
       }
     } else {
@@ -747,6 +774,18 @@ export function warmUpPatterns(dialects: PatternDialect[]): boolean {
   } catch {
     return false;
   }
+  // Lookups stay on this thread here (warming the main-thread path; no work queued for the threads).
+  const threads = scheduler.threads;
+  scheduler.threads = 0;
+  try {
+    warmUpDialects(native, dialects);
+  } finally {
+    scheduler.threads = threads;
+  }
+  return true;
+}
+
+function warmUpDialects(native: NativeEngines, dialects: PatternDialect[]): void {
   const opts: TableOpenOptions = {
     type: 'warm-up',
     name: 'warm-up',
@@ -774,5 +813,4 @@ export function warmUpPatterns(dialects: PatternDialect[]): boolean {
       for (let i = 0; i < 50; i++) t.lookup(`alice@old${i}.example`, 0);
     }
   }
-  return true;
 }

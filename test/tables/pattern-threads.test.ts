@@ -7,18 +7,21 @@
  * order (against the real postmap), and per-connection reply order.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { loadNative } from '../../src/native/index.js';
+import { NATIVE_ADDON_PATH, loadNative } from '../../src/native/index.js';
 import { DICT_FLAG, PROXY_STAT } from '../../src/protocol/flags.js';
 import { encodeRecord, RecordDecoder } from '../../src/protocol/codec.js';
 import { ProxyServer } from '../../src/server/server.js';
 import { setLogSink } from '../../src/log.js';
 import { openTable, type LookupResult, type Table } from '../../src/tables/index.js';
-import { defaultPatternThreads, patternExecStats, patternThreads, setPatternThreads } from '../../src/tables/pattern.js';
+import { defaultPatternThreads, patternExecStats, patternThreads, setPatternThreads, warmUpPatterns } from '../../src/tables/pattern.js';
+import { pcreDialect } from '../../src/tables/pcre.js';
+import { regexpDialect } from '../../src/tables/regexp.js';
 import { Config } from '../../src/config/params.js';
 import { createServer } from '../../src/server/daemon.js';
 import { ProxyConnection } from '../../src/client/client.js';
@@ -297,6 +300,21 @@ test('no busy polling while work runs on other threads', async () => {
   }
 });
 
+test('the start-up warm-up runs on the main thread and leaves the thread setting alone', () => {
+  const saved = patternThreads();
+  setPatternThreads(2);
+  try {
+    const before = patternExecStats();
+    assert.equal(warmUpPatterns([regexpDialect, pcreDialect]), true);
+    const after = patternExecStats();
+    assert.equal(after.async, before.async, 'nothing queued for the threads');
+    assert.ok(after.sync - before.sync >= 2 * 4 * 50, 'the lookups ran here');
+    assert.equal(patternThreads(), 2);
+  } finally {
+    setPatternThreads(saved);
+  }
+});
+
 test('proxymapd_pattern_threads: default, explicit values, bad values', () => {
   const saved = patternThreads();
   const logs: string[] = [];
@@ -351,3 +369,100 @@ function brokenScenario(kind: Kind): DiffScenario {
 
 runDifferential('regexp', [brokenScenario('regexp')]);
 runDifferential('pcre', [brokenScenario('pcre')]);
+
+describe('native compile jobs and rule sets from batches', () => {
+  test('patterns compiled on the helpers report groups and errors by index; misuse throws', () => {
+    const n = loadNative();
+    const job = n.patternsCompileStart(2, 300);
+    const pats: string[] = [];
+    for (let i = 0; i < 300; i++) pats.push(i % 50 === 7 ? `bad${i}(` : `^p${i}(a)(b)?$`);
+    for (let i = 0; i < 300; i += 30) {
+      assert.equal(n.patternsCompileAdd(job, pats.slice(i, i + 30).join('\0'), new Uint32Array(30).fill(n.PCRE2.CASELESS)), i);
+    }
+    assert.throws(() => n.patternsCompileAdd(job, 'x', new Uint32Array(1)), /capacity/);
+    const r = n.patternsCompileFinish(job);
+    assert.equal(r.groups.length, 300);
+    for (let i = 0; i < 300; i++) assert.equal(r.groups[i], i % 50 === 7 ? -1 : 2, `pattern ${i}`);
+    assert.deepEqual(
+      r.errors.map(([i]) => i),
+      pats.map((_, i) => i).filter((i) => i % 50 === 7),
+    );
+    assert.deepEqual(r.errors[0], [7, 'missing closing parenthesis', 114, 5]);
+    assert.throws(() => n.patternsCompileFinish(job), /already finished/);
+    assert.throws(() => n.patternsCompileAdd(job, 'a', new Uint32Array(1)), /already finished/);
+    const j2 = n.patternsCompileStart(1, 4);
+    assert.throws(() => n.patternsCompileAdd(j2, 'a\0b', new Uint32Array(1)), /differ/);
+    assert.throws(() => n.patternsCompileAdd(j2, 'a', new Uint32Array(2)), /differ/);
+    // A rule set from the batch: rule 0 needs pattern 7, which did not compile.
+    assert.throws(() => n.ruleSetFromBatch(r.batch, new Int32Array([1, 7, 1, -1, 1, 0, -1])), /compiled pattern/);
+    // $3 in a pattern with two groups
+    assert.throws(() => n.ruleSetFromBatch(r.batch, new Int32Array([1, 0, 1, -1, 1, 3, -1])), /groups/);
+    const set = n.ruleSetFromBatch(r.batch, new Int32Array([1, 8, 1, -1, 1, 2, -1]));
+    const off = new Int32Array(6);
+    assert.equal(n.ruleSetExec(set, 'P8AB', false, off), 0);
+    assert.deepEqual([...off], [0, 4, 2, 3, 3, 4]);
+  });
+
+  test('abandoned jobs, collected batches and queued evaluations do not crash or leak references', () => {
+    const script = `
+      const n = require(${JSON.stringify(NATIVE_ADDON_PATH)});
+      // jobs dropped before finishing, while their helpers still compile
+      for (let k = 0; k < 20; k++) {
+        const job = n.patternsCompileStart(1, 2000);
+        for (let i = 0; i < 2000; i += 100) n.patternsCompileAdd(job, Array.from({ length: 100 }, (_, j) => '^a' + (i + j) + '(b|c)+$').join('\\0'), new Uint32Array(100).fill(1));
+      }
+      global.gc();
+      // a rule set outlives its batch; evaluations queued on the threads outlive the JS handle
+      const job = n.patternsCompileStart(2, 64);
+      n.patternsCompileAdd(job, Array.from({ length: 64 }, (_, i) => '^k' + i + '$').join('\\0'), new Uint32Array(64));
+      let { batch } = n.patternsCompileFinish(job);
+      const prog = new Int32Array(64 * 7);
+      for (let i = 0; i < 64; i++) prog.set([1, i, 1, -1, 1, 0, -1], 7 * i);
+      let set = n.ruleSetFromBatch(batch, prog);
+      batch = null;
+      n.execThreads(2);
+      const results = [];
+      for (let i = 0; i < 200; i++) n.ruleSetExecAsync(set, 'k' + (i % 80), false, (idx) => results.push(idx));
+      set = null;
+      global.gc();
+      setTimeout(() => { global.gc(); console.log(JSON.stringify([results.length, results.filter((x) => x >= 0).length])); }, 200);`;
+    const out = execFileSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    // k0..k63 match (rule i), k64..k79 do not; 200 lookups cycle through k0..k79
+    assert.deepEqual(JSON.parse(out), [200, 64 + 64 + 40]);
+  });
+
+  test('worker threads get their own evaluation threads; ending a worker with evaluations queued is clean', async () => {
+    const script = `
+      const { Worker } = require('node:worker_threads');
+      const body = \`
+        const { parentPort } = require('node:worker_threads');
+        const n = require(\${JSON.stringify(${JSON.stringify(NATIVE_ADDON_PATH)})});
+        const job = n.patternsCompileStart(2, 40);
+        n.patternsCompileAdd(job, Array.from({ length: 40 }, (_, i) => '^w' + i + '(x+)$').join('\\\\0'), new Uint32Array(40));
+        const { batch } = n.patternsCompileFinish(job);
+        const prog = new Int32Array(40 * 7);
+        for (let i = 0; i < 40; i++) prog.set([1, i, 1, -1, 1, 1, -1], 7 * i);
+        const set = n.ruleSetFromBatch(batch, prog);
+        n.execThreads(2);
+        let done = 0;
+        const first = [];
+        for (let i = 0; i < 40; i++) n.ruleSetExecAsync(set, 'w' + i + 'xxx', false, (idx, off) => {
+          if (first.length < 3) first.push([idx, off && Array.from(off.subarray(0, 4))]);
+          if (++done === 40) {
+            parentPort.postMessage(first);
+            // more work queued when the worker is terminated
+            for (let k = 0; k < 500; k++) n.ruleSetExecAsync(set, 'nomatch' + k, false, () => {});
+          }
+        });
+      \`;
+      const ws = [0, 1].map(() => new Worker(body, { eval: true }));
+      Promise.all(ws.map((w) => new Promise((res) => w.once('message', res)))).then(async (msgs) => {
+        await Promise.all(ws.map((w) => w.terminate()));
+        console.log(JSON.stringify(msgs[0]));
+      });`;
+    const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    const first = JSON.parse(out) as Array<[number, number[]]>;
+    assert.equal(first.length, 3);
+    for (const [idx, off] of first) assert.deepEqual(off, [0, String(idx).length + 4, String(idx).length + 1, String(idx).length + 4]);
+  });
+});

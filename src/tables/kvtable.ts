@@ -180,6 +180,8 @@ export class KvTable implements Table {
   // process's locked reads wait for our exclusive lock), other tables and
   // the event loop do not wait at all.
 
+  /** Batches handed to the worker and the writes they carried (tests and diagnostics). */
+  readonly writeStats = { batches: 0, writes: 0 };
   private queued: PendingWrite[] = [];
   private inflight = false;
   private lockWait: NodeJS.Timeout | undefined;
@@ -216,6 +218,8 @@ export class KvTable implements Table {
     if (r === KV.OK) {
       this.inflight = true;
       this.lockTries = 0;
+      this.writeStats.batches++;
+      this.writeStats.writes += batch.length;
       return;
     }
     if (r === KV.BUSY) {

@@ -163,6 +163,8 @@ typedef struct {
   int nul_flags; /* TRY0NULL|TRY1NULL state, sticky per handle */
   int closed;
   int broken;    /* a library call faulted: never touch its state again */
+  int busy;      /* a write batch runs on a worker thread: the main thread keeps off the handle */
+  int close_pending; /* kvClose came while busy: close when the batch is done */
   char *path;    /* the file, suffix included */
   char *label;   /* "lmdb:<name>" or "<name>.db", as Postfix's messages name the table */
   char err[1024];
@@ -1092,6 +1094,7 @@ static napi_value KvGet(napi_env env, napi_callback_info info) {
   size_t klen;
   if (!arg_int(env, argv[2], &flags)) return NULL;
   if (h->closed) return mk_int(env, ST_ERROR);
+  if (h->busy) return mk_int(env, ST_BUSY); /* a write batch owns the handle: try again later */
   if (!get_arg_bytes(env, argv[1], &key_buf, &klen, h->raw)) return NULL;
   int nonblock = (flags & KV_NONBLOCK) != 0;
   int op = (flags & DF_LOCK) ? LK_SHARED : LK_NONE;
@@ -1200,6 +1203,7 @@ static napi_value KvPut(napi_env env, napi_callback_info info) {
   size_t klen, vlen;
   if (!arg_int(env, argv[3], &flags)) return NULL;
   if (h->closed) return mk_int(env, ST_ERROR);
+  if (h->busy) return mk_int(env, ST_BUSY); /* a write batch owns the handle: try again later */
   if (!get_arg_bytes(env, argv[1], &key_buf, &klen, h->raw) || !get_arg_bytes(env, argv[2], &val_buf, &vlen, h->raw))
     return NULL;
   int nonblock = (flags & KV_NONBLOCK) != 0;
@@ -1316,6 +1320,7 @@ static napi_value KvDel(napi_env env, napi_callback_info info) {
   size_t klen;
   if (!arg_int(env, argv[2], &flags)) return NULL;
   if (h->closed) return mk_int(env, ST_ERROR);
+  if (h->busy) return mk_int(env, ST_BUSY); /* a write batch owns the handle: try again later */
   if (!get_arg_bytes(env, argv[1], &key_buf, &klen, h->raw)) return NULL;
   int nonblock = (flags & KV_NONBLOCK) != 0;
   int op = (flags & DF_LOCK) ? LK_EXCL : LK_NONE;
@@ -1455,6 +1460,7 @@ static napi_value KvSeq(napi_env env, napi_callback_info info) {
   int64_t fn, flags;
   if (!arg_int(env, argv[1], &fn) || !arg_int(env, argv[2], &flags)) return NULL;
   if (h->closed) return mk_int(env, ST_ERROR);
+  if (h->busy) return mk_int(env, ST_BUSY); /* a write batch owns the handle: try again later */
   int nonblock = (flags & KV_NONBLOCK) != 0;
   int op = (flags & DF_LOCK) ? LK_SHARED : LK_NONE;
 
@@ -1562,6 +1568,7 @@ static napi_value KvCommit(napi_env env, napi_callback_info info) {
   KvHandle *h = get_handle(env, argv[0], 1);
   if (!h) return NULL;
   if (h->closed) return mk_int(env, ST_ERROR);
+  if (h->busy) return mk_int(env, ST_BUSY); /* a write batch owns the handle: try again later */
   if (h->kind == KV_LMDB) {
     if (!h->bulk_txn) return mk_int(env, ST_OK);
     volatile int rc = 0;
@@ -1604,6 +1611,7 @@ static napi_value KvSync(napi_env env, napi_callback_info info) {
   KvHandle *h = get_handle(env, argv[0], 1);
   if (!h) return NULL;
   if (h->closed || h->broken) return mk_int(env, ST_ERROR);
+  if (h->busy) return mk_int(env, ST_BUSY);
   int rc = 0;
   if (h->kind == KV_LMDB) {
     if (h->env && h->mode != MODE_READ) rc = mdb_env_sync(h->env, 1);
@@ -1616,12 +1624,24 @@ static napi_value KvSync(napi_env env, napi_callback_info info) {
   return mk_int(env, rc == 0 ? ST_OK : ST_ERROR);
 }
 
+static int kv_close_now(KvHandle *h);
+
 /* kvClose(h) -> 0 | -1. Bulk LMDB: an uncommitted transaction is abandoned (call kvCommit first). */
 static napi_value KvClose(napi_env env, napi_callback_info info) {
   ARGS(1);
   KvHandle *h = get_handle(env, argv[0], 0);
   if (!h) return NULL;
   if (h->closed) return mk_int(env, ST_OK);
+  if (h->busy) {
+    /* The batch's completion closes it (its outcome decides nothing here: the batch reports its own). */
+    h->close_pending = 1;
+    return mk_int(env, ST_OK);
+  }
+  return mk_int(env, kv_close_now(h));
+}
+
+/* Close an idle handle: flushes Berkeley DB. */
+static int kv_close_now(KvHandle *h) {
   int rc = ST_OK;
   if (h->kind == KV_LMDB) {
     lm_close_env(h);
@@ -1640,7 +1660,7 @@ static napi_value KvClose(napi_env env, napi_callback_info info) {
     bdb_close_handles(h);
   }
   h->closed = 1;
-  return mk_int(env, rc);
+  return rc;
 }
 
 static napi_value KvFlags(napi_env env, napi_callback_info info) {
@@ -1736,6 +1756,306 @@ static napi_value KvVersions(napi_env env, napi_callback_info info) {
   return o;
 }
 
+/* ------------------------------------------------------------------ */
+/* Write batches on a worker thread (group commit)                     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * kvBatch(h, ops, callback) applies several updates and deletes in one go
+ * on a libuv pool thread: LMDB in one write transaction (one commit, one
+ * fsync), Berkeley DB as separate puts/deletes followed by one db->sync()
+ * when any of them asked for SYNC_UPDATE. The callback runs on the main
+ * thread after the data is on disk, with one status per operation (OK,
+ * NOTFOUND = key exists / not found, ERROR).
+ *
+ * The exclusive lock (fcntl for LMDB, flock for Berkeley DB, Postfix's
+ * protocol with postmap) is taken on the main thread before the work is
+ * queued and released on the main thread after it is done, so it covers the
+ * writes and the flush. While the batch runs the handle is busy: every other
+ * call on it answers ST_BUSY, so the main thread never touches the library
+ * state (LMDB's MDB_NOLOCK environment, a Berkeley DB handle opened without
+ * DB_THREAD) concurrently with the worker, and never converts or drops the
+ * process's fcntl lock under it.
+ *
+ * An LMDB transaction that fails as a whole (an operation hit a library
+ * error, the commit failed) is not left to decide the fate of unrelated
+ * operations: with more than one operation, each is then run again in a
+ * transaction of its own, so that only the failing one reports ERROR.
+ */
+
+/* Our op flag, next to the DICT_FLAG bits: this operation is a delete. */
+#define KV_OP_DELETE 0x20000000
+
+typedef struct {
+  int flags;
+  char *key;
+  size_t klen;
+  char *val;
+  size_t vlen;
+  int status;
+} BatchOp;
+
+typedef struct {
+  napi_async_work work;
+  napi_ref handle_ref;
+  napi_ref cb_ref;
+  KvHandle *h;
+  BatchOp *ops;
+  size_t n;
+  size_t from, to; /* the LMDB step's range of ops */
+  int whole_error; /* set when every op failed together (fault, lock, sync) */
+} Batch;
+
+static void batch_free(napi_env env, Batch *b) {
+  if (!b) return;
+  for (size_t i = 0; i < b->n; i++) {
+    free(b->ops[i].key);
+    free(b->ops[i].val);
+  }
+  free(b->ops);
+  if (b->handle_ref) napi_delete_reference(env, b->handle_ref);
+  if (b->cb_ref) napi_delete_reference(env, b->cb_ref);
+  if (b->work) napi_delete_async_work(env, b->work);
+  free(b);
+}
+
+/* One LMDB transaction over ops[from, to): each op's status, 0 = commit, 1 = nothing changed, -1 = error. */
+static int lm_batch_step(KvHandle *h, MDB_txn *txn, void *arg) {
+  Batch *b = arg;
+  int changed = 0;
+  for (size_t i = b->from; i < b->to; i++) {
+    BatchOp *o = &b->ops[i];
+    int rc;
+    if (o->flags & KV_OP_DELETE) {
+      o->status = ST_NOTFOUND;
+      for (int pass = 0; pass < 2 && o->status != ST_OK; pass++) {
+        int with_nul = pass == 0 && !h->raw;
+        if (h->raw ? pass == 1 : !(h->nul_flags & (with_nul ? DF_TRY1NULL : DF_TRY0NULL))) continue;
+        MDB_val k = {o->klen + (with_nul ? 1 : 0), o->key};
+        rc = mdb_del(txn, h->dbi, &k, NULL);
+        if (rc == 0) {
+          o->status = ST_OK;
+          changed = 1;
+          if (!h->raw) h->nul_flags &= with_nul ? ~DF_TRY0NULL : ~DF_TRY1NULL;
+        } else if (rc != MDB_NOTFOUND) {
+          h->step_rc = rc;
+          set_err(h, "error deleting from %s: %s", h->label, mdb_strerror(rc));
+          return -1;
+        }
+      }
+    } else {
+      int nul = h->raw ? 0 : write_nul(h);
+      MDB_val k = {o->klen + nul, o->key}, v = {o->vlen + nul, o->val};
+      rc = mdb_put(txn, h->dbi, &k, &v, (o->flags & DF_DUP_REPLACE) ? 0 : MDB_NOOVERWRITE);
+      if (rc == 0) {
+        o->status = ST_OK;
+        changed = 1;
+      } else if (rc == MDB_KEYEXIST) {
+        o->status = ST_NOTFOUND;
+      } else {
+        h->step_rc = rc;
+        return -1;
+      }
+    }
+  }
+  return changed ? 0 : 1;
+}
+
+static void batch_execute(napi_env env, void *data) {
+  (void)env;
+  Batch *b = data;
+  KvHandle *h = b->h;
+  if (h->kind == KV_LMDB) {
+    int status = 0;
+    b->from = 0;
+    b->to = b->n;
+    int what_del = b->n == 1 && (b->ops[0].flags & KV_OP_DELETE);
+    if (lm_run(h, LK_EXCL, 1, lm_batch_step, b, what_del ? "error deleting from" : "error updating", &status) == ST_OK) return;
+    if (h->env == NULL || h->broken || b->n == 1) {
+      for (size_t i = 0; i < b->n; i++) b->ops[i].status = ST_ERROR;
+      return;
+    }
+    /* Attribute the failure: every op in a transaction of its own. */
+    for (size_t i = 0; i < b->n; i++) {
+      b->from = i;
+      b->to = i + 1;
+      int del = (b->ops[i].flags & KV_OP_DELETE) != 0;
+      if (h->env == NULL || lm_run(h, LK_EXCL, 1, lm_batch_step, b, del ? "error deleting from" : "error updating", &status) != ST_OK)
+        b->ops[i].status = ST_ERROR;
+    }
+    return;
+  }
+
+  /* Berkeley DB: the puts and deletes, then one flush. */
+  int want_sync = 0, wrote = 0;
+  volatile int src = 0;
+  volatile int sig = 0;
+  volatile size_t at = 0;
+  sigjmp_buf jb;
+  GUARD_TRY(jb)
+  for (; at < b->n; at++) {
+    BatchOp *o = &b->ops[at];
+    int rc = 0, code = 0;
+    if (o->flags & DF_SYNC_UPDATE) want_sync = 1;
+    if (o->flags & KV_OP_DELETE) {
+      int status = 1;
+      for (int pass = 0; pass < 2 && status > 0; pass++) {
+        int with_nul = pass == 0 && !h->raw;
+        if (!h->raw && !(h->nul_flags & (with_nul ? DF_TRY1NULL : DF_TRY0NULL))) continue;
+        if (h->raw && pass == 1) break;
+        DBT k;
+        memset(&k, 0, sizeof(k));
+        k.data = o->key;
+        k.size = (u_int32_t)(o->klen + (with_nul ? 1 : 0));
+        rc = h->db->del(h->db, NULL, &k, 0);
+        status = bdb_sanitize(rc, &code);
+        if (status == 0) h->nul_flags &= with_nul ? ~DF_TRY0NULL : ~DF_TRY1NULL;
+      }
+      if (status < 0) set_err(h, "error deleting from %s: %s", h->label, db_err_text(code));
+      else wrote = 1;
+      o->status = status < 0 ? ST_ERROR : status == 0 ? ST_OK : ST_NOTFOUND;
+    } else {
+      int nul = h->raw ? 0 : write_nul(h);
+      DBT k, v;
+      memset(&k, 0, sizeof(k));
+      memset(&v, 0, sizeof(v));
+      k.data = o->key;
+      k.size = (u_int32_t)(o->klen + nul);
+      v.data = o->val;
+      v.size = (u_int32_t)(o->vlen + nul);
+      rc = h->db->put(h->db, NULL, &k, &v, (o->flags & DF_DUP_REPLACE) ? 0 : DB_NOOVERWRITE);
+      int s = bdb_sanitize(rc, &code);
+      if (s < 0) set_err(h, "error writing %s: %s", h->label, db_err_text(code));
+      else wrote = 1;
+      o->status = s < 0 ? ST_ERROR : s == 0 ? ST_OK : ST_NOTFOUND;
+    }
+  }
+  if (want_sync && wrote) src = h->db->sync(h->db, 0);
+  GUARD_CATCH(sig)
+  if (sig) {
+    /* Berkeley DB's state may be inconsistent: leak it (the lock is released on the main thread). */
+    h->broken = 1;
+    set_err(h, "error writing %s: %s (file damaged or truncated)", h->label, sig == SIGBUS ? "bus error" : "segmentation fault");
+    b->whole_error = 1;
+    return;
+  }
+  if (src != 0) {
+    /* Not flushed: nothing that asked for a durable write may be acknowledged. */
+    set_err(h, "%s: flush dictionary: %s", h->label, db_err_text(src));
+    for (size_t i = 0; i < b->n; i++)
+      if (b->ops[i].flags & DF_SYNC_UPDATE) b->ops[i].status = ST_ERROR;
+  }
+}
+
+static void batch_complete(napi_env env, napi_status status, void *data) {
+  Batch *b = data;
+  KvHandle *h = b->h;
+  if (status != napi_ok) {
+    b->whole_error = 1;
+    set_err(h, "%s: write batch cancelled", h->label);
+  }
+  if (h->kind == KV_LMDB) {
+    lm_release(h, LK_EXCL);
+  } else {
+    /* Our own writes raised inotify events: drain them while the lock still keeps others out. */
+    if (!h->broken && h->db) bdb_note_own_change(h);
+    if (h->lock_fd >= 0) (void)lock_flock(h->lock_fd, LK_NONE, 0);
+  }
+  h->busy = 0;
+  if (h->close_pending) {
+    h->close_pending = 0;
+    (void)kv_close_now(h);
+  }
+  napi_value arr = NULL, cb, undef;
+  if (napi_create_array_with_length(env, b->n, &arr) == napi_ok) {
+    for (size_t i = 0; i < b->n; i++) napi_set_element(env, arr, (uint32_t)i, mk_int(env, b->whole_error ? ST_ERROR : b->ops[i].status));
+  }
+  if (napi_get_reference_value(env, b->cb_ref, &cb) == napi_ok && napi_get_undefined(env, &undef) == napi_ok && arr) {
+    napi_value argv[1] = {arr};
+    napi_call_function(env, undef, cb, 1, argv, NULL);
+  }
+  batch_free(env, b);
+}
+
+/*
+ * kvBatch(h, ops, callback) -> 0 queued | 2 busy (lock held elsewhere, or a
+ * batch already runs) | -1 error (kvError). ops = [flags, key, value, ...]
+ * flattened; flags: DUP_REPLACE, SYNC_UPDATE, KV_OP_DELETE. callback(statuses).
+ */
+static napi_value KvBatch(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  KvHandle *h = get_handle(env, argv[0], 1);
+  if (!h) return NULL;
+  napi_valuetype ft;
+  bool is_arr = false;
+  uint32_t len = 0;
+  if (napi_is_array(env, argv[1], &is_arr) != napi_ok || !is_arr || napi_get_array_length(env, argv[1], &len) != napi_ok || len % 3 != 0 ||
+      len == 0 || napi_typeof(env, argv[2], &ft) != napi_ok || ft != napi_function) {
+    napi_throw_type_error(env, NULL, "expected a handle, a non-empty [flags, key, value, ...] array and a callback");
+    return NULL;
+  }
+  if (h->closed) return mk_int(env, ST_ERROR);
+  if (h->busy) return mk_int(env, ST_BUSY);
+  if (h->mode != MODE_WRITE) {
+    set_err(h, "error updating %s: %s", h->label, strerror(EACCES));
+    return mk_int(env, ST_ERROR);
+  }
+  Batch *b = calloc(1, sizeof(*b));
+  if (!b || !(b->ops = calloc(len / 3, sizeof(BatchOp)))) {
+    free(b);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  b->h = h;
+  for (uint32_t i = 0; i < len / 3; i++) {
+    napi_value fv, kv, vv;
+    int64_t fl;
+    size_t kl, vl;
+    BatchOp *o = &b->ops[i];
+    if (napi_get_element(env, argv[1], i * 3, &fv) != napi_ok || napi_get_element(env, argv[1], i * 3 + 1, &kv) != napi_ok ||
+        napi_get_element(env, argv[1], i * 3 + 2, &vv) != napi_ok || !arg_int(env, fv, &fl) ||
+        !get_arg_bytes(env, kv, &key_buf, &kl, h->raw) || !get_arg_bytes(env, vv, &val_buf, &vl, h->raw)) {
+      batch_free(env, b);
+      return NULL;
+    }
+    b->n = i + 1;
+    o->flags = (int)fl;
+    o->klen = kl;
+    o->vlen = vl;
+    /* Room for the NUL terminator the handle may add. */
+    o->key = malloc(kl + 1);
+    o->val = malloc(vl + 1);
+    if (!o->key || !o->val) {
+      batch_free(env, b);
+      napi_throw_error(env, NULL, "out of memory");
+      return NULL;
+    }
+    memcpy(o->key, key_buf.data, kl);
+    o->key[kl] = 0;
+    memcpy(o->val, val_buf.data, vl);
+    o->val[vl] = 0;
+  }
+  /* The exclusive lock, taken here so that all lock traffic stays on this thread. */
+  int st = h->kind == KV_LMDB ? lm_acquire(h, LK_EXCL, 1) : bdb_acquire(h, LK_EXCL, 1);
+  if (st != ST_OK) {
+    batch_free(env, b);
+    return mk_int(env, st);
+  }
+  napi_value name;
+  if (napi_create_reference(env, argv[0], 1, &b->handle_ref) != napi_ok || napi_create_reference(env, argv[2], 1, &b->cb_ref) != napi_ok ||
+      napi_create_string_latin1(env, "proxymapd:kvBatch", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, batch_execute, batch_complete, b, &b->work) != napi_ok ||
+      napi_queue_async_work(env, b->work) != napi_ok) {
+    if (h->kind == KV_LMDB) lm_release(h, LK_EXCL);
+    else bdb_release(h, LK_EXCL);
+    batch_free(env, b);
+    napi_throw_error(env, NULL, "cannot queue the write batch");
+    return NULL;
+  }
+  h->busy = 1;
+  return mk_int(env, ST_OK);
+}
+
 int kv_register(napi_env env, napi_value exports);
 
 int kv_register(napi_env env, napi_value exports) {
@@ -1746,7 +2066,7 @@ int kv_register(napi_env env, napi_value exports) {
       {"kvOpen", KvOpen},   {"kvGet", KvGet},         {"kvPut", KvPut},       {"kvDel", KvDel},
       {"kvSeq", KvSeq},     {"kvCommit", KvCommit},   {"kvSync", KvSync},     {"kvClose", KvClose},
       {"kvFlags", KvFlags}, {"kvError", KvError},     {"kvChanged", KvChanged}, {"kvLockFile", KvLockFile},
-      {"kvUnlockFile", KvUnlockFile}, {"kvVersions", KvVersions}, {"kvStrerror", KvStrerror},
+      {"kvUnlockFile", KvUnlockFile}, {"kvVersions", KvVersions}, {"kvStrerror", KvStrerror}, {"kvBatch", KvBatch},
   };
   for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
     napi_value fn;

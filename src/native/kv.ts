@@ -12,7 +12,7 @@
  * terminator when the handle is in TRY1NULL mode, and values come back cut
  * at their first NUL. In "raw" mode keys and values are exact bytes.
  *
- * Calls are synchronous. With `nonblock`, a lock held by another process
+ * Calls are synchronous except kvBatch (writes on a worker thread). With `nonblock`, a lock held by another process
  * makes a call return KV.BUSY at once instead of waiting.
  */
 import { loadNative } from './index.js';
@@ -43,6 +43,8 @@ export type KvStatus = (typeof KV)[keyof typeof KV];
 
 /** Flag of ours, next to the DICT_FLAG_* bits the calls understand (LOCK, DUP_REPLACE, SYNC_UPDATE). */
 export const KV_NONBLOCK = 0x40000000;
+/** kvBatch op flag of ours: the operation is a delete. */
+export const KV_OP_DELETE = 0x20000000;
 
 type Input = string | Buffer;
 
@@ -78,6 +80,19 @@ export interface NativeKv {
   kvSeq(h: KvHandle, fn: 0 | 1, flags: number): [string, string] | number;
   /** Bulk mode: commit (LMDB) or flush (Berkeley DB). OK, RESTART (LMDB map grown: put everything again), ERROR. */
   kvCommit(h: KvHandle): number;
+  /**
+   * Apply writes on a libuv pool thread: ops = [flags, key, value, ...]
+   * (flags: DUP_REPLACE, SYNC_UPDATE, KV_OP_DELETE; a delete's value is
+   * ignored). LMDB: one write transaction and one commit; Berkeley DB: the
+   * writes, then one sync when any asked for SYNC_UPDATE. The exclusive lock
+   * is taken now (without waiting) and held until the data is on disk; then
+   * done(statuses) runs on the main thread with OK / NOTFOUND (key exists,
+   * or not found for a delete) / ERROR per op. Returns OK (queued), BUSY
+   * (locked by another process, or a batch already runs: nothing queued)
+   * or ERROR (kvError). While the batch runs every other call on the handle
+   * answers BUSY and kvClose is deferred to its end.
+   */
+  kvBatch(h: KvHandle, ops: Array<number | Input>, done: (statuses: number[]) => void): number;
   /** Flush to disk. OK or ERROR. */
   kvSync(h: KvHandle): number;
   /** Close (flushes Berkeley DB; abandons an uncommitted bulk LMDB transaction). OK or ERROR. */

@@ -20,7 +20,7 @@
  */
 import { statSync } from 'node:fs';
 import { DICT_FLAG } from '../protocol/flags.js';
-import { KV, KV_MODE, KV_NONBLOCK, loadKv, type KvHandle, type KvKind, type NativeKv } from '../native/kv.js';
+import { KV, KV_MODE, KV_NONBLOCK, KV_OP_DELETE, loadKv, type KvHandle, type KvKind, type NativeKv } from '../native/kv.js';
 import { BuildError, type BuildEntry, type BuildOptions } from './buildtypes.js';
 import {
   DICT_ERR,
@@ -130,6 +130,10 @@ export class KvTable implements Table {
   }
 
   lookup(key: Bytes, flags: number): LookupResult | Promise<LookupResult> {
+    return this.whenIdle(() => this.lookupNow(key, flags));
+  }
+
+  private lookupNow(key: Bytes, flags: number): LookupResult | Promise<LookupResult> {
     return whenUnlocked(() => {
       const r = this.n.kvGet(this.h, key, (flags & LOCK) | KV_NONBLOCK);
       if (typeof r === 'string') {
@@ -143,6 +147,10 @@ export class KvTable implements Table {
   }
 
   sequence(fn: 0 | 1, flags: number): SequenceResult | Promise<SequenceResult> {
+    return this.whenIdle(() => this.sequenceNow(fn, flags));
+  }
+
+  private sequenceNow(fn: 0 | 1, flags: number): SequenceResult | Promise<SequenceResult> {
     return whenUnlocked((): SequenceResult | Busy => {
       const r = this.n.kvSeq(this.h, fn, (flags & LOCK) | KV_NONBLOCK);
       if (Array.isArray(r)) return { found: true, key: r[0], value: r[1] };
@@ -152,34 +160,125 @@ export class KvTable implements Table {
     });
   }
 
-  update(key: Bytes, value: Bytes, flags: number): WriteResult | Promise<WriteResult> {
-    return whenUnlocked((): WriteResult | Busy => {
-      const r = this.n.kvPut(this.h, key, value, LOCK | (flags & (DUP_REPLACE | SYNC_UPDATE)) | KV_NONBLOCK);
-      if (r === KV.OK) {
-        this.noteNul();
-        return { status: 0, error: 0 };
+  update(key: Bytes, value: Bytes, flags: number): Promise<WriteResult> {
+    return this.enqueue(flags & (DUP_REPLACE | SYNC_UPDATE), key, value, flags);
+  }
+
+  delete(key: Bytes, flags: number): Promise<WriteResult> {
+    return this.enqueue(KV_OP_DELETE | (flags & SYNC_UPDATE), key, '', flags);
+  }
+
+  // -------------------------------------------------------------------------
+  // Writes: group commit on a worker thread
+  //
+  // Updates and deletes are queued and applied in batches by kvBatch on a
+  // libuv pool thread: one exclusive lock, the writes, one flush (LMDB
+  // commit / Berkeley DB sync). Each is answered only after the flush that
+  // covers it; writes that arrive while a batch runs go into the next one.
+  // While a batch runs the handle belongs to the worker: lookups and
+  // sequence steps on this table wait for it to finish (as another
+  // process's locked reads wait for our exclusive lock), other tables and
+  // the event loop do not wait at all.
+
+  /** Batches handed to the worker and the writes they carried (tests and diagnostics). */
+  readonly writeStats = { batches: 0, writes: 0 };
+  private queued: PendingWrite[] = [];
+  private inflight = false;
+  private lockWait: NodeJS.Timeout | undefined;
+  private lockTries = 0;
+  private idleWaiters: Array<() => void> = [];
+  private closeWaiters: Array<() => void> = [];
+  private closing = false;
+
+  private enqueue(opFlags: number, key: Bytes, value: Bytes, reqFlags: number): Promise<WriteResult> {
+    return new Promise<WriteResult>((resolve) => {
+      if (this.closed) {
+        resolve({ status: -1, error: DICT_ERR.RETRY });
+        return;
       }
-      if (r === KV.NOTFOUND) {
-        this.noteNul();
-        // Postfix: silent with DUP_IGNORE, a warning with DUP_WARN, else fatal (here: a warning too).
-        if (!(flags & DUP_IGNORE)) this.warn(`${this.info.dupName}: duplicate entry: "${key}"`);
-        return { status: 1, error: 0 };
-      }
-      if (r === KV.BUSY) return BUSY;
-      return { status: -1, error: this.failure().error };
+      this.queued.push({ opFlags, key, value, reqFlags, resolve });
+      if (!this.inflight && this.lockWait === undefined) this.startBatch();
     });
   }
 
-  delete(key: Bytes, flags: number): WriteResult | Promise<WriteResult> {
-    return whenUnlocked((): WriteResult | Busy => {
-      const r = this.n.kvDel(this.h, key, LOCK | (flags & SYNC_UPDATE) | KV_NONBLOCK);
-      if (r === KV.OK) {
-        this.noteNul();
-        return { status: 0, error: 0 };
+  /** Hand the queued writes (up to MAX_BATCH) to the worker, or retry later when another process holds the lock. */
+  private startBatch(): void {
+    this.lockWait = undefined;
+    if (this.queued.length === 0) return this.settled();
+    const batch = this.queued.splice(0, MAX_BATCH);
+    const ops: Array<number | Bytes> = [];
+    for (const w of batch) ops.push(w.opFlags, w.key, w.value);
+    let r: number;
+    try {
+      r = this.n.kvBatch(this.h, ops, (statuses) => this.batchDone(batch, statuses));
+    } catch (err) {
+      this.warn(`${this.info.label}: ${(err as Error).message}`);
+      r = KV.ERROR;
+    }
+    if (r === KV.OK) {
+      this.inflight = true;
+      this.lockTries = 0;
+      this.writeStats.batches++;
+      this.writeStats.writes += batch.length;
+      return;
+    }
+    if (r === KV.BUSY) {
+      this.queued.unshift(...batch);
+      this.lockWait = setTimeout(() => this.startBatch(), RETRY_DELAYS[Math.min(this.lockTries++, RETRY_DELAYS.length - 1)]);
+      return;
+    }
+    const error = this.failure().error;
+    for (const w of batch) w.resolve({ status: -1, error });
+    this.startBatch();
+  }
+
+  private batchDone(batch: PendingWrite[], statuses: number[]): void {
+    this.inflight = false;
+    let failed = false;
+    for (let i = 0; i < batch.length; i++) {
+      const w = batch[i]!;
+      const r = statuses[i];
+      if (r === KV.OK) w.resolve({ status: 0, error: 0 });
+      else if (r === KV.NOTFOUND) {
+        // Postfix: silent with DUP_IGNORE, a warning with DUP_WARN, else fatal (here: a warning too).
+        if (!(w.opFlags & KV_OP_DELETE) && !(w.reqFlags & DUP_IGNORE)) this.warn(`${this.info.dupName}: duplicate entry: "${w.key}"`);
+        w.resolve({ status: 1, error: 0 });
+      } else {
+        if (!failed && !this.closed) this.warn(this.n.kvError(this.h).message);
+        failed = true;
+        w.resolve({ status: -1, error: DICT_ERR.RETRY });
       }
-      if (r === KV.NOTFOUND) return { status: 1, error: 0 };
-      if (r === KV.BUSY) return BUSY;
-      return { status: -1, error: this.failure().error };
+    }
+    this.noteNul();
+    // Reads that waited for this batch go first, then the writes that queued up meanwhile.
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const run of waiters) run();
+    if (!this.inflight && this.lockWait === undefined) this.startBatch();
+  }
+
+  /** Nothing queued or running: a pending close can go ahead. */
+  private settled(): void {
+    if (!this.closing || this.inflight || this.queued.length > 0 || this.lockWait !== undefined) return;
+    this.closeNow();
+    const waiters = this.closeWaiters;
+    this.closeWaiters = [];
+    for (const done of waiters) done();
+  }
+
+  /** Run `op` now, or once the running write batch has finished with the handle. */
+  private whenIdle<T>(op: () => T | Promise<T>): T | Promise<T> {
+    if (!this.inflight) return op();
+    return new Promise<T>((resolve, reject) => {
+      this.idleWaiters.push(() => {
+        try {
+          const r = op();
+          if (r instanceof Promise) r.then(resolve, reject);
+          else resolve(r);
+        } catch (err) {
+          reject(err);
+        }
+      });
     });
   }
 
@@ -191,12 +290,33 @@ export class KvTable implements Table {
     return this.n.kvChanged(this.h, !this.info.multiWriter);
   }
 
-  close(): void {
+  /** Closes once the writes already accepted are on disk (they are answered first). */
+  close(): void | Promise<void> {
+    if (this.closed || this.closing) return this.closed ? undefined : new Promise<void>((done) => this.closeWaiters.push(done));
+    this.closing = true;
+    if (!this.inflight && this.queued.length === 0 && this.lockWait === undefined) return this.closeNow();
+    return new Promise<void>((done) => this.closeWaiters.push(done));
+  }
+
+  private closeNow(): void {
     if (this.closed) return;
     this.closed = true;
     if (this.n.kvClose(this.h) !== KV.OK) this.warn(this.n.kvError(this.h).message);
   }
 }
+
+interface PendingWrite {
+  /** kvBatch op flags: DUP_REPLACE, SYNC_UPDATE, KV_OP_DELETE */
+  opFlags: number;
+  key: Bytes;
+  value: Bytes;
+  /** the request's flags (DUP_IGNORE decides about the duplicate warning) */
+  reqFlags: number;
+  resolve: (r: WriteResult) => void;
+}
+
+/** Writes per batch at most (a batch holds the exclusive lock while it runs). */
+const MAX_BATCH = 256;
 
 /**
  * Open a key-value file as a table: read-only, or read-write creating a

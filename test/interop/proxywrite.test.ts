@@ -2,8 +2,8 @@
  * proxywrite durability: update/delete streams through the protocol client
  * against lmdb and btree tables, proxymapd killed with SIGKILL mid-stream,
  * then the real postmap must read the file and find every acknowledged
- * update (and no acknowledged delete undone). Meanwhile the real postmap
- * reads the table (never a torn or foreign value) and writes to it with
+ * update (and no acknowledged delete undone). Meanwhile proxymapd's own
+ * lookups (other proxywrite connections) and the real postmap read the table (never a torn or foreign value) and writes to it with
  * `postmap -i` / `-d` under Postfix's locks (none of its changes lost).
  */
 import { describe, it } from 'node:test';
@@ -127,6 +127,32 @@ for (const type of ['lmdb', 'btree'] as const) {
             }
             return reads;
           })();
+          // proxymapd's own lookups on the same table, from two more proxywrite connections, run between the
+          // batches: every answer is a whole value that was written, none is an error.
+          const pmdReaders = [0, 1].map(async () => {
+            let conn: ProxyConnection;
+            try {
+              conn = await ProxyConnection.connect(inst.proxywrite);
+            } catch {
+              return 0;
+            }
+            const t = new ProxyTable(conn, spec, { dialect: 'new', smtputf8: true, openFlags: CACHE_FLAGS });
+            let reads = 0;
+            try {
+              while (!stop) {
+                const k = `r${round}w${g.int(4)}-k${g.int(40)}`;
+                const r = await t.lookup(k);
+                if (r.status === 'error') throw new Error(`lookup ${k}: ${r.reason}`);
+                if (r.status === 'found') assert.match(r.value, new RegExp(`^${k}=\\d+\\.*$`), `proxymapd lookup saw ${k}=${r.value}`);
+                reads++;
+              }
+            } catch (e) {
+              if (!/ECONNRESET|EPIPE|closed|end of|socket/i.test(String((e as Error).message))) throw e;
+            } finally {
+              conn.close();
+            }
+            return reads;
+          });
           // ... and writes with postmap -d (which locks) and, for btree, postmap -i (which holds an exclusive
           // lock on a Berkeley DB file; on an LMDB file it takes none, see the README).
           const pmWriter = (async () => {
@@ -148,7 +174,8 @@ for (const type of ['lmdb', 'btree'] as const) {
           await inst.kill('SIGKILL');
           stop = true;
           await Promise.all(writers);
-          await Promise.all([reader, pmWriter]);
+          const [, , ...pmdReads] = await Promise.all([reader, pmWriter, ...pmdReaders]);
+          assert.ok(pmdReads.reduce((a, b) => a + b, 0) > 0, 'proxymapd lookups ran during the stream');
           total += counts.acked;
           assert.ok(counts.acked >= 50, `round ${round}: ${counts.acked} acknowledged updates`);
 

@@ -181,7 +181,8 @@ export class KvTable implements Table {
   // the event loop do not wait at all.
 
   /** Batches handed to the worker and the writes they carried (tests and diagnostics). */
-  readonly writeStats = { batches: 0, writes: 0 };
+  readonly writeStats = { batches: 0, writes: 0, alone: 0 };
+  private startScheduled = false;
   private queued: PendingWrite[] = [];
   private inflight = false;
   private lockWait: NodeJS.Timeout | undefined;
@@ -197,14 +198,58 @@ export class KvTable implements Table {
         return;
       }
       this.queued.push({ opFlags, key, value, reqFlags, resolve });
+      this.scheduleStart();
+    });
+  }
+
+  /**
+   * Start the queued writes at the end of this event-loop turn, so that the
+   * writes that arrived in the same turn (from several connections) go into
+   * one batch.
+   */
+  private scheduleStart(): void {
+    if (this.inflight || this.lockWait !== undefined || this.startScheduled) return;
+    this.startScheduled = true;
+    setImmediate(() => {
+      this.startScheduled = false;
       if (!this.inflight && this.lockWait === undefined) this.startBatch();
     });
+  }
+
+  /**
+   * A write that nothing competes with (the only one queued when its turn
+   * ends) is done at once on this thread, write and flush, as Postfix's
+   * proxywrite does: a hand-off to the worker would only add latency. True
+   * when it was done; false when another process holds the lock (the batch
+   * path then waits for it).
+   */
+  private writeAlone(): boolean {
+    const w = this.queued[0]!;
+    let r: number;
+    try {
+      r =
+        w.opFlags & KV_OP_DELETE
+          ? this.n.kvDel(this.h, w.key, LOCK | (w.opFlags & SYNC_UPDATE) | KV_NONBLOCK)
+          : this.n.kvPut(this.h, w.key, w.value, LOCK | (w.opFlags & (DUP_REPLACE | SYNC_UPDATE)) | KV_NONBLOCK);
+    } catch (err) {
+      this.warn(`${this.info.label}: ${(err as Error).message}`);
+      r = KV.ERROR;
+    }
+    if (r === KV.BUSY) return false;
+    this.queued.shift();
+    this.writeStats.alone++;
+    this.batchDone([w], [r]);
+    return true;
   }
 
   /** Hand the queued writes (up to MAX_BATCH) to the worker, or retry later when another process holds the lock. */
   private startBatch(): void {
     this.lockWait = undefined;
-    if (this.queued.length === 0) return this.settled();
+    if (this.queued.length === 0) {
+      this.drainIdle();
+      return this.settled();
+    }
+    if (this.queued.length === 1 && this.lockTries === 0 && this.writeAlone()) return;
     const batch = this.queued.splice(0, MAX_BATCH);
     const ops: Array<number | Bytes> = [];
     for (const w of batch) ops.push(w.opFlags, w.key, w.value);
@@ -251,9 +296,7 @@ export class KvTable implements Table {
     }
     this.noteNul();
     // Reads that waited for this batch go first, then the writes that queued up meanwhile.
-    const waiters = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const run of waiters) run();
+    this.drainIdle();
     if (!this.inflight && this.lockWait === undefined) this.startBatch();
   }
 
@@ -266,9 +309,17 @@ export class KvTable implements Table {
     for (const done of waiters) done();
   }
 
+  /** Run the reads that waited for the writes before them. */
+  private drainIdle(): void {
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const run of waiters) run();
+  }
+
   /** Run `op` now, or once the running write batch has finished with the handle. */
   private whenIdle<T>(op: () => T | Promise<T>): T | Promise<T> {
-    if (!this.inflight) return op();
+    // Writes accepted before this read (queued for the end of the turn, or running) go first.
+    if (!this.inflight && this.queued.length === 0) return op();
     return new Promise<T>((resolve, reject) => {
       this.idleWaiters.push(() => {
         try {

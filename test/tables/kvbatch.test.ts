@@ -153,3 +153,30 @@ test('an error on one write of a batch fails that write only', { skip: skipPostm
     assert.deepEqual(l.stdout.split('\n').filter(Boolean).sort(), ['a\t1', 'b\t3']);
   });
 });
+
+test('a lone write (nothing else queued in its turn) is done at once on the main thread, on disk when answered', { skip: skipPostmap }, async () => {
+  await withDir('kvalone-', async (dir) => {
+    for (const type of TYPES) {
+      const path = join(dir, `alone-${type}`);
+      const file = path + suffix(type);
+      const t = (await openTable(openOptions(type, path, { writable: true }))) as KvTable;
+      for (let i = 0; i < 20; i++) {
+        const value = `alone-${type}-${i}`;
+        const r = await t.update!(`k${i}`, value, U);
+        assert.deepEqual(r, { status: 0, error: 0 });
+        assert.ok(readFileSync(file).includes(Buffer.from(value, 'latin1')), `${type}: answered before the value was in the file`);
+      }
+      assert.deepEqual(await t.delete!('k0', DICT_FLAG.SYNC_UPDATE), { status: 0, error: 0 });
+      assert.deepEqual(await t.delete!('k0', DICT_FLAG.SYNC_UPDATE), { status: 1, error: 0 });
+      assert.equal(t.writeStats.alone, 22, `${type}: one at a time, every write went the direct way`);
+      assert.equal(t.writeStats.batches, 0);
+      // A lookup issued in the same turn as a write waits for it.
+      const w = t.update!('k1', 'changed', U);
+      assert.deepEqual(await t.lookup('k1', DICT_FLAG.LOCK), { found: true, value: 'changed' });
+      assert.deepEqual(await w, { status: 0, error: 0 });
+      await t.close?.();
+      const l = await runPostmap('utf8', ['-q', 'k1', `${type}:${path}`]);
+      assert.equal(l.stdout, 'changed\n');
+    }
+  });
+});

@@ -12,10 +12,10 @@ import { environOpener, openTable, registerTableType, splitCompositeName, tableT
 import { DICT_FLAG } from '../protocol/flags.js';
 import { ProxyServer } from './server.js';
 import { defaultPatternThreads, patternWorkPending, setPatternThreads } from '../tables/pattern.js';
-
-const MAX_PATTERN_THREADS = 64;
 import type { Service } from './handler.js';
 import type { ConnectionOptions } from './connection.js';
+
+const MAX_PATTERN_THREADS = 64;
 
 /**
  * The environment Postfix daemons run with: only the names listed in
@@ -65,23 +65,22 @@ export function createServer(opts: DaemonOptions): ProxyServer {
 
 /** proxymapd_pattern_threads: thread-pool evaluations of regexp/pcre rule sets at once (0: main thread only). */
 function patternThreads(config: Config): number {
-  const v = config.lookup('proxymapd_pattern_threads');
-  if (v === undefined || v === '') return defaultPatternThreads();
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > MAX_PATTERN_THREADS) {
-    log.warn(`invalid proxymapd_pattern_threads value "${v}": using the default (${defaultPatternThreads()})`);
-    return defaultPatternThreads();
-  }
-  return n;
+  const dflt = defaultPatternThreads();
+  return intParam(config, 'proxymapd_pattern_threads', MAX_PATTERN_THREADS, `the default (${dflt})`) ?? dflt;
 }
 
 /** proxymapd_busy_poll_usec (microseconds; 0 turns busy polling off). */
 function busyPollUsec(config: Config): number | undefined {
-  const v = config.lookup('proxymapd_busy_poll_usec');
+  return intParam(config, 'proxymapd_busy_poll_usec', 10_000, 'the default');
+}
+
+/** A proxymapd integer parameter in 0..max; undefined when unset, or invalid (with a warning naming `fallback`). */
+function intParam(config: Config, name: string, max: number, fallback: string): number | undefined {
+  const v = config.lookup(name);
   if (v === undefined || v === '') return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 10_000) {
-    log.warn(`invalid proxymapd_busy_poll_usec value "${v}": using the default`);
+  if (!Number.isInteger(n) || n < 0 || n > max) {
+    log.warn(`invalid ${name} value "${v}": using ${fallback}`);
     return undefined;
   }
   return n;

@@ -31,6 +31,7 @@ import { Config } from '../config/params.js';
 import { configDirectory } from '../config/maincf.js';
 import { getLogName, log, setLogName, setLogSink, setVerbose, type LogSink } from '../log.js';
 import { maillogSink, setsid, SYSLOG_FACILITIES, type MaillogTarget } from '../native/maillog.js';
+import { strerror } from '../tables/strerror.js';
 import { createServer, lookupUser } from './daemon.js';
 import type { ProxyServer } from './server.js';
 import type { Service } from './handler.js';
@@ -292,7 +293,6 @@ class MasterChild {
   private readonly maxIdleMs: number;
   private readonly maxUse: number;
   private readonly daemonTimeoutMs: number;
-  private uses = 0;
   /** a taken/available cycle has been reported */
   private cycled = false;
   /** master was told "taken" and not yet "available" */
@@ -326,7 +326,7 @@ class MasterChild {
     if (this.service === 'proxywrite') {
       try {
         const err = setsid();
-        if (err !== 0) log.warn(`setsid: ${os.constants.errno ? errnoName(err) : err}`);
+        if (err !== 0) log.warn(`setsid: ${strerror(errnoName(err))}`);
       } catch (e) {
         log.warn(`setsid: ${(e as Error).message}`);
       }
@@ -335,8 +335,8 @@ class MasterChild {
     this.server.onBusyChange = (busy) => this.busyChanged(busy);
     this.server.onConnectionOpened = () => this.cancelIdle();
     this.server.onConnectionClosed = (open) => {
-      this.uses++;
-      if (this.maxUse > 0 && this.uses >= this.maxUse && open === 0) {
+      // max_use counts closed client connections, as multi_server.c does.
+      if (this.maxUse > 0 && this.server.closedCount >= this.maxUse && open === 0) {
         log.debug('use count limit reached -- exiting');
         void this.exit(0);
         return;

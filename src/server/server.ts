@@ -190,16 +190,11 @@ export class ProxyServer {
     return oldest;
   }
 
-  /** Stop accepting new connections (the listeners close; open connections stay). */
+  /** Stop accepting new connections (the listeners close, socket paths are removed; open connections stay). */
   async stopListening(): Promise<void> {
-    const closing = this.listeners.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve())));
-    await Promise.all(closing);
-  }
-
-  /** Stop accepting; optionally drop open connections; close tables. */
-  async close(dropConnections = true): Promise<void> {
-    const closing = Promise.all(
-      this.listeners.map(
+    const listeners = this.listeners.splice(0);
+    await Promise.all(
+      listeners.map(
         (l) =>
           new Promise<void>((resolve) => {
             l.server.close(() => resolve());
@@ -213,7 +208,11 @@ export class ProxyServer {
           }),
       ),
     );
-    this.listeners.length = 0;
+  }
+
+  /** Stop accepting; optionally drop open connections; close tables. */
+  async close(dropConnections = true): Promise<void> {
+    const closing = this.stopListening();
     if (dropConnections) for (const c of [...this.connections]) c.destroy();
     await closing;
     await this.instances.closeAll();

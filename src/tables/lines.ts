@@ -2,6 +2,7 @@
  * Logical-line reader with the semantics of Postfix's readllines()
  * (src/util/readlline.c), shared by texthash and the pattern tables.
  */
+import { isSpaceCode } from '../util/braces.js';
 import type { Bytes } from './table.js';
 
 export interface LogicalLine {
@@ -33,8 +34,7 @@ export function readLogicalLines(text: Bytes, origin: string, warn: (text: strin
   let first = 0;
 
   const finish = (joined: Bytes) => {
-    const c = joined.charCodeAt(0);
-    if (c === 32 || (c >= 9 && c <= 13)) {
+    if (isSpaceCode(joined.charCodeAt(0))) {
       const nul = joined.indexOf('\0');
       const shown = nul >= 0 && nul < 30 ? joined.slice(0, nul) : joined.slice(0, 30);
       warn(`${origin}: logical line must not start with whitespace: "${shown}${joined.length > 30 ? '...' : ''}"`);
@@ -51,9 +51,7 @@ export function readLogicalLines(text: Bytes, origin: string, warn: (text: strin
     const line = text.slice(start, end);
     start = end + 1;
     if (isIgnorable(line)) continue;
-    const c = line.charCodeAt(0);
-    const continues = c === 32 || (c >= 9 && c <= 13);
-    if (cur !== null && !continues) {
+    if (cur !== null && !isSpaceCode(line.charCodeAt(0))) {
       finish(cur);
       cur = null;
     }

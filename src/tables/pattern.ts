@@ -27,13 +27,12 @@ import {
   type TableOpenOptions,
 } from './table.js';
 import { cString, requireReadOnly } from './util.js';
+import { isSpaceCode } from '../util/braces.js';
 
 export type PatternKind = 'regexp' | 'pcre';
 
-/** ISSPACE (C locale) by char code: SP HT LF VT FF CR. */
-export function isSpaceCode(c: number): boolean {
-  return c === 32 || (c >= 9 && c <= 13);
-}
+/** ISSPACE (C locale) by char code: SP HT LF VT FF CR (re-exported for the dialects). */
+export { isSpaceCode };
 
 /** ISALNUM (C locale, ASCII only) by char code; NaN (end of string) is not. */
 export function isAlnumCode(c: number): boolean {

@@ -21,6 +21,7 @@
 
 #include <locale.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <unistd.h>
 #include <regex.h>
@@ -32,6 +33,7 @@
 #include <node_api.h>
 #include <pcre2.h>
 
+#include "patscan.h"
 #include "sqlite.h"
 
 /* ------------------------------------------------------------------ */
@@ -1056,10 +1058,12 @@ static napi_value RuleSetExecAsync(napi_env env, napi_callback_info info) {
 
 /*
  * A table's patterns are compiled while the table is still being parsed:
- * patternsCompileStart() starts helper threads (one per further CPU, at
- * most 3), patternsCompileAdd() hands them the patterns of each parsed
- * chunk of lines, and patternsCompileFinish() has the calling thread
- * compile what is left, from the other end, and reports. glibc's regcomp
+ * patternsScan() / patternsCompileStart() make a job and offer it to the
+ * compiler threads (one per further CPU, at most 3, started once and kept
+ * for the life of the process), patternsScan() and patternsCompileAdd()
+ * hand them the patterns as they are parsed, and patternsCompileFinish()
+ * has the calling thread compile what is left, from the other end, and
+ * reports. glibc's regcomp
  * and PCRE2's pcre2_compile are thread-safe and independent per pattern.
  *
  * The calling thread never waits for a helper: a pattern a helper is still
@@ -1076,6 +1080,9 @@ typedef struct {
   uint32_t count;
   void **objs; /* RegexObj* / PcreObj*, NULL where compilation failed */
 } Batch;
+
+/* Most patterns one compile job holds. */
+#define MAX_COMPILE_PATTERNS 50000000u
 
 typedef struct Chunk {
   struct Chunk *next;
@@ -1094,15 +1101,15 @@ typedef struct {
 /* Slot states: unclaimed, a helper is compiling it, a helper's result stands, the calling thread took it. */
 enum { SLOT_FREE = 0, SLOT_HELPER = 1, SLOT_HELPER_DONE = 2, SLOT_MAIN = 3 };
 
-typedef struct {
-  atomic_int refs; /* the JS handle (until finish) and each helper thread */
+typedef struct CompileJob {
+  atomic_int refs; /* the JS handle (until finish) and each helper compiling one of its patterns */
   int engine;
   uint32_t cap;   /* patterns that fit (fixed at start: the arrays never move) */
-  uint32_t count; /* patterns added (under lock) */
-  uint32_t next;  /* next pattern for the helpers (under lock) */
-  int input_done; /* no more patterns will be added (under lock) */
-  pthread_mutex_t lock;
-  pthread_cond_t more;
+  uint32_t added; /* patterns stored (by the calling thread) */
+  uint32_t count; /* of those, the ones the helpers may take (under cpool.lock) */
+  uint32_t next;  /* next pattern for the helpers (under cpool.lock) */
+  int listed;     /* offered to the helpers (under cpool.lock) */
+  struct CompileJob *prev_job, *next_job; /* the pool's list (under cpool.lock) */
   Chunk *chunks;
   const char **patterns;
   uint32_t *options;
@@ -1173,32 +1180,48 @@ static void result_drop(CompileResult *r) {
 /* Drop one reference; the last one frees the job (with the helper results nobody took). */
 static void compile_job_release(CompileJob *j) {
   if (atomic_fetch_sub(&j->refs, 1) != 1) return;
-  for (uint32_t i = 0; i < j->count; i++)
+  for (uint32_t i = 0; i < j->added; i++)
     if (atomic_load(&j->state[i]) == SLOT_HELPER_DONE && j->helper[i].groups != -3) result_drop(&j->helper[i]);
   for (Chunk *c = j->chunks, *n; c; c = n) {
     n = c->next;
     free(c);
   }
-  free(j->patterns);
-  free(j->options);
-  free(j->state);
-  free(j->helper);
-  free(j->own);
-  pthread_cond_destroy(&j->more);
-  pthread_mutex_destroy(&j->lock);
+  free(j->patterns); /* the slot arrays are one allocation */
   free(j);
 }
 
-/* A helper: compile patterns as they come until the input is complete and all are handed out. */
+/* The compiler threads and the jobs offered to them, in order. */
+#define CPOOL_MAX 3
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t more;
+  CompileJob *head, *tail;
+  unsigned threads;  /* started */
+  unsigned sleeping; /* waiting for work */
+  int started;       /* threads were started (or could not be) */
+  pthread_t tids[CPOOL_MAX];
+  cpu_set_t allowed; /* the CPUs this process may use (at start) */
+  int kept_off;      /* the CPU the threads were last kept off (-1: none) */
+} cpool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, {0}, {{0}}, -1};
+
+/* A compiler thread: take the next pattern of the first job that has one; sleep when none has. */
 static void *compile_helper(void *arg) {
-  CompileJob *j = arg;
-  locale_t saved = j->engine == KIND_REGEX ? enter_c_locale() : (locale_t)0;
-  pthread_mutex_lock(&j->lock);
+  (void)arg;
+  /* these threads only compile: the "C" locale for regcomp, for good */
+  (void)enter_c_locale();
+  pthread_mutex_lock(&cpool.lock);
   for (;;) {
-    while (j->next >= j->count && !j->input_done) pthread_cond_wait(&j->more, &j->lock);
-    if (j->next >= j->count) break;
+    CompileJob *j = cpool.head;
+    while (j && j->next >= j->count) j = j->next_job;
+    if (!j) {
+      cpool.sleeping++;
+      pthread_cond_wait(&cpool.more, &cpool.lock);
+      cpool.sleeping--;
+      continue;
+    }
     uint32_t i = j->next++;
-    pthread_mutex_unlock(&j->lock);
+    atomic_fetch_add(&j->refs, 1);
+    pthread_mutex_unlock(&cpool.lock);
     int expect = SLOT_FREE;
     if (atomic_compare_exchange_strong(&j->state[i], &expect, SLOT_HELPER)) {
       CompileResult r;
@@ -1210,21 +1233,91 @@ static void *compile_helper(void *arg) {
         result_drop(&j->helper[i]);
       }
     }
-    pthread_mutex_lock(&j->lock);
+    compile_job_release(j);
+    pthread_mutex_lock(&cpool.lock);
   }
-  pthread_mutex_unlock(&j->lock);
-  leave_c_locale(saved);
-  compile_job_release(j);
   return NULL;
 }
 
-/* No more input: wake the helpers so that they finish (they stop when nothing is left to hand out). */
-static void compile_end_input(CompileJob *j, int abandon) {
-  pthread_mutex_lock(&j->lock);
-  j->input_done = 1;
-  if (abandon) j->next = j->count;
-  pthread_cond_broadcast(&j->more);
-  pthread_mutex_unlock(&j->lock);
+/* Start the compiler threads once: one per further CPU, at most 3. Under cpool.lock. */
+static void cpool_start(void) {
+  if (cpool.started) return;
+  cpool.started = 1;
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  if (sched_getaffinity(0, sizeof(cpool.allowed), &cpool.allowed) == 0 && CPU_COUNT(&cpool.allowed) < cpus)
+    cpus = CPU_COUNT(&cpool.allowed);
+  else if (CPU_COUNT(&cpool.allowed) == 0)
+    cpool.kept_off = -2; /* affinity unknown: never set it */
+  unsigned want = cpus > 1 ? (unsigned)(cpus - 1) : 0;
+  if (want > CPOOL_MAX) want = CPOOL_MAX;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  for (unsigned k = 0; k < want; k++) {
+    if (pthread_create(&cpool.tids[cpool.threads], &attr, compile_helper, NULL) != 0) break;
+    cpool.threads++;
+  }
+  pthread_attr_destroy(&attr);
+}
+
+/*
+ * Keep the compiler threads off the CPU the calling thread runs on. Woken
+ * by it, a thread is otherwise often placed on the waker's CPU (wake
+ * affinity) and runs there while the caller waits for the CPU, idle ones
+ * notwithstanding, so that nothing runs in parallel. Under cpool.lock.
+ */
+static void cpool_keep_off_caller(void) {
+  if (cpool.kept_off == -2 || cpool.threads == 0) return;
+  int cpu = sched_getcpu();
+  if (cpu < 0 || cpu == cpool.kept_off || !CPU_ISSET(cpu, &cpool.allowed)) return;
+  cpu_set_t others = cpool.allowed;
+  CPU_CLR(cpu, &others);
+  if (CPU_COUNT(&others) == 0) return;
+  for (unsigned k = 0; k < cpool.threads; k++) (void)pthread_setaffinity_np(cpool.tids[k], sizeof(others), &others);
+  cpool.kept_off = cpu;
+}
+
+/* Offer a job to the compiler threads (at the end of the list). */
+static void cpool_list(CompileJob *j) {
+  pthread_mutex_lock(&cpool.lock);
+  cpool_start();
+  cpool_keep_off_caller();
+  if (cpool.threads > 0) {
+    j->listed = 1;
+    j->prev_job = cpool.tail;
+    j->next_job = NULL;
+    if (cpool.tail)
+      cpool.tail->next_job = j;
+    else
+      cpool.head = j;
+    cpool.tail = j;
+  }
+  pthread_mutex_unlock(&cpool.lock);
+}
+
+/* Patterns [0, count) may be taken by the compiler threads. */
+static void cpool_publish(CompileJob *j, uint32_t count) {
+  pthread_mutex_lock(&cpool.lock);
+  j->count = count;
+  if (j->listed && cpool.sleeping > 0) pthread_cond_broadcast(&cpool.more);
+  pthread_mutex_unlock(&cpool.lock);
+}
+
+/* No more patterns of this job for the compiler threads (those they are compiling finish on their own). */
+static void cpool_unlist(CompileJob *j) {
+  pthread_mutex_lock(&cpool.lock);
+  if (j->listed) {
+    if (j->prev_job)
+      j->prev_job->next_job = j->next_job;
+    else
+      cpool.head = j->next_job;
+    if (j->next_job)
+      j->next_job->prev_job = j->prev_job;
+    else
+      cpool.tail = j->prev_job;
+    j->listed = 0;
+  }
+  pthread_mutex_unlock(&cpool.lock);
 }
 
 static void finalize_compile_handle(napi_env env, void *data, void *hint) {
@@ -1233,7 +1326,7 @@ static void finalize_compile_handle(napi_env env, void *data, void *hint) {
   CompileHandle *h = data;
   if (h->job) {
     /* never finished (an exception while parsing): the helpers stop, the last one out frees */
-    compile_end_input(h->job, 1);
+    cpool_unlist(h->job);
     compile_job_release(h->job);
   }
   free(h);
@@ -1264,6 +1357,47 @@ static CompileJob *get_compile_job(napi_env env, napi_value v, CompileHandle **h
   return h->job;
 }
 
+/* A compile job with room for `cap` patterns and its JS handle (chunk: pattern text it owns, or NULL); NULL after throwing. */
+static CompileJob *compile_job_new(napi_env env, int engine, uint32_t cap, Chunk *chunk, napi_value *handle) {
+  CompileJob *j = calloc(1, sizeof(*j));
+  CompileHandle *h = calloc(1, sizeof(*h));
+  size_t n = cap ? cap : 1;
+  /* the slot arrays in one block; only the states need zeroing (a result is written before it is read) */
+  size_t per = sizeof(char *) + 2 * sizeof(CompileResult) + sizeof(uint32_t) + sizeof(atomic_int);
+  char *block = n <= SIZE_MAX / per ? malloc(n * per) : NULL;
+  if (!j || !h || !block) {
+    free(j);
+    free(h);
+    free(block);
+    free(chunk);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  atomic_init(&j->refs, 1);
+  j->engine = engine;
+  j->cap = cap;
+  if (chunk) {
+    chunk->next = NULL;
+    j->chunks = chunk;
+  }
+  j->patterns = (const char **)block;
+  j->helper = (CompileResult *)(block + n * sizeof(char *));
+  j->own = j->helper + n;
+  j->options = (uint32_t *)(j->own + n);
+  j->state = (atomic_int *)(j->options + n);
+  memset(j->state, 0, n * sizeof(atomic_int)); /* all SLOT_FREE (0) */
+  h->kind = KIND_COMPILE;
+  h->job = j;
+  if (napi_create_external(env, h, finalize_compile_handle, NULL, handle) != napi_ok) {
+    compile_job_release(j);
+    free(h);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  if (cap >= 32) cpool_list(j); /* small tables: not worth a hand-off */
+  return j;
+}
+
 /* patternsCompileStart(engine, capacity) -> job: room for `capacity` patterns; helper threads started. */
 static napi_value PatternsCompileStart(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -1274,51 +1408,87 @@ static napi_value PatternsCompileStart(napi_env env, napi_callback_info info) {
   uint32_t cap;
   if (napi_get_value_int32(env, argv[0], &engine) != napi_ok || (engine != KIND_REGEX && engine != KIND_PCRE))
     THROW(env, "bad engine");
-  if (napi_get_value_uint32(env, argv[1], &cap) != napi_ok || cap > 50000000) THROW(env, "bad capacity");
-  CompileJob *j = calloc(1, sizeof(*j));
-  CompileHandle *h = calloc(1, sizeof(*h));
-  if (!j || !h) {
-    free(j);
-    free(h);
-    THROW(env, "out of memory");
-  }
-  atomic_init(&j->refs, 1);
-  j->engine = engine;
-  j->cap = cap;
-  pthread_mutex_init(&j->lock, NULL);
-  pthread_cond_init(&j->more, NULL);
-  size_t n = cap ? cap : 1;
-  j->patterns = calloc(n, sizeof(char *));
-  j->options = calloc(n, sizeof(uint32_t));
-  j->state = calloc(n, sizeof(atomic_int)); /* all SLOT_FREE (0) */
-  j->helper = calloc(n, sizeof(CompileResult));
-  j->own = calloc(n, sizeof(CompileResult));
-  h->kind = KIND_COMPILE;
-  h->job = j;
+  if (napi_get_value_uint32(env, argv[1], &cap) != napi_ok || cap > MAX_COMPILE_PATTERNS) THROW(env, "bad capacity");
   napi_value handle;
-  if (!j->patterns || !j->options || !j->state || !j->helper || !j->own ||
-      napi_create_external(env, h, finalize_compile_handle, NULL, &handle) != napi_ok) {
-    compile_job_release(j);
-    free(h);
-    THROW(env, "out of memory");
-  }
-  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  unsigned want = cpus > 1 ? (unsigned)(cpus - 1) : 0;
-  if (want > 3) want = 3;
-  if (want > cap / 32) want = cap / 32; /* small tables: not worth a thread */
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  for (unsigned k = 0; k < want; k++) {
-    pthread_t tid;
-    atomic_fetch_add(&j->refs, 1);
-    if (pthread_create(&tid, &attr, compile_helper, j) != 0) {
-      atomic_fetch_sub(&j->refs, 1);
-      break;
-    }
-  }
-  pthread_attr_destroy(&attr);
+  if (!compile_job_new(env, engine, cap, NULL, &handle)) return NULL;
   return handle;
+}
+
+/* The scanner's patterns, offered to the compiler threads in small groups (the first at once). */
+typedef struct {
+  CompileJob *job;
+  uint32_t published; /* patterns offered so far */
+} ScanFeed;
+
+static int32_t scan_add(void *ctx, const char *pattern, uint32_t options) {
+  ScanFeed *f = ctx;
+  CompileJob *j = f->job;
+  if (j->added >= j->cap) return -1;
+  uint32_t i = j->added++;
+  j->patterns[i] = pattern;
+  j->options[i] = options;
+  if (f->published == 0 || j->added - f->published >= 16) {
+    cpool_publish(j, j->added);
+    f->published = j->added;
+  }
+  return (int32_t)i;
+}
+
+/*
+ * patternsScan(engine, text, fast, noRegsub) -> { job, records, patterns }:
+ * start a compile job for a table's source text and scan it (patscan.c):
+ * the patterns of the rules the scanner takes are being compiled when this
+ * returns; records (Int32Array, PATSCAN_FIELDS per logical line) say what
+ * each line is; patterns is how many the job holds (further ones may be
+ * added with patternsCompileAdd). fast = false leaves every line to the
+ * caller.
+ */
+static napi_value PatternsScan(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) THROW(env, "patternsScan(engine, text, fast, noRegsub)");
+  int32_t engine;
+  bool fast = false, no_regsub = false;
+  if (napi_get_value_int32(env, argv[0], &engine) != napi_ok || (engine != KIND_REGEX && engine != KIND_PCRE))
+    THROW(env, "bad engine");
+  napi_valuetype t;
+  CHECK(env, napi_typeof(env, argv[1], &t));
+  if (t != napi_string) THROW(env, "text must be a string");
+  if (napi_get_value_bool(env, argv[2], &fast) != napi_ok || napi_get_value_bool(env, argv[3], &no_regsub) != napi_ok)
+    THROW(env, "fast and noRegsub must be booleans");
+  size_t len = 0;
+  CHECK(env, napi_get_value_string_latin1(env, argv[1], NULL, 0, &len));
+  if (len >= INT32_MAX) THROW(env, "table text too large");
+  Chunk *c = malloc(sizeof(Chunk) + len + 1);
+  if (!c) THROW(env, "out of memory");
+  size_t copied = 0;
+  if (napi_get_value_string_latin1(env, argv[1], c->text, len + 1, &copied) != napi_ok || copied != len) {
+    free(c);
+    THROW(env, "cannot read string");
+  }
+  c->text[len] = 0;
+  size_t max_records = patscan_max_records(c->text, len);
+  if (max_records > MAX_COMPILE_PATTERNS / 2) {
+    free(c);
+    THROW(env, "too many lines");
+  }
+  napi_value job_handle, rec_ab, records, result;
+  /* a logical line has at most one pattern, two in regexp's /a/!/b/ */
+  CompileJob *j = compile_job_new(env, engine, (uint32_t)((engine == KIND_REGEX ? 2 : 1) * max_records), c, &job_handle);
+  if (!j) return NULL;
+  int32_t *rec = NULL;
+  CHECK(env, napi_create_arraybuffer(env, max_records * PATSCAN_FIELDS * sizeof(int32_t), (void **)&rec, &rec_ab));
+  ScanFeed feed = {j, 0};
+  long n = patscan(engine == KIND_REGEX ? PATSCAN_REGEXP : PATSCAN_PCRE, c->text, len, fast, no_regsub, rec, scan_add, &feed);
+  cpool_publish(j, j->added);
+  if (n < 0) THROW(env, "more patterns than the job's capacity");
+  CHECK(env, napi_create_typedarray(env, napi_int32_array, (size_t)n * PATSCAN_FIELDS, rec_ab, 0, &records));
+  CHECK(env, napi_create_object(env, &result));
+  if (!set_prop(env, result, "job", job_handle) || !set_prop(env, result, "records", records) ||
+      !set_prop(env, result, "patterns", make_int(env, j->added)))
+    return NULL;
+  return result;
 }
 
 /*
@@ -1341,8 +1511,8 @@ static napi_value PatternsCompileAdd(napi_env env, napi_callback_info info) {
   if (!is_ta) THROW(env, "options must be a Uint32Array");
   CHECK(env, napi_get_typedarray_info(env, argv[2], &ta_type, &n, &ta_data, NULL, NULL));
   if (ta_type != napi_uint32_array) THROW(env, "options must be a Uint32Array");
-  if (n == 0) return make_int(env, j->count);
-  if (n > (size_t)(j->cap - j->count)) THROW(env, "more patterns than the job's capacity");
+  if (n == 0) return make_int(env, j->added);
+  if (n > (size_t)(j->cap - j->added)) THROW(env, "more patterns than the job's capacity");
   size_t len = 0;
   napi_valuetype t;
   CHECK(env, napi_typeof(env, argv[1], &t));
@@ -1366,7 +1536,7 @@ static napi_value PatternsCompileAdd(napi_env env, napi_callback_info info) {
     free(c);
     THROW(env, "the number of patterns and of options differ");
   }
-  uint32_t first = j->count;
+  uint32_t first = j->added;
   /* slots [count, count+n) are not visible to the helpers until count moves (under the lock) */
   pos = 0;
   for (size_t i = 0; i < n; i++) {
@@ -1374,12 +1544,10 @@ static napi_value PatternsCompileAdd(napi_env env, napi_callback_info info) {
     j->options[first + i] = ((uint32_t *)ta_data)[i];
     pos += strlen(c->text + pos) + 1;
   }
-  pthread_mutex_lock(&j->lock);
-  c->next = j->chunks;
+  c->next = j->chunks; /* only this thread touches the chunk list */
   j->chunks = c;
-  j->count = first + (uint32_t)n;
-  pthread_cond_broadcast(&j->more);
-  pthread_mutex_unlock(&j->lock);
+  j->added = first + (uint32_t)n;
+  cpool_publish(j, j->added);
   return make_int(env, first);
 }
 
@@ -1398,8 +1566,7 @@ static napi_value PatternsCompileFinish(napi_env env, napi_callback_info info) {
   CompileHandle *h = NULL;
   CompileJob *j = get_compile_job(env, argv[0], &h);
   if (!j) return NULL;
-  compile_end_input(j, 0);
-  uint32_t count = j->count;
+  uint32_t count = j->added;
   locale_t saved = j->engine == KIND_REGEX ? enter_c_locale() : (locale_t)0;
   /* what no helper has taken, from the end (the helpers go forward) ... */
   for (uint32_t k = count; k > 0; k--) {
@@ -1407,6 +1574,8 @@ static napi_value PatternsCompileFinish(napi_env env, napi_callback_info info) {
     int expect = SLOT_FREE;
     if (atomic_compare_exchange_strong(&j->state[i], &expect, SLOT_MAIN)) compile_one(j->engine, j->patterns[i], j->options[i], &j->own[i]);
   }
+  /* (the compiler threads take no more of it) ... */
+  cpool_unlist(j);
   /* ... then what a helper is still busy with */
   for (uint32_t i = 0; i < count; i++) {
     int expect = SLOT_HELPER;
@@ -1600,7 +1769,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       !add_fn(env, exports, "pcreMatch", PcreMatch) || !add_fn(env, exports, "ruleSetCreate", RuleSetCreate) ||
       !add_fn(env, exports, "ruleSetExec", RuleSetExec) || !add_fn(env, exports, "ruleSetExecAsync", RuleSetExecAsync) || !add_fn(env, exports, "execThreads", ExecThreads) ||
       !add_fn(env, exports, "patternsCompileStart", PatternsCompileStart) ||
-      !add_fn(env, exports, "patternsCompileAdd", PatternsCompileAdd) ||
+      !add_fn(env, exports, "patternsCompileAdd", PatternsCompileAdd) || !add_fn(env, exports, "patternsScan", PatternsScan) ||
       !add_fn(env, exports, "patternsCompileFinish", PatternsCompileFinish) || !add_fn(env, exports, "ruleSetFromBatch", RuleSetFromBatch))
     return NULL;
   if (!proxymapd_sqlite_register(env, exports)) return NULL;

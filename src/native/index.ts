@@ -32,6 +32,19 @@ export const RULE_OP = { MATCH: 1, IF: 2, ENDIF: 3 } as const;
 export const ENGINE = { REGEX: 1, PCRE: 2 } as const;
 
 /**
+ * patternsScan() records: FIELDS numbers each, [type, lineNo, a, b, c, d,
+ * e, f, g, h, i] (offsets into the text):
+ *  MATCH  a pattern index, b match (0/1), c-d the value, e value has '$',
+ *         f largest $n, g-h the pattern, i its compile options
+ *  IF     a pattern index, b match (0/1), g-h the pattern, i its options
+ *  ENDIF  a bare ENDIF
+ *  LINE   a-b a logical line of one physical line, for the full parser
+ *  JOINED a-b the physical lines of a continued logical line (or one that
+ *         starts with whitespace), for the full parser
+ */
+export const PATSCAN = { FIELDS: 11, MATCH: 1, IF: 2, ENDIF: 3, LINE: 4, JOINED: 5 } as const;
+
+/**
  * One rule of a rule set: [op, first, firstMatch, second, secondMatch, maxSub, endif].
  * firstMatch/secondMatch: 1 = positive test, 0 = negated. maxSub: largest $n
  * in the value (MATCH; 0 = none). endif: for IF the index of its ENDIF, -1
@@ -108,6 +121,15 @@ export interface NativeEngines {
    * text, error code, pcre2 error offset (else 0)].
    */
   patternsCompileStart(engine: number, capacity: number): CompileJobHandle;
+  /**
+   * Start a compile job for a table's source text and scan it
+   * (native/patscan.c): the rules that parse without a warning have their
+   * patterns compiling when this returns. records: PATSCAN.FIELDS numbers
+   * per logical line (see PATSCAN); patterns: how many the job holds (more
+   * may be added with patternsCompileAdd). fast = false leaves every line to
+   * the caller's parser.
+   */
+  patternsScan(engine: number, text: string, fast: boolean, noRegsub: boolean): { job: CompileJobHandle; records: Int32Array; patterns: number };
   patternsCompileAdd(job: CompileJobHandle, patterns: string, options: Uint32Array): number;
   patternsCompileFinish(job: CompileJobHandle): {
     batch: PatternBatchHandle;

@@ -11,7 +11,7 @@ import { stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { DICT_FLAG } from '../protocol/flags.js';
-import { ENGINE, RULE_OP, loadNative, type NativeEngines, type CompileJobHandle, type PatternBatchHandle, type RuleSetHandle } from '../native/index.js';
+import { ENGINE, PATSCAN, RULE_OP, loadNative, type NativeEngines, type CompileJobHandle, type PatternBatchHandle, type RuleSetHandle } from '../native/index.js';
 import { lowercaseAscii } from './casefold.js';
 import { readLogicalLines } from './lines.js';
 import { filesToBase64 } from './rhsfile.js';
@@ -336,13 +336,16 @@ export function parseReplacement(ctx: RuleContext, line: Bytes, pos: number, mat
 // ---------------------------------------------------------------------------
 // Rule list
 //
-// A table opens in three steps: (1) every line is parsed and its patterns
-// are handed to native compiler threads as they come, with the warnings
-// that parsing gives held back per line; (2) the calling thread compiles
-// what is left; (3) the lines are walked again in order: held-back
-// warnings, compile errors and group-count checks are reported as Postfix
-// reports them while it reads the file line by line, and IF/ENDIF are
-// paired (an IF whose pattern did not compile is no IF, as in Postfix).
+// A table opens in three steps: (1) the native scanner (native/patscan.c)
+// splits the source into logical lines and takes the rules that parse
+// without any warning, handing their patterns to native compiler threads
+// at once; every other line is parsed here, its patterns handed over in
+// chunks and the warnings that parsing gives held back per line; (2) the
+// calling thread compiles what is left; (3) the lines are walked again in
+// order: held-back warnings, compile errors and group-count checks are
+// reported as Postfix reports them while it reads the file line by line,
+// and IF/ENDIF are paired (an IF whose pattern did not compile is no IF,
+// as in Postfix).
 
 /** A rule as parsed, its patterns named by their index in the compile batch (-1: none). */
 export type ParsedRule =
@@ -364,17 +367,21 @@ const PATTERN_CHUNK = 32;
 export class PatternList {
   private patterns: Bytes[] = [];
   private readonly options = new Uint32Array(PATTERN_CHUNK);
-  private count = 0;
 
   constructor(
     private readonly native: NativeEngines,
     private readonly job: CompileJobHandle,
+    /** patterns the job already holds (the scanner's) */
+    private count = 0,
+    /** when given, every pattern added here is also recorded in it by index (tests) */
+    private readonly sources?: Array<[Bytes, number]>,
   ) {}
 
   /** Add a pattern with its compile options (regcomp cflags / pcre2 options); its index. */
   add(pattern: Bytes, options: number): number {
     this.options[this.patterns.length] = options >>> 0;
     this.patterns.push(pattern);
+    if (this.sources) this.sources[this.count] = [pattern, options >>> 0];
     if (this.patterns.length === PATTERN_CHUNK) this.flush();
     return this.count++;
   }
@@ -417,38 +424,70 @@ export interface LoadedRules {
   groups: Int32Array;
 }
 
+/** How parseRules() goes about it (tests). */
+export interface ParseRulesOptions {
+  /** let the native scanner take the lines it can (default true) */
+  fast?: boolean;
+  /** filled with every pattern's text and compile options, by index */
+  sources?: Array<[Bytes, number]>;
+}
+
+/** One logical line for the full parser: a context holding its warnings and what it turned out to be; null for a blank line. */
+function parseLine(native: NativeEngines, dialect: PatternDialect, opts: TableOpenOptions, raw: Bytes, lineNo: number, patterns: PatternList): RuleContext | null {
+  let line = cString(raw);
+  let end = line.length;
+  while (end > 0 && isSpaceCode(line.charCodeAt(end - 1))) end--;
+  if (end < line.length) line = line.slice(0, end);
+  if (line.length === 0) return null;
+  const ctx = new RuleContext(dialect.kind, opts.name, lineNo, opts, true);
+  if (!isAlnumCode(line.charCodeAt(0))) {
+    ctx.rule = dialect.parseMatch(native, ctx, line, patterns);
+  } else if (startsWithWord(line, 'if')) {
+    ctx.rule = dialect.parseIf(native, ctx, line, 2, patterns);
+  } else if (startsWithWord(line, 'endif')) {
+    ctx.rule = 'endif';
+    ctx.endifExtra = skipSpace(line, 5) < line.length;
+  } else {
+    ctx.warn('ignoring unrecognized request');
+  }
+  return ctx;
+}
+
+const NO_SUB = 0n;
+
 /** Parse the whole source into rules, with IF/ENDIF pairing and the warnings for unbalanced ones. */
-export function parseRules(native: NativeEngines, dialect: PatternDialect, text: Bytes, opts: TableOpenOptions): LoadedRules {
+export function parseRules(native: NativeEngines, dialect: PatternDialect, text: Bytes, opts: TableOpenOptions, how: ParseRulesOptions = {}): LoadedRules {
   const mapname = opts.name;
-  const lines = readLogicalLines(text, mapname, opts.warn);
-  // A line has at most two patterns (regexp's /a/!/b/).
-  const job = native.patternsCompileStart(dialect.engine, 2 * lines.length);
-  const patterns = new PatternList(native, job);
-  // One context per logical line: its warnings are held back until step 3.
-  const entries: RuleContext[] = [];
-  // 1. parse (the compiler threads start on the patterns as they come)
-  for (const { text: raw, lineNo } of lines) {
-    let line = cString(raw);
-    let end = line.length;
-    while (end > 0 && isSpaceCode(line.charCodeAt(end - 1))) end--;
-    if (end < line.length) line = line.slice(0, end);
-    if (line.length === 0) continue;
-    const ctx = new RuleContext(dialect.kind, mapname, lineNo, opts, true);
-    entries.push(ctx);
-    if (!isAlnumCode(line.charCodeAt(0))) {
-      ctx.rule = dialect.parseMatch(native, ctx, line, patterns);
-    } else if (startsWithWord(line, 'if')) {
-      ctx.rule = dialect.parseIf(native, ctx, line, 2, patterns);
-    } else if (startsWithWord(line, 'endif')) {
-      ctx.rule = 'endif';
-      ctx.endifExtra = skipSpace(line, 5) < line.length;
-    } else {
-      ctx.warn('ignoring unrecognized request');
+  // 1. scan natively (its patterns compile from now on); parse the lines it left here
+  const fast = (how.fast ?? true) && (opts.openFlags & DICT_FLAG.SRC_RHS_IS_FILE) === 0;
+  const scan = native.patternsScan(dialect.engine, text, fast, (opts.openFlags & DICT_FLAG.NO_REGSUB) !== 0);
+  const rec = scan.records;
+  const F = PATSCAN.FIELDS;
+  const sources = how.sources;
+  if (sources) {
+    for (let o = 0; o < rec.length; o += F) {
+      if (rec[o] === PATSCAN.MATCH || rec[o] === PATSCAN.IF) sources[rec[o + 2]] = [text.slice(rec[o + 8], rec[o + 9]), rec[o + 10] >>> 0];
+    }
+  }
+  const patterns = new PatternList(native, scan.job, scan.patterns, sources);
+  // the full parser's lines, by record offset
+  const parsed = new Map<number, RuleContext>();
+  for (let o = 0; o < rec.length; o += F) {
+    const type = rec[o];
+    if (type === PATSCAN.LINE) {
+      const ctx = parseLine(native, dialect, opts, text.slice(rec[o + 2], rec[o + 3]), rec[o + 1], patterns);
+      if (ctx) parsed.set(o, ctx);
+    } else if (type === PATSCAN.JOINED) {
+      // one logical line (none when it starts with whitespace: readLogicalLines warns)
+      for (const l of readLogicalLines(text.slice(rec[o + 2], rec[o + 3]), mapname, opts.warn)) {
+        const ctx = parseLine(native, dialect, opts, l.text, rec[o + 1] + l.lineNo - 1, patterns);
+        if (ctx) parsed.set(o, ctx);
+      }
     }
   }
   // 2. compile the rest here (never waiting for a helper)
   patterns.flush();
-  const compiled = native.patternsCompileFinish(job);
+  const compiled = native.patternsCompileFinish(scan.job);
   const failures = new Map<number, CompileFailure>();
   for (const [index, text, code, offset] of compiled.errors) failures.set(index, { text, code, offset });
   const groups = compiled.groups;
@@ -457,32 +496,61 @@ export function parseRules(native: NativeEngines, dialect: PatternDialect, text:
   const rules: ParsedRule[] = [];
   const endifOf = new Map<number, number>();
   const stack: number[] = [];
-  for (const entry of entries) {
-    if (entry.held) for (const w of entry.held) opts.warn(w);
-    const r = entry.rule;
-    if (r === null) continue;
-    if (r === 'endif') {
-      if (stack.length === 0) {
-        warnAt(entry.lineNo, 'ignoring ENDIF without matching IF');
+  const endif = (lineNo: number, extra: boolean) => {
+    if (stack.length === 0) {
+      warnAt(lineNo, 'ignoring ENDIF without matching IF');
+      return;
+    }
+    if (extra) warnAt(lineNo, 'ignoring extra text after ENDIF');
+    endifOf.set(stack.pop()!, rules.length);
+    rules.push({ op: RULE_OP.ENDIF, lineNo });
+  };
+  for (let o = 0; o < rec.length; o += F) {
+    const type = rec[o];
+    const lineNo = rec[o + 1];
+    let r: ParsedRule | null;
+    if (type === PATSCAN.MATCH) {
+      const match = rec[o + 3] !== 0;
+      let value: Replacement | null;
+      if (rec[o + 6] === 0) {
+        const literal = text.slice(rec[o + 4], rec[o + 5]);
+        value = { maxSub: NO_SUB, literal, parts: [literal] };
+      } else {
+        // $ references: the scanner checked them; the full reader makes the parts
+        const ctx = new RuleContext(dialect.kind, mapname, lineNo, opts, true);
+        value = parseReplacement(ctx, text.slice(rec[o + 4], rec[o + 5]), 0, match);
+        if (ctx.held) for (const w of ctx.held) opts.warn(w);
+        if (value === null) continue;
+      }
+      r = { op: RULE_OP.MATCH, lineNo, first: rec[o + 2], match, second: -1, secondMatch: true, value };
+    } else if (type === PATSCAN.IF) {
+      r = { op: RULE_OP.IF, lineNo, first: rec[o + 2], match: rec[o + 3] !== 0 };
+    } else if (type === PATSCAN.ENDIF) {
+      endif(lineNo, false);
+      continue;
+    } else {
+      const entry = parsed.get(o);
+      if (entry === undefined) continue;
+      if (entry.held) for (const w of entry.held) opts.warn(w);
+      if (entry.rule === null) continue;
+      if (entry.rule === 'endif') {
+        endif(entry.lineNo, entry.endifExtra);
         continue;
       }
-      if (entry.endifExtra) warnAt(entry.lineNo, 'ignoring extra text after ENDIF');
-      endifOf.set(stack.pop()!, rules.length);
-      rules.push({ op: RULE_OP.ENDIF, lineNo: entry.lineNo });
-      continue;
+      r = entry.rule;
     }
     if (r.op === RULE_OP.ENDIF) continue; // not produced by the dialects
     if (groups[r.first] < 0) {
-      warnAt(entry.lineNo, dialect.compileError(failures.get(r.first)!));
+      warnAt(r.lineNo, dialect.compileError(failures.get(r.first)!));
       continue;
     }
     if (r.op === RULE_OP.MATCH) {
       if (r.value.maxSub > 0n && r.value.maxSub > BigInt(groups[r.first])) {
-        warnAt(entry.lineNo, `out of range replacement index "${sizeTAsInt(r.value.maxSub)}": skipping this rule`);
+        warnAt(r.lineNo, `out of range replacement index "${sizeTAsInt(r.value.maxSub)}": skipping this rule`);
         continue;
       }
       if (r.second >= 0 && groups[r.second] < 0) {
-        warnAt(entry.lineNo, dialect.compileError(failures.get(r.second)!));
+        warnAt(r.lineNo, dialect.compileError(failures.get(r.second)!));
         continue;
       }
     } else {

@@ -19,7 +19,10 @@
 #define _GNU_SOURCE
 #define PCRE2_CODE_UNIT_WIDTH 8
 
+#include <errno.h>
+#include <fcntl.h>
 #include <locale.h>
+#include <sys/stat.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -1443,6 +1446,45 @@ static int32_t scan_add(void *ctx, const char *pattern, uint32_t options) {
  * added with patternsCompileAdd). fast = false leaves every line to the
  * caller.
  */
+/* Scan the text in chunk c (len bytes, NUL after them; the job takes it) into result: job, records, patterns. */
+static bool scan_chunk(napi_env env, int32_t engine, Chunk *c, size_t len, bool fast, bool no_regsub, napi_value result) {
+  size_t max_records = patscan_max_records(c->text, len);
+  if (max_records > MAX_COMPILE_PATTERNS / 2) {
+    free(c);
+    napi_throw_error(env, NULL, "too many lines");
+    return false;
+  }
+  napi_value job_handle, rec_ab, records;
+  /* a logical line has at most one pattern, two in regexp's /a/!/b/ */
+  CompileJob *j = compile_job_new(env, engine, (uint32_t)((engine == KIND_REGEX ? 2 : 1) * max_records), c, &job_handle);
+  if (!j) return false;
+  int32_t *rec = NULL;
+  if (napi_create_arraybuffer(env, max_records * PATSCAN_FIELDS * sizeof(int32_t), (void **)&rec, &rec_ab) != napi_ok) return false;
+  ScanFeed feed = {j, 0};
+  long n = patscan(engine == KIND_REGEX ? PATSCAN_REGEXP : PATSCAN_PCRE, c->text, len, fast, no_regsub, rec, scan_add, &feed);
+  cpool_publish(j, j->added);
+  if (n < 0) {
+    napi_throw_error(env, NULL, "more patterns than the job's capacity");
+    return false;
+  }
+  return napi_create_typedarray(env, napi_int32_array, (size_t)n * PATSCAN_FIELDS, rec_ab, 0, &records) == napi_ok &&
+         set_prop(env, result, "job", job_handle) && set_prop(env, result, "records", records) &&
+         set_prop(env, result, "patterns", make_int(env, j->added));
+}
+
+/* The engine, fast and noRegsub arguments of patternsScan/patternsScanFile. */
+static bool scan_args(napi_env env, napi_value *argv, int32_t *engine, bool *fast, bool *no_regsub) {
+  if (napi_get_value_int32(env, argv[0], engine) != napi_ok || (*engine != KIND_REGEX && *engine != KIND_PCRE)) {
+    napi_throw_type_error(env, NULL, "bad engine");
+    return false;
+  }
+  if (napi_get_value_bool(env, argv[2], fast) != napi_ok || napi_get_value_bool(env, argv[3], no_regsub) != napi_ok) {
+    napi_throw_type_error(env, NULL, "fast and noRegsub must be booleans");
+    return false;
+  }
+  return true;
+}
+
 static napi_value PatternsScan(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -1450,13 +1492,10 @@ static napi_value PatternsScan(napi_env env, napi_callback_info info) {
   if (argc < 4) THROW(env, "patternsScan(engine, text, fast, noRegsub)");
   int32_t engine;
   bool fast = false, no_regsub = false;
-  if (napi_get_value_int32(env, argv[0], &engine) != napi_ok || (engine != KIND_REGEX && engine != KIND_PCRE))
-    THROW(env, "bad engine");
+  if (!scan_args(env, argv, &engine, &fast, &no_regsub)) return NULL;
   napi_valuetype t;
   CHECK(env, napi_typeof(env, argv[1], &t));
   if (t != napi_string) THROW(env, "text must be a string");
-  if (napi_get_value_bool(env, argv[2], &fast) != napi_ok || napi_get_value_bool(env, argv[3], &no_regsub) != napi_ok)
-    THROW(env, "fast and noRegsub must be booleans");
   size_t len = 0;
   CHECK(env, napi_get_value_string_latin1(env, argv[1], NULL, 0, &len));
   if (len >= INT32_MAX) THROW(env, "table text too large");
@@ -1468,27 +1507,88 @@ static napi_value PatternsScan(napi_env env, napi_callback_info info) {
     THROW(env, "cannot read string");
   }
   c->text[len] = 0;
-  size_t max_records = patscan_max_records(c->text, len);
-  if (max_records > MAX_COMPILE_PATTERNS / 2) {
-    free(c);
-    THROW(env, "too many lines");
-  }
-  napi_value job_handle, rec_ab, records, result;
-  /* a logical line has at most one pattern, two in regexp's /a/!/b/ */
-  CompileJob *j = compile_job_new(env, engine, (uint32_t)((engine == KIND_REGEX ? 2 : 1) * max_records), c, &job_handle);
-  if (!j) return NULL;
-  int32_t *rec = NULL;
-  CHECK(env, napi_create_arraybuffer(env, max_records * PATSCAN_FIELDS * sizeof(int32_t), (void **)&rec, &rec_ab));
-  ScanFeed feed = {j, 0};
-  long n = patscan(engine == KIND_REGEX ? PATSCAN_REGEXP : PATSCAN_PCRE, c->text, len, fast, no_regsub, rec, scan_add, &feed);
-  cpool_publish(j, j->added);
-  if (n < 0) THROW(env, "more patterns than the job's capacity");
-  CHECK(env, napi_create_typedarray(env, napi_int32_array, (size_t)n * PATSCAN_FIELDS, rec_ab, 0, &records));
+  napi_value result;
   CHECK(env, napi_create_object(env, &result));
-  if (!set_prop(env, result, "job", job_handle) || !set_prop(env, result, "records", records) ||
-      !set_prop(env, result, "patterns", make_int(env, j->added)))
+  return scan_chunk(env, engine, c, len, fast, no_regsub, result) ? result : NULL;
+}
+
+/*
+ * patternsScanFile(engine, path, fast, noRegsub) -> patternsScan()'s result
+ * plus text (the file as a byte string) and stat ([dev, ino, size,
+ * mtime s, mtime ns, ctime s, ctime ns]), for a regular file read here
+ * in one go; null when the file cannot be opened or read or is not a
+ * regular file (the caller then reads it its own way, and reports why).
+ */
+static napi_value PatternsScanFile(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) THROW(env, "patternsScanFile(engine, path, fast, noRegsub)");
+  int32_t engine;
+  bool fast = false, no_regsub = false;
+  if (!scan_args(env, argv, &engine, &fast, &no_regsub)) return NULL;
+  char path[4096];
+  size_t plen = 0;
+  napi_valuetype t;
+  CHECK(env, napi_typeof(env, argv[1], &t));
+  if (t != napi_string) THROW(env, "path must be a string");
+  CHECK(env, napi_get_value_string_latin1(env, argv[1], path, sizeof(path), &plen));
+  napi_value nothing;
+  CHECK(env, napi_get_null(env, &nothing));
+  if (plen == 0 || plen >= sizeof(path) - 1 || memchr(path, 0, plen) != NULL) return nothing;
+  /* O_NONBLOCK: a FIFO must not block the server in open() */
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return nothing;
+  struct stat st;
+  Chunk *c = NULL;
+  size_t len = 0;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size < INT32_MAX - 1) {
+    size_t cap = (size_t)st.st_size + 1; /* one more byte: a file that grew is read again */
+    c = malloc(sizeof(Chunk) + cap + 1);
+    while (c) {
+      ssize_t got = read(fd, c->text + len, cap - len);
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) {
+        free(c);
+        c = NULL;
+        break;
+      }
+      if (got == 0) break;
+      len += (size_t)got;
+      if (len == cap) {
+        if (cap >= INT32_MAX / 2) {
+          free(c);
+          c = NULL;
+          break;
+        }
+        cap *= 2;
+        Chunk *bigger = realloc(c, sizeof(Chunk) + cap + 1);
+        if (!bigger) free(c);
+        c = bigger;
+      }
+    }
+  }
+  close(fd);
+  if (!c) return nothing;
+  c->text[len] = 0;
+  /* the text goes to JavaScript before the scanner writes into it */
+  napi_value result, text, stat_ab, stat_arr;
+  double *sd = NULL;
+  if (napi_create_object(env, &result) != napi_ok || napi_create_string_latin1(env, c->text, len, &text) != napi_ok ||
+      napi_create_arraybuffer(env, 7 * sizeof(double), (void **)&sd, &stat_ab) != napi_ok ||
+      napi_create_typedarray(env, napi_float64_array, 7, stat_ab, 0, &stat_arr) != napi_ok || !set_prop(env, result, "text", text) ||
+      !set_prop(env, result, "stat", stat_arr)) {
+    free(c);
     return NULL;
-  return result;
+  }
+  sd[0] = (double)st.st_dev;
+  sd[1] = (double)st.st_ino;
+  sd[2] = (double)st.st_size;
+  sd[3] = (double)st.st_mtim.tv_sec;
+  sd[4] = (double)st.st_mtim.tv_nsec;
+  sd[5] = (double)st.st_ctim.tv_sec;
+  sd[6] = (double)st.st_ctim.tv_nsec;
+  return scan_chunk(env, engine, c, len, fast, no_regsub, result) ? result : NULL;
 }
 
 /*
@@ -1770,6 +1870,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       !add_fn(env, exports, "ruleSetExec", RuleSetExec) || !add_fn(env, exports, "ruleSetExecAsync", RuleSetExecAsync) || !add_fn(env, exports, "execThreads", ExecThreads) ||
       !add_fn(env, exports, "patternsCompileStart", PatternsCompileStart) ||
       !add_fn(env, exports, "patternsCompileAdd", PatternsCompileAdd) || !add_fn(env, exports, "patternsScan", PatternsScan) ||
+      !add_fn(env, exports, "patternsScanFile", PatternsScanFile) ||
       !add_fn(env, exports, "patternsCompileFinish", PatternsCompileFinish) || !add_fn(env, exports, "ruleSetFromBatch", RuleSetFromBatch))
     return NULL;
   if (!proxymapd_sqlite_register(env, exports)) return NULL;

@@ -29,7 +29,7 @@ export async function runServe(args: string[]): Promise<number> {
   // so that a large table's first open is fast.
   setTimeout(() => {
     warmUpCidr();
-    warmUpPatterns([regexpDialect, pcreDialect]);
+    void warmUpPatterns([regexpDialect, pcreDialect]);
   }, 50).unref();
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {

@@ -54,6 +54,13 @@ export type RuleSpec<H> = [op: number, first: H | null, firstMatch: 0 | 1, secon
 
 export type EngineError = { error: string; code: number };
 
+/** patternsScan(): the compile job, the records (PATSCAN), and how many patterns the job holds. */
+export interface PatternScan {
+  job: CompileJobHandle;
+  records: Int32Array;
+  patterns: number;
+}
+
 export interface NativeEngines {
   /** regcomp flag bits and the REG_NOMATCH code. */
   readonly REG: { EXTENDED: number; ICASE: number; NEWLINE: number; NOSUB: number; NOMATCH: number };
@@ -129,7 +136,14 @@ export interface NativeEngines {
    * may be added with patternsCompileAdd). fast = false leaves every line to
    * the caller's parser.
    */
-  patternsScan(engine: number, text: string, fast: boolean, noRegsub: boolean): { job: CompileJobHandle; records: Int32Array; patterns: number };
+  patternsScan(engine: number, text: string, fast: boolean, noRegsub: boolean): PatternScan;
+  /**
+   * patternsScan() of a regular file, read by the addon in one go: also its
+   * text (a byte string) and stat [dev, ino, size, mtime s, mtime ns, ctime
+   * s, ctime ns] (before reading). Null when the file cannot be opened or
+   * read, or is not a regular file: the caller reads it its own way then.
+   */
+  patternsScanFile(engine: number, path: string, fast: boolean, noRegsub: boolean): (PatternScan & { text: string; stat: Float64Array }) | null;
   patternsCompileAdd(job: CompileJobHandle, patterns: string, options: Uint32Array): number;
   patternsCompileFinish(job: CompileJobHandle): {
     batch: PatternBatchHandle;

@@ -7,11 +7,22 @@
  *
  * Warnings are worded exactly as Postfix words them.
  */
+import { mkdtempSync, rmSync, writeFileSync, type Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DICT_FLAG } from '../protocol/flags.js';
-import { ENGINE, PATSCAN, RULE_OP, loadNative, type NativeEngines, type CompileJobHandle, type PatternBatchHandle, type RuleSetHandle } from '../native/index.js';
+import {
+  ENGINE,
+  PATSCAN,
+  RULE_OP,
+  loadNative,
+  type NativeEngines,
+  type CompileJobHandle,
+  type PatternBatchHandle,
+  type PatternScan,
+  type RuleSetHandle,
+} from '../native/index.js';
 import { lowercaseAscii } from './casefold.js';
 import { readLogicalLines } from './lines.js';
 import { filesToBase64 } from './rhsfile.js';
@@ -455,12 +466,27 @@ function parseLine(native: NativeEngines, dialect: PatternDialect, opts: TableOp
 
 const NO_SUB = 0n;
 
+/** May the native scanner take lines? Not when values are file names (SRC_RHS_IS_FILE), nor when a test says so. */
+function scanFast(opts: TableOpenOptions, how: ParseRulesOptions = {}): boolean {
+  return (how.fast ?? true) && (opts.openFlags & DICT_FLAG.SRC_RHS_IS_FILE) === 0;
+}
+
+function noRegsub(opts: TableOpenOptions): boolean {
+  return (opts.openFlags & DICT_FLAG.NO_REGSUB) !== 0;
+}
+
 /** Parse the whole source into rules, with IF/ENDIF pairing and the warnings for unbalanced ones. */
-export function parseRules(native: NativeEngines, dialect: PatternDialect, text: Bytes, opts: TableOpenOptions, how: ParseRulesOptions = {}): LoadedRules {
+export function parseRules(
+  native: NativeEngines,
+  dialect: PatternDialect,
+  text: Bytes,
+  opts: TableOpenOptions,
+  how: ParseRulesOptions = {},
+  scanned?: PatternScan,
+): LoadedRules {
   const mapname = opts.name;
-  // 1. scan natively (its patterns compile from now on); parse the lines it left here
-  const fast = (how.fast ?? true) && (opts.openFlags & DICT_FLAG.SRC_RHS_IS_FILE) === 0;
-  const scan = native.patternsScan(dialect.engine, text, fast, (opts.openFlags & DICT_FLAG.NO_REGSUB) !== 0);
+  // 1. scan natively (its patterns compile from now on; done already when the addon read the file); parse the lines it left here
+  const scan = scanned ?? native.patternsScan(dialect.engine, text, scanFast(opts, how), noRegsub(opts));
   const rec = scan.records;
   const F = PATSCAN.FIELDS;
   const sources = how.sources;
@@ -767,15 +793,16 @@ export class PatternTable implements Table {
 /** Tables with fewer rules are always evaluated on the main thread (a hand-off would cost more than the scan). */
 const ASYNC_MIN_RULES = 32;
 
-/** Build the table from source text (shared by the opener and the warm-up). */
+/** Build the table from source text. */
 function buildPatternTable(
   native: NativeEngines,
   dialect: PatternDialect,
   opts: TableOpenOptions,
   text: Bytes,
   fileId: FileId | undefined,
+  scanned?: PatternScan,
 ): PatternTable {
-  const { rules, endifOf, batch } = parseRules(native, dialect, text, opts);
+  const { rules, endifOf, batch } = parseRules(native, dialect, text, opts, {}, scanned);
   const program = new Int32Array(7 * rules.length);
   const infos: RuleInfo[] = [];
   let maxSub = 0;
@@ -823,61 +850,81 @@ export async function openPatternTable(opts: TableOpenOptions, dialect: PatternD
   } catch (err) {
     throw new TableOpenError(`${dialect.kind}:${opts.name}: ${(err as Error).message}`);
   }
+  if (!opts.name.startsWith('{')) {
+    // A regular file is read by the addon, which starts compiling as it scans (else: null, read it here).
+    const got = native.patternsScanFile(dialect.engine, opts.name, scanFast(opts), noRegsub(opts));
+    if (got !== null) {
+      const st = got.stat;
+      const fileId: FileId = { dev: st[0], ino: st[1], size: st[2], mtimeMs: msFromTimeSpec(st[3], st[4]), ctimeMs: msFromTimeSpec(st[5], st[6]) };
+      return buildPatternTable(native, dialect, opts, got.text, fileId, got);
+    }
+  }
   const source = await readTableSource(dialect.kind, opts.name);
-  return buildPatternTable(native, dialect, opts, source.text, source.stat);
+  const st = source.stat;
+  const fileId: FileId | undefined = st && { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+  return buildPatternTable(native, dialect, opts, source.text, fileId);
+}
+
+/** A time stamp in milliseconds as Node's fs.Stats has it (seconds * 1e3 + nanoseconds / 1e6). */
+function msFromTimeSpec(sec: number, nsec: number): number {
+  return sec * 1e3 + nsec / 1e6;
+}
+
+/** A table that has a line of every kind the parser knows (plain, $n, IF/ENDIF, negated, continued, warned about). */
+function warmUpText(kind: PatternKind): string {
+  const lines: string[] = [];
+  for (let i = 0; i < 300; i++) {
+    lines.push(
+      `/^user${i}@(sub\\.)?example${i}\\.com$/ OK ${i}`,
+      `!/^x${i}/i value with $$ and text`,
+      `/^([^@]+)@old${i}\\.example$/ $1@new${i}.example`,
+      `/^(\\d+)\\.(\\d+)\\.${i}$/ REJECT client $1.$2.${i} blocked`,
+      `/^(a)(b)${i}/ \${1}-$(2) $$`,
+      `if /^[a-z]+${i}/`,
+      `/b${i}/ x`,
+      'endif',
+      kind === 'regexp' ? `/^c${i}/!/^c${i}d/ two patterns` : `/^c${i}/X obsolete flag`,
+      `/^d${i}/`,
+      '  continued value',
+    );
+  }
+  return lines.join('\n') + '\n';
 }
 
 /**
  * JIT warm-up for long-running processes (the daemon calls this once when
  * idle after startup, like the cidr warm-up): loads the native addon and
- * parses, compiles and queries a synthetic table in both dialects, so that
- * the first real table is opened by optimized code. Returns false when the
- * addon cannot be loaded (the first open then reports why).
+ * opens and queries synthetic tables in both dialects, written to a
+ * temporary file and opened the way the server opens a table, so that the
+ * first real table is opened by optimized code and nothing that code was
+ * optimized for changes afterwards. Lookups run on this thread (one per
+ * event-loop turn). Resolves false when the addon cannot be loaded (the
+ * first open then reports why).
  */
-export function warmUpPatterns(dialects: PatternDialect[]): boolean {
-  let native: NativeEngines;
+export async function warmUpPatterns(dialects: PatternDialect[]): Promise<boolean> {
   try {
-    native = loadNative();
+    loadNative();
   } catch {
     return false;
   }
-  // Lookups stay on this thread here (warming the main-thread path; no work queued for the threads).
-  const threads = scheduler.threads;
-  scheduler.threads = 0;
+  const dir = mkdtempSync(join(tmpdir(), 'proxymapd-warm-up-'));
   try {
-    warmUpDialects(native, dialects);
+    for (const dialect of dialects) {
+      const file = join(dir, `table.${dialect.kind}`);
+      writeFileSync(file, warmUpText(dialect.kind), { mode: 0o600 });
+      // Several tables, so that the parser is optimized as a whole, not only by on-stack replacement.
+      for (let k = 0; k < 6; k++) {
+        const opts: TableOpenOptions = { type: dialect.kind, name: file, openFlags: 0, fold: 'none', writable: false, param: () => undefined, warn: () => {} };
+        const t = await openPatternTable(opts, dialect);
+        for (let i = 0; i < 50; i++) {
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          await t.lookup(i % 2 ? `alice@old${i}.example` : `user${i}@example${i}.com`, 0);
+        }
+        await t.close?.();
+      }
+    }
   } finally {
-    scheduler.threads = threads;
+    rmSync(dir, { recursive: true, force: true });
   }
   return true;
-}
-
-function warmUpDialects(native: NativeEngines, dialects: PatternDialect[]): void {
-  const opts: TableOpenOptions = {
-    type: 'warm-up',
-    name: 'warm-up',
-    openFlags: 0,
-    fold: 'none',
-    writable: false,
-    param: () => undefined,
-    warn: () => {},
-  };
-  for (const dialect of dialects) {
-    const lines: string[] = [];
-    for (let i = 0; i < 400; i++) {
-      lines.push(
-        `/^user${i}@(sub\\.)?example${i}\\.com$/ OK ${i}`,
-        `!/^x${i}/i value with $$ and text`,
-        `/^([^@]+)@old${i}\\.example$/ $1@new${i}.example`,
-        `if /^[a-z]+${i}/`,
-        `/b${i}/ x`,
-        'endif',
-      );
-    }
-    // A few tables, so that the parser is optimized as a whole, not only by on-stack replacement.
-    for (let k = 0; k < 4; k++) {
-      const t = buildPatternTable(native, dialect, opts, lines.join('\n') + '\n', undefined);
-      for (let i = 0; i < 50; i++) t.lookup(`alice@old${i}.example`, 0);
-    }
-  }
 }

@@ -242,3 +242,39 @@ describe('native scanner and full parser agree', () => {
     assert.equal(f.groups[0], 0);
   });
 });
+
+describe('tables read by the addon', () => {
+  test('a file read by the addon: same table, and its time stamps match fs.stat (no false "changed")', async () => {
+    const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { execFileSync } = await import('node:child_process');
+    const { openTable } = await import('../../src/tables/index.js');
+    const dir = mkdtempSync(join(tmpdir(), 'patscan-'));
+    try {
+      const file = join(dir, 't.pcre');
+      writeFileSync(file, '/^(a+)b$/ A:$1\n/c/ C\n');
+      // a time stamp with nanoseconds that no millisecond value holds exactly
+      execFileSync('touch', ['-d', '2021-03-04 05:06:07.123456789', file]);
+      const opts: TableOpenOptions = { type: 'pcre', name: file, openFlags: 0, fold: 'none', writable: false, param: () => undefined, warn: () => {} };
+      const t = await openTable(opts);
+      assert.deepEqual(await t.lookup('aab', 0), { found: true, value: 'A:aa' });
+      assert.equal(await t.changed!(), false);
+      execFileSync('touch', ['-d', '2021-03-04 05:06:07.123456790', file]);
+      assert.equal(await t.changed!(), true);
+      // a name the addon cannot open is read (and reported) the usual way
+      await assert.rejects(openTable({ ...opts, name: join(dir, 'missing') }), /open .*missing: No such file or directory/);
+      // a FIFO is not read by the addon (it would block); inline tables never are
+      const fifo = join(dir, 'fifo');
+      execFileSync('mkfifo', [fifo]);
+      const writer = import('node:fs/promises').then((fs) => fs.writeFile(fifo, '/x/ X\n'));
+      const tf = await openTable({ ...opts, name: fifo });
+      await writer;
+      assert.deepEqual(await tf.lookup('x', 0), { found: true, value: 'X' });
+      const ti = await openTable({ ...opts, name: '{ {/y/ Y} }' });
+      assert.deepEqual(await ti.lookup('y', 0), { found: true, value: 'Y' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

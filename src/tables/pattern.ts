@@ -347,16 +347,18 @@ export function parseReplacement(ctx: RuleContext, line: Bytes, pos: number, mat
 // ---------------------------------------------------------------------------
 // Rule list
 //
-// A table opens in three steps: (1) the native scanner (native/patscan.c)
-// splits the source into logical lines and takes the rules that parse
-// without any warning, handing their patterns to native compiler threads
-// at once; every other line is parsed here, its patterns handed over in
-// chunks and the warnings that parsing gives held back per line; (2) the
-// calling thread compiles what is left; (3) the lines are walked again in
-// order: held-back warnings, compile errors and group-count checks are
-// reported as Postfix reports them while it reads the file line by line,
-// and IF/ENDIF are paired (an IF whose pattern did not compile is no IF,
-// as in Postfix).
+// A table opens in steps: (1) the native scanner (native/patscan.c) splits
+// the source into logical lines and takes the rules that parse without any
+// warning, handing their patterns to native compiler threads at once;
+// every other line is parsed here, its patterns handed over in chunks and
+// the warnings that parsing gives held back per line; (2) while the
+// compiler threads work, the lines are walked in order as if every pattern
+// compiled: warnings (held back), IF/ENDIF pairs, the native program; (3)
+// the calling thread compiles what is left; when a pattern did not compile
+// or has fewer groups than a $n asks for, step 2 is done again with the
+// compile results, reporting compile errors and group-count checks where
+// Postfix reports them while it reads the file line by line (an IF whose
+// pattern did not compile is no IF, as in Postfix).
 
 /** A rule as parsed, its patterns named by their index in the compile batch (-1: none). */
 export type ParsedRule =
@@ -426,6 +428,11 @@ function startsWithWord(line: Bytes, word: string): boolean {
 }
 
 export interface LoadedRules {
+  /** the native rule program (ruleSetFromBatch) and what the table keeps of each rule */
+  program: Int32Array;
+  infos: RuleInfos;
+  /** the largest $n of any rule */
+  maxSub: number;
   rules: ParsedRule[];
   /** IF index -> index of its ENDIF (-1: none) */
   endifOf: Map<number, number>;
@@ -511,84 +518,154 @@ export function parseRules(
       }
     }
   }
-  // 2. compile the rest here (never waiting for a helper)
   patterns.flush();
+  // 2. while the compiler threads work: the rules as they stand if every pattern compiles, and their program
+  const held: string[] = [];
+  const hopeful = settle(null, null, (w) => held.push(w));
+  let program = assemble(hopeful);
+  // 3. compile the rest here (never waiting for a helper)
   const compiled = native.patternsCompileFinish(scan.job);
-  const failures = new Map<number, CompileFailure>();
-  for (const [index, text, code, offset] of compiled.errors) failures.set(index, { text, code, offset });
   const groups = compiled.groups;
-  // 3. report in line order, keep the rules that stand, pair IF/ENDIF
-  const warnAt = (lineNo: number, w: string) => opts.warn(`${dialect.kind} map ${mapname}, line ${lineNo}: ${w}`);
-  const rules: ParsedRule[] = [];
-  const endifOf = new Map<number, number>();
-  const stack: number[] = [];
-  const endif = (lineNo: number, extra: boolean) => {
-    if (stack.length === 0) {
-      warnAt(lineNo, 'ignoring ENDIF without matching IF');
-      return;
-    }
-    if (extra) warnAt(lineNo, 'ignoring extra text after ENDIF');
-    endifOf.set(stack.pop()!, rules.length);
-    rules.push({ op: RULE_OP.ENDIF, lineNo });
-  };
-  for (let o = 0; o < rec.length; o += F) {
-    const type = rec[o];
-    const lineNo = rec[o + 1];
-    let r: ParsedRule | null;
-    if (type === PATSCAN.MATCH) {
-      const match = rec[o + 3] !== 0;
-      let value: Replacement | null;
-      if (rec[o + 6] === 0) {
-        const literal = text.slice(rec[o + 4], rec[o + 5]);
-        value = { maxSub: NO_SUB, literal, parts: [literal] };
+  let result = hopeful;
+  const fits = (r: ParsedRule) => r.op !== RULE_OP.MATCH || r.value.maxSub === 0n || r.value.maxSub <= BigInt(groups[r.first]);
+  if (compiled.errors.length === 0 && hopeful.rules.every(fits)) {
+    for (const w of held) opts.warn(w);
+  } else {
+    // some did not compile, or a $n is beyond its pattern's groups: again, with the compile results
+    const failures = new Map<number, CompileFailure>();
+    for (const [index, text, code, offset] of compiled.errors) failures.set(index, { text, code, offset });
+    result = settle(groups, failures, opts.warn);
+    program = assemble(result);
+  }
+  return { ...result, ...program, batch: compiled.batch, groups };
+
+  /**
+   * Walk the lines in order: report their held-back warnings, compile
+   * errors and group-count checks as Postfix reports them while it reads
+   * the file, keep the rules that stand, pair IF/ENDIF. Without compile
+   * results (groups null) every pattern is taken to have compiled.
+   */
+  function settle(groups: Int32Array | null, failures: Map<number, CompileFailure> | null, warn: (text: string) => void) {
+    const warnAt = (lineNo: number, w: string) => warn(`${dialect.kind} map ${mapname}, line ${lineNo}: ${w}`);
+    const rules: ParsedRule[] = [];
+    const endifOf = new Map<number, number>();
+    const stack: number[] = [];
+    const endif = (lineNo: number, extra: boolean) => {
+      if (stack.length === 0) {
+        warnAt(lineNo, 'ignoring ENDIF without matching IF');
+        return;
+      }
+      if (extra) warnAt(lineNo, 'ignoring extra text after ENDIF');
+      endifOf.set(stack.pop()!, rules.length);
+      rules.push({ op: RULE_OP.ENDIF, lineNo });
+    };
+    for (let o = 0; o < rec.length; o += F) {
+      const type = rec[o];
+      const lineNo = rec[o + 1];
+      let r: ParsedRule | null;
+      if (type === PATSCAN.MATCH) {
+        const match = rec[o + 3] !== 0;
+        let value: Replacement | null;
+        if (rec[o + 6] === 0) {
+          const literal = text.slice(rec[o + 4], rec[o + 5]);
+          value = { maxSub: NO_SUB, literal, parts: [literal] };
+        } else {
+          // $ references: the scanner checked them; the full reader makes the parts
+          const ctx = new RuleContext(dialect.kind, mapname, lineNo, opts, true);
+          value = parseReplacement(ctx, text.slice(rec[o + 4], rec[o + 5]), 0, match);
+          if (ctx.held) for (const w of ctx.held) warn(w);
+          if (value === null) continue;
+        }
+        r = { op: RULE_OP.MATCH, lineNo, first: rec[o + 2], match, second: -1, secondMatch: true, value };
+      } else if (type === PATSCAN.IF) {
+        r = { op: RULE_OP.IF, lineNo, first: rec[o + 2], match: rec[o + 3] !== 0 };
+      } else if (type === PATSCAN.ENDIF) {
+        endif(lineNo, false);
+        continue;
       } else {
-        // $ references: the scanner checked them; the full reader makes the parts
-        const ctx = new RuleContext(dialect.kind, mapname, lineNo, opts, true);
-        value = parseReplacement(ctx, text.slice(rec[o + 4], rec[o + 5]), 0, match);
-        if (ctx.held) for (const w of ctx.held) opts.warn(w);
-        if (value === null) continue;
+        const entry = parsed.get(o);
+        if (entry === undefined) continue;
+        if (entry.held) for (const w of entry.held) warn(w);
+        if (entry.rule === null) continue;
+        if (entry.rule === 'endif') {
+          endif(entry.lineNo, entry.endifExtra);
+          continue;
+        }
+        r = entry.rule;
       }
-      r = { op: RULE_OP.MATCH, lineNo, first: rec[o + 2], match, second: -1, secondMatch: true, value };
-    } else if (type === PATSCAN.IF) {
-      r = { op: RULE_OP.IF, lineNo, first: rec[o + 2], match: rec[o + 3] !== 0 };
-    } else if (type === PATSCAN.ENDIF) {
-      endif(lineNo, false);
-      continue;
-    } else {
-      const entry = parsed.get(o);
-      if (entry === undefined) continue;
-      if (entry.held) for (const w of entry.held) opts.warn(w);
-      if (entry.rule === null) continue;
-      if (entry.rule === 'endif') {
-        endif(entry.lineNo, entry.endifExtra);
-        continue;
+      if (r.op === RULE_OP.ENDIF) continue; // not produced by the dialects
+      if (groups && failures) {
+        if (groups[r.first] < 0) {
+          warnAt(r.lineNo, dialect.compileError(failures.get(r.first)!));
+          continue;
+        }
+        if (r.op === RULE_OP.MATCH) {
+          if (r.value.maxSub > 0n && r.value.maxSub > BigInt(groups[r.first])) {
+            warnAt(r.lineNo, `out of range replacement index "${sizeTAsInt(r.value.maxSub)}": skipping this rule`);
+            continue;
+          }
+          if (r.second >= 0 && groups[r.second] < 0) {
+            warnAt(r.lineNo, dialect.compileError(failures.get(r.second)!));
+            continue;
+          }
+        }
       }
-      r = entry.rule;
+      if (r.op === RULE_OP.IF) {
+        stack.push(rules.length);
+        endifOf.set(rules.length, -1);
+      }
+      rules.push(r);
     }
-    if (r.op === RULE_OP.ENDIF) continue; // not produced by the dialects
-    if (groups[r.first] < 0) {
-      warnAt(r.lineNo, dialect.compileError(failures.get(r.first)!));
-      continue;
-    }
-    if (r.op === RULE_OP.MATCH) {
-      if (r.value.maxSub > 0n && r.value.maxSub > BigInt(groups[r.first])) {
-        warnAt(r.lineNo, `out of range replacement index "${sizeTAsInt(r.value.maxSub)}": skipping this rule`);
-        continue;
-      }
-      if (r.second >= 0 && groups[r.second] < 0) {
-        warnAt(r.lineNo, dialect.compileError(failures.get(r.second)!));
-        continue;
-      }
-    } else {
-      stack.push(rules.length);
-      endifOf.set(rules.length, -1);
-    }
-    rules.push(r);
+    for (let i = stack.length - 1; i >= 0; i--) warn(`${dialect.kind} map ${mapname}, line ${rules[stack[i]].lineNo}: IF has no matching ENDIF`);
+    return { rules, endifOf };
   }
-  for (let i = stack.length - 1; i >= 0; i--) {
-    opts.warn(`${dialect.kind} map ${mapname}, line ${rules[stack[i]].lineNo}: IF has no matching ENDIF`);
+}
+
+/**
+ * What a table keeps of its rules besides the native program, compactly
+ * (few objects for the collector to move): line numbers, and per rule the
+ * value of a MATCH rule, its text when it has no $n, else its literal
+ * pieces and group numbers (null for IF and ENDIF).
+ */
+interface RuleInfos {
+  lineNos: Int32Array;
+  values: Array<Bytes | Array<Bytes | number> | null>;
+}
+
+/** The native rule program (7 numbers per rule, see ruleSetFromBatch) and what the table keeps of each rule. */
+function assemble({ rules, endifOf }: { rules: ParsedRule[]; endifOf: Map<number, number> }): { program: Int32Array; infos: RuleInfos; maxSub: number } {
+  const program = new Int32Array(7 * rules.length);
+  const infos: RuleInfos = { lineNos: new Int32Array(rules.length), values: new Array(rules.length).fill(null) };
+  let maxSub = 0;
+  for (let index = 0, o = 0; index < rules.length; index++, o += 7) {
+    const rule = rules[index];
+    program[o] = rule.op;
+    program[o + 1] = -1;
+    program[o + 2] = 1;
+    program[o + 3] = -1;
+    program[o + 4] = 1;
+    program[o + 6] = -1;
+    infos.lineNos[index] = rule.lineNo;
+    switch (rule.op) {
+      case RULE_OP.MATCH: {
+        const n = Number(rule.value.maxSub); // <= the pattern's group count
+        maxSub = Math.max(maxSub, n);
+        program[o + 1] = rule.first;
+        program[o + 2] = rule.match ? 1 : 0;
+        program[o + 3] = rule.second;
+        program[o + 4] = rule.secondMatch ? 1 : 0;
+        program[o + 5] = n;
+        infos.values[index] = n === 0 ? rule.value.literal : rule.value.parts;
+        break;
+      }
+      case RULE_OP.IF:
+        program[o + 1] = rule.first;
+        program[o + 2] = rule.match ? 1 : 0;
+        program[o + 6] = endifOf.get(index) ?? -1;
+        break;
+    }
   }
-  return { rules, endifOf, batch: compiled.batch, groups };
+  return { program, infos, maxSub };
 }
 
 // ---------------------------------------------------------------------------
@@ -694,14 +771,6 @@ export function patternExecStats(): { sync: number; async: number } {
 
 type FileId = Pick<Stats, 'ino' | 'dev' | 'size' | 'mtimeMs' | 'ctimeMs'>;
 
-interface RuleInfo {
-  lineNo: number;
-  /** MATCH rules: largest $n (0: the constant `result`) */
-  maxSub: number;
-  result?: LookupResult;
-  parts?: Array<Bytes | number>;
-}
-
 /** Append group n of `subject` the way the Postfix expansion callbacks do. */
 function groupText(kind: PatternKind, subject: Bytes, offsets: Int32Array, n: number): Bytes {
   const so = offsets[2 * n];
@@ -726,7 +795,7 @@ export class PatternTable implements Table {
     readonly name: Bytes,
     private readonly native: NativeEngines,
     set: RuleSetHandle,
-    private readonly infos: RuleInfo[],
+    private readonly infos: RuleInfos,
     maxSub: number,
     private readonly warn: (text: string) => void,
     private readonly fileId: FileId | undefined,
@@ -737,7 +806,7 @@ export class PatternTable implements Table {
 
   /** Number of rules kept (match, IF and ENDIF). */
   get ruleCount(): number {
-    return this.infos.length;
+    return this.infos.lineNos.length;
   }
 
   lookup(key: Bytes, flags: number): LookupResult | Promise<LookupResult> {
@@ -746,7 +815,7 @@ export class PatternTable implements Table {
     let subject = cString(key);
     if (flags & DICT_FLAG.FOLD_MUL) subject = lowercaseAscii(subject);
     const skipRegsub = (flags & DICT_FLAG.NO_REGSUB) !== 0;
-    if (this.infos.length < ASYNC_MIN_RULES || scheduler.runHere()) {
+    if (this.infos.lineNos.length < ASYNC_MIN_RULES || scheduler.runHere()) {
       const r = this.native.ruleSetExec(set, subject, skipRegsub, this.offsets);
       scheduler.stats.sync++;
       if (typeof r === 'number') return this.result(subject, r, this.offsets, null);
@@ -763,12 +832,12 @@ export class PatternTable implements Table {
   }
 
   private result(subject: Bytes, index: number, offsets: Int32Array | null, errors: Array<[number, string]> | null): LookupResult {
-    if (errors) for (const [at, text] of errors) this.warn(`${this.type} map ${this.name}, line ${this.infos[at].lineNo}: ${text}`);
+    if (errors) for (const [at, text] of errors) this.warn(`${this.type} map ${this.name}, line ${this.infos.lineNos[at]}: ${text}`);
     if (index < 0) return NOT_FOUND;
-    const info = this.infos[index];
-    if (info.result) return info.result;
+    const value = this.infos.values[index]!;
+    if (typeof value === 'string') return found(value);
     let out = '';
-    for (const part of info.parts!) out += typeof part === 'number' ? groupText(this.type, subject, offsets!, part) : part;
+    for (const part of value) out += typeof part === 'number' ? groupText(this.type, subject, offsets!, part) : part;
     return found(out);
   }
 
@@ -802,41 +871,7 @@ function buildPatternTable(
   fileId: FileId | undefined,
   scanned?: PatternScan,
 ): PatternTable {
-  const { rules, endifOf, batch } = parseRules(native, dialect, text, opts, {}, scanned);
-  const program = new Int32Array(7 * rules.length);
-  const infos: RuleInfo[] = [];
-  let maxSub = 0;
-  for (let index = 0, o = 0; index < rules.length; index++, o += 7) {
-    const rule = rules[index];
-    program[o] = rule.op;
-    program[o + 1] = -1;
-    program[o + 2] = 1;
-    program[o + 3] = -1;
-    program[o + 4] = 1;
-    program[o + 6] = -1;
-    switch (rule.op) {
-      case RULE_OP.MATCH: {
-        const n = Number(rule.value.maxSub); // <= the pattern's group count
-        maxSub = Math.max(maxSub, n);
-        program[o + 1] = rule.first;
-        program[o + 2] = rule.match ? 1 : 0;
-        program[o + 3] = rule.second;
-        program[o + 4] = rule.secondMatch ? 1 : 0;
-        program[o + 5] = n;
-        infos.push(n === 0 ? { lineNo: rule.lineNo, maxSub: 0, result: found(rule.value.literal) } : { lineNo: rule.lineNo, maxSub: n, parts: rule.value.parts });
-        break;
-      }
-      case RULE_OP.IF:
-        program[o + 1] = rule.first;
-        program[o + 2] = rule.match ? 1 : 0;
-        program[o + 6] = endifOf.get(index) ?? -1;
-        infos.push({ lineNo: rule.lineNo, maxSub: 0 });
-        break;
-      case RULE_OP.ENDIF:
-        infos.push({ lineNo: rule.lineNo, maxSub: 0 });
-        break;
-    }
-  }
+  const { batch, program, infos, maxSub } = parseRules(native, dialect, text, opts, {}, scanned);
   const set = native.ruleSetFromBatch(batch, program);
   return new PatternTable(dialect.kind, opts.name, native, set, infos, maxSub, opts.warn, fileId);
 }

@@ -944,19 +944,28 @@ export async function warmUpPatterns(dialects: PatternDialect[]): Promise<boolea
   }
   const dir = mkdtempSync(join(tmpdir(), 'proxymapd-warm-up-'));
   try {
-    for (const dialect of dialects) {
+    const files = dialects.map((dialect) => {
       const file = join(dir, `table.${dialect.kind}`);
       writeFileSync(file, warmUpText(dialect.kind), { mode: 0o600 });
-      // Several tables, so that the parser is optimized as a whole, not only by on-stack replacement.
-      for (let k = 0; k < 6; k++) {
-        const opts: TableOpenOptions = { type: dialect.kind, name: file, openFlags: 0, fold: 'none', writable: false, param: () => undefined, warn: () => {} };
-        const t = await openPatternTable(opts, dialect);
-        for (let i = 0; i < 50; i++) {
-          await new Promise<void>((resolve) => setImmediate(resolve));
-          await t.lookup(i % 2 ? `alice@old${i}.example` : `user${i}@example${i}.com`, 0);
+      return file;
+    });
+    // Rounds over all dialects (so that the code is optimized for all of them, not first for one and then thrown
+    // away for the other), several tables each (optimized as a whole, not only by on-stack replacement), and a pause
+    // after each round: V8 compiles optimized code on a background thread and installs it at the next call, and that
+    // must happen here, not while the first real table is being opened (the compile would take a CPU from it).
+    for (let round = 0; round < 4; round++) {
+      for (let d = 0; d < dialects.length; d++) {
+        for (let k = 0; k < 2; k++) {
+          const opts: TableOpenOptions = { type: dialects[d].kind, name: files[d], openFlags: 0, fold: 'none', writable: false, param: () => undefined, warn: () => {} };
+          const t = await openPatternTable(opts, dialects[d]);
+          for (let i = 0; i < 25; i++) {
+            await new Promise<void>((resolve) => setImmediate(resolve));
+            await t.lookup(i % 2 ? `alice@old${i}.example` : `user${i}@example${i}.com`, 0);
+          }
+          await t.close?.();
         }
-        await t.close?.();
       }
+      await new Promise<void>((resolve) => setTimeout(resolve, 100).unref());
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -479,6 +479,8 @@ typedef struct {
   uint32_t count;
   Rule *rules;
   uint32_t max_sub; /* largest max_sub of any rule (offsets an evaluation may write) */
+  uint32_t *chunks; /* split evaluation: first rule of each chunk (made on first use, main thread) */
+  uint32_t nchunks;
 } RuleSet;
 
 static void finalize_set(napi_env env, void *data, void *hint) {
@@ -490,6 +492,7 @@ static void finalize_set(napi_env env, void *data, void *hint) {
     obj_unref(s->rules[i].second);
   }
   free(s->rules);
+  free(s->chunks);
   free(s);
 }
 
@@ -660,11 +663,11 @@ static int pcre_test(PcreObj *p, int match, const char *subject, size_t len, Err
  * are only read (glibc's regexec serializes calls on one regex_t itself),
  * and match data and scratch buffers are per thread.
  */
-static int32_t ruleset_run(RuleSet *s, const char *subject, size_t len, int skip_regsub, int32_t *offsets, size_t off_len,
-                           ErrorList *errs) {
+static int32_t ruleset_run_range(RuleSet *s, uint32_t from, uint32_t to, const char *subject, size_t len, int skip_regsub,
+                                 int32_t *offsets, size_t off_len, ErrorList *errs) {
   int32_t found = -1;
   locale_t saved = s->engine == KIND_REGEX ? enter_c_locale() : (locale_t)0;
-  for (uint32_t i = 0; i < s->count; i++) {
+  for (uint32_t i = from; i < to; i++) {
     Rule *r = &s->rules[i];
     if (r->op == OP_MATCH) {
       if (skip_regsub && r->max_sub > 0) continue;
@@ -711,6 +714,16 @@ static int32_t ruleset_run(RuleSet *s, const char *subject, size_t len, int skip
   leave_c_locale(saved);
   return found;
 }
+
+static int32_t ruleset_run(RuleSet *s, const char *subject, size_t len, int skip_regsub, int32_t *offsets, size_t off_len,
+                           ErrorList *errs) {
+  return ruleset_run_range(s, 0, s->count, subject, len, skip_regsub, offsets, off_len, errs);
+}
+
+/* A lone lookup in a large set is shared with an idle compiler thread (see ruleset_run_split, further down). */
+#define SPLIT_MIN_RULES 128
+static int32_t ruleset_run_split(RuleSet *s, const char *subject, size_t len, int skip_regsub, int32_t *offsets,
+                                 size_t off_len, ErrorList *errs);
 
 /* [[ruleIndex, text], ...] for the errors of one evaluation. */
 static napi_value error_list(napi_env env, ErrorList *errs) {
@@ -769,7 +782,8 @@ static napi_value RuleSetExec(napi_env env, napi_callback_info info) {
   if (ta_type != napi_int32_array) THROW(env, "offsets must be an Int32Array");
 
   ErrorList errs = {NULL, 0, 0};
-  int32_t found = ruleset_run(s, subject, len, skip_regsub, ta_data, ta_len, &errs);
+  int32_t found = s->count >= SPLIT_MIN_RULES ? ruleset_run_split(s, subject, len, skip_regsub, ta_data, ta_len, &errs)
+                                              : ruleset_run(s, subject, len, skip_regsub, ta_data, ta_len, &errs);
   if (found == -2) {
     free(errs.items);
     THROW(env, "out of memory");
@@ -1203,9 +1217,144 @@ static struct {
   unsigned sleeping; /* waiting for work */
   int started;       /* threads were started (or could not be) */
   pthread_t tids[CPOOL_MAX];
+  struct SplitEval *split; /* a lookup offered to the threads (at most one at a time: the main thread's) */
+  pthread_cond_t split_done;
   cpu_set_t allowed; /* the CPUs this process may use (at start) */
   int kept_off;      /* the CPU the threads were last kept off (-1: none) */
-} cpool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, {0}, {{0}}, -1};
+} cpool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, {0}, NULL, PTHREAD_COND_INITIALIZER, {{0}}, -1};
+
+/*
+ * Split evaluation. A lookup that the main thread evaluates itself (the
+ * server is otherwise idle) in a set of SPLIT_MIN_RULES rules or more is
+ * offered to an idle compiler thread: the rules are cut into chunks at
+ * points outside any IF/ENDIF, and both threads take chunks in order from a
+ * shared counter; the first matching rule of the lowest matching chunk
+ * wins, chunks after it are not started, and their errors are dropped (as
+ * Postfix never evaluates rules after the winner). Chunks before the winner
+ * all ran to the end without a match. The main thread never waits for the
+ * helper to start: when none is idle, or it is slow to wake, the main
+ * thread takes the chunks itself.
+ */
+#define SPLIT_CHUNK 32
+static atomic_long split_stats[2]; /* lookups offered to a helper, and taken by one */
+
+/* splitStats() -> [offered, taken]: lookups shared with a compiler thread (tests). */
+static napi_value SplitStats(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value arr;
+  CHECK(env, napi_create_array_with_length(env, 2, &arr));
+  CHECK(env, napi_set_element(env, arr, 0, make_int(env, atomic_load(&split_stats[0]))));
+  CHECK(env, napi_set_element(env, arr, 1, make_int(env, atomic_load(&split_stats[1]))));
+  return arr;
+}
+typedef struct {
+  int32_t chunk; /* lowest chunk with a match this participant found (INT32_MAX: none) */
+  int32_t index;
+  int32_t *offsets;
+  ErrorList errs;
+  int oom;
+} SplitPart;
+
+typedef struct SplitEval {
+  RuleSet *set;
+  const char *subject;
+  size_t len;
+  int skip_regsub;
+  size_t off_len;
+  atomic_int next;  /* next chunk to take */
+  atomic_int best;  /* lowest chunk with a match found so far (INT32_MAX: none) */
+  int taken;        /* a helper took it (under cpool.lock) */
+  int helper_done;  /* the helper is out (under cpool.lock) */
+  SplitPart part[2]; /* 0: the main thread, 1: the helper */
+} SplitEval;
+
+static void split_work(SplitEval *e, int who) {
+  SplitPart *p = &e->part[who];
+  RuleSet *s = e->set;
+  for (;;) {
+    int c = atomic_fetch_add(&e->next, 1);
+    if (c >= (int)s->nchunks || c > atomic_load(&e->best)) break;
+    uint32_t from = s->chunks[c], to = c + 1 < (int)s->nchunks ? s->chunks[c + 1] : s->count;
+    int32_t found = ruleset_run_range(s, from, to, e->subject, e->len, e->skip_regsub, p->offsets, e->off_len, &p->errs);
+    if (found == -2) {
+      p->oom = 1;
+      found = -1;
+    }
+    if (found >= 0) {
+      p->chunk = c;
+      p->index = found;
+      int b = atomic_load(&e->best);
+      while (c < b && !atomic_compare_exchange_weak(&e->best, &b, c)) {
+      }
+      break; /* later chunks of ours cannot win */
+    }
+  }
+}
+
+/* Chunk starts: every SPLIT_CHUNK rules or so, at points where no IF is open. */
+static int ruleset_make_chunks(RuleSet *s) {
+  s->chunks = malloc(((size_t)s->count / SPLIT_CHUNK + 1) * sizeof(uint32_t));
+  if (!s->chunks) return 0;
+  uint32_t n = 0, start = 0;
+  int64_t open_until = -1; /* the last rule inside an IF opened so far */
+  s->chunks[n++] = 0;
+  for (uint32_t i = 0; i < s->count; i++) {
+    if (i > open_until && i - start >= SPLIT_CHUNK) {
+      s->chunks[n++] = start = i;
+    }
+    Rule *r = &s->rules[i];
+    if (r->op == OP_IF) {
+      int64_t until = r->endif >= 0 ? r->endif : (int64_t)s->count;
+      if (until > open_until) open_until = until;
+    }
+  }
+  s->nchunks = n;
+  return 1;
+}
+
+static int32_t ruleset_run_split(RuleSet *s, const char *subject, size_t len, int skip_regsub, int32_t *offsets,
+                                 size_t off_len, ErrorList *errs) {
+  if (s->chunks == NULL && !ruleset_make_chunks(s)) return ruleset_run(s, subject, len, skip_regsub, offsets, off_len, errs);
+  pthread_mutex_lock(&cpool.lock);
+  int idle = cpool.sleeping > 0 && cpool.split == NULL && s->nchunks >= 2;
+  pthread_mutex_unlock(&cpool.lock);
+  int32_t *helper_offsets = idle ? malloc((off_len ? off_len : 1) * sizeof(int32_t)) : NULL;
+  if (!helper_offsets) return ruleset_run(s, subject, len, skip_regsub, offsets, off_len, errs);
+  SplitEval e = {s, subject, len, skip_regsub, off_len, 0, INT32_MAX, 0, 0,
+                 {{INT32_MAX, -1, offsets, {NULL, 0, 0}, 0}, {INT32_MAX, -1, helper_offsets, {NULL, 0, 0}, 0}}};
+  pthread_mutex_lock(&cpool.lock);
+  cpool.split = &e;
+  pthread_cond_signal(&cpool.more);
+  pthread_mutex_unlock(&cpool.lock);
+  split_work(&e, 0);
+  /* withdraw the offer; wait for a helper that took it (it is at most one chunk from done) */
+  pthread_mutex_lock(&cpool.lock);
+  cpool.split = NULL;
+  while (e.taken && !e.helper_done) pthread_cond_wait(&cpool.split_done, &cpool.lock);
+  pthread_mutex_unlock(&cpool.lock);
+  int32_t best = atomic_load(&e.best);
+  int32_t found = -1;
+  if (best != INT32_MAX) {
+    SplitPart *w = e.part[0].chunk == best ? &e.part[0] : &e.part[1];
+    found = w->index;
+    if (w == &e.part[1] && off_len) memcpy(offsets, helper_offsets, off_len * sizeof(int32_t));
+  }
+  /* errors of the rules before the winner (all of them without one), in rule order */
+  uint32_t limit = found >= 0 ? (uint32_t)found : s->count;
+  ErrorList *a = &e.part[0].errs, *b = &e.part[1].errs;
+  size_t ia = 0, ib = 0;
+  while (ia < a->count || ib < b->count) {
+    ExecError *x = ib >= b->count || (ia < a->count && a->items[ia].rule < b->items[ib].rule) ? &a->items[ia++] : &b->items[ib++];
+    if (x->rule < limit) add_error(errs, x->rule, x->text);
+  }
+  int oom = e.part[0].oom || e.part[1].oom;
+  atomic_fetch_add(&split_stats[0], 1);
+  if (e.taken) atomic_fetch_add(&split_stats[1], 1);
+  free(a->items);
+  free(b->items);
+  free(helper_offsets);
+  return oom ? -2 : found;
+}
 
 /* A compiler thread: take the next pattern of the first job that has one; sleep when none has. */
 static void *compile_helper(void *arg) {
@@ -1214,6 +1363,16 @@ static void *compile_helper(void *arg) {
   (void)enter_c_locale();
   pthread_mutex_lock(&cpool.lock);
   for (;;) {
+    if (cpool.split && !cpool.split->taken) {
+      struct SplitEval *e = cpool.split;
+      e->taken = 1;
+      pthread_mutex_unlock(&cpool.lock);
+      split_work(e, 1);
+      pthread_mutex_lock(&cpool.lock);
+      e->helper_done = 1;
+      pthread_cond_broadcast(&cpool.split_done);
+      continue;
+    }
     CompileJob *j = cpool.head;
     while (j && j->next >= j->count) j = j->next_job;
     if (!j) {
@@ -1870,7 +2029,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       !add_fn(env, exports, "ruleSetExec", RuleSetExec) || !add_fn(env, exports, "ruleSetExecAsync", RuleSetExecAsync) || !add_fn(env, exports, "execThreads", ExecThreads) ||
       !add_fn(env, exports, "patternsCompileStart", PatternsCompileStart) ||
       !add_fn(env, exports, "patternsCompileAdd", PatternsCompileAdd) || !add_fn(env, exports, "patternsScan", PatternsScan) ||
-      !add_fn(env, exports, "patternsScanFile", PatternsScanFile) ||
+      !add_fn(env, exports, "patternsScanFile", PatternsScanFile) || !add_fn(env, exports, "splitStats", SplitStats) ||
       !add_fn(env, exports, "patternsCompileFinish", PatternsCompileFinish) || !add_fn(env, exports, "ruleSetFromBatch", RuleSetFromBatch))
     return NULL;
   if (!proxymapd_sqlite_register(env, exports)) return NULL;

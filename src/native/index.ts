@@ -144,6 +144,8 @@ export interface NativeEngines {
    * read, or is not a regular file: the caller reads it its own way then.
    */
   patternsScanFile(engine: number, path: string, fast: boolean, noRegsub: boolean): (PatternScan & { text: string; stat: Float64Array }) | null;
+  /** Lookups that ruleSetExec() offered to an idle compiler thread, and those one took (tests). */
+  splitStats(): [offered: number, taken: number];
   patternsCompileAdd(job: CompileJobHandle, patterns: string, options: Uint32Array): number;
   patternsCompileFinish(job: CompileJobHandle): {
     batch: PatternBatchHandle;

@@ -39,7 +39,7 @@ const outText = (r: { stdout: Buffer; status: number; stderr: string }) => {
 };
 
 /** What postmap -q - would print for our table implementation, in-process (for minimizing). */
-async function ours(kind: PatternKind, file: string, keys: string[], utf8: boolean): Promise<string> {
+export async function ours(kind: PatternKind, file: string, keys: string[], utf8: boolean): Promise<string> {
   let table;
   try {
     table = await openTable({
@@ -65,7 +65,8 @@ async function ours(kind: PatternKind, file: string, keys: string[], utf8: boole
   return `${out}[exit ${any ? 0 : 1}]`;
 }
 
-async function direct(conf: string, kind: PatternKind, file: string, keys: string[]): Promise<string> {
+/** What the real postmap -q - prints for the table (conf: its config directory). */
+export async function direct(conf: string, kind: PatternKind, file: string, keys: string[]): Promise<string> {
   return outText(await postmap(['-c', conf, '-q', '-', `${kind}:${file}`], asInput(keys)));
 }
 

@@ -25,11 +25,17 @@ export async function runServe(args: string[]): Promise<number> {
     const paths = await listenStandalone(server, config);
     log.info(`proxymapd ready: proxymap on ${paths.proxymap}, proxywrite on ${paths.proxywrite}`);
   }
-  // Compile the cidr and regexp/pcre parsers' hot paths while idle (and load the regex engines' addon),
-  // so that a large table's first open is fast.
+  // Compile the regexp/pcre and cidr parsers' hot paths while idle (and load the regex engines' addon), so that a
+  // large table's first open is fast. cidr last (and twice, with a pause for V8's background compiler), since the
+  // pattern warm-up throws away some of the code the cidr one had optimized.
   setTimeout(() => {
-    warmUpCidr();
-    void warmUpPatterns([regexpDialect, pcreDialect]);
+    void (async () => {
+      await warmUpPatterns([regexpDialect, pcreDialect]);
+      for (let round = 0; round < 2; round++) {
+        warmUpCidr();
+        await new Promise<void>((resolve) => setTimeout(resolve, 100).unref());
+      }
+    })();
   }, 50).unref();
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {

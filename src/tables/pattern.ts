@@ -965,7 +965,7 @@ export async function warmUpPatterns(dialects: PatternDialect[]): Promise<boolea
           await t.close?.();
         }
       }
-      await new Promise<void>((resolve) => setTimeout(resolve, 100).unref());
+      await new Promise<void>((resolve) => setTimeout(resolve, 100));
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

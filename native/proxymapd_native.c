@@ -1315,17 +1315,22 @@ static int ruleset_make_chunks(RuleSet *s) {
 static int32_t ruleset_run_split(RuleSet *s, const char *subject, size_t len, int skip_regsub, int32_t *offsets,
                                  size_t off_len, ErrorList *errs) {
   if (s->chunks == NULL && !ruleset_make_chunks(s)) return ruleset_run(s, subject, len, skip_regsub, offsets, off_len, errs);
-  pthread_mutex_lock(&cpool.lock);
-  int idle = cpool.sleeping > 0 && cpool.split == NULL && s->nchunks >= 2;
-  pthread_mutex_unlock(&cpool.lock);
-  int32_t *helper_offsets = idle ? malloc((off_len ? off_len : 1) * sizeof(int32_t)) : NULL;
+  int32_t *helper_offsets = s->nchunks >= 2 ? malloc((off_len ? off_len : 1) * sizeof(int32_t)) : NULL;
   if (!helper_offsets) return ruleset_run(s, subject, len, skip_regsub, offsets, off_len, errs);
   SplitEval e = {s, subject, len, skip_regsub, off_len, 0, INT32_MAX, 0, 0,
                  {{INT32_MAX, -1, offsets, {NULL, 0, 0}, 0}, {INT32_MAX, -1, helper_offsets, {NULL, 0, 0}, 0}}};
+  /* offered only to a sleeping thread (one that is compiling would take it late), one lookup at a time */
   pthread_mutex_lock(&cpool.lock);
-  cpool.split = &e;
-  pthread_cond_signal(&cpool.more);
+  int offered = cpool.sleeping > 0 && cpool.split == NULL;
+  if (offered) {
+    cpool.split = &e;
+    pthread_cond_signal(&cpool.more);
+  }
   pthread_mutex_unlock(&cpool.lock);
+  if (!offered) {
+    free(helper_offsets);
+    return ruleset_run(s, subject, len, skip_regsub, offsets, off_len, errs);
+  }
   split_work(&e, 0);
   /* withdraw the offer; wait for a helper that took it (it is at most one chunk from done) */
   pthread_mutex_lock(&cpool.lock);
@@ -1560,7 +1565,7 @@ static CompileJob *compile_job_new(napi_env env, int engine, uint32_t cap, Chunk
   return j;
 }
 
-/* patternsCompileStart(engine, capacity) -> job: room for `capacity` patterns; helper threads started. */
+/* patternsCompileStart(engine, capacity) -> job: room for `capacity` patterns, offered to the compiler threads. */
 static napi_value PatternsCompileStart(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -1596,15 +1601,6 @@ static int32_t scan_add(void *ctx, const char *pattern, uint32_t options) {
   return (int32_t)i;
 }
 
-/*
- * patternsScan(engine, text, fast, noRegsub) -> { job, records, patterns }:
- * start a compile job for a table's source text and scan it (patscan.c):
- * the patterns of the rules the scanner takes are being compiled when this
- * returns; records (Int32Array, PATSCAN_FIELDS per logical line) say what
- * each line is; patterns is how many the job holds (further ones may be
- * added with patternsCompileAdd). fast = false leaves every line to the
- * caller.
- */
 /* Scan the text in chunk c (len bytes, NUL after them; the job takes it) into result: job, records, patterns. */
 static bool scan_chunk(napi_env env, int32_t engine, Chunk *c, size_t len, bool fast, bool no_regsub, napi_value result) {
   size_t max_records = patscan_max_records(c->text, len);
@@ -1644,6 +1640,15 @@ static bool scan_args(napi_env env, napi_value *argv, int32_t *engine, bool *fas
   return true;
 }
 
+/*
+ * patternsScan(engine, text, fast, noRegsub) -> { job, records, patterns }:
+ * start a compile job for a table's source text and scan it (patscan.c):
+ * the patterns of the rules the scanner takes are being compiled when this
+ * returns; records (Int32Array, PATSCAN_FIELDS per logical line) say what
+ * each line is; patterns is how many the job holds (further ones may be
+ * added with patternsCompileAdd). fast = false leaves every line to the
+ * caller.
+ */
 static napi_value PatternsScan(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];

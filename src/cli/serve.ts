@@ -35,7 +35,7 @@ export async function runServe(args: string[]): Promise<number> {
         warmUpCidr();
         await new Promise<void>((resolve) => setTimeout(resolve, 100).unref());
       }
-    })();
+    })().catch((e) => log.warn(`start-up warm-up: ${(e as Error).message}`));
   }, 50).unref();
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {

@@ -933,19 +933,18 @@ function warmUpText(kind: PatternKind): string {
  * temporary file and opened the way the server opens a table, so that the
  * first real table is opened by optimized code and nothing that code was
  * optimized for changes afterwards. Lookups run on this thread (one per
- * event-loop turn). Resolves false when the addon cannot be loaded (the
- * first open then reports why).
+ * event-loop turn). Never rejects: resolves false when the addon cannot be
+ * loaded or the temporary table cannot be written (the first open then
+ * reports what fails).
  */
 export async function warmUpPatterns(dialects: PatternDialect[]): Promise<boolean> {
+  let dir: string | undefined;
   try {
     loadNative();
-  } catch {
-    return false;
-  }
-  const dir = mkdtempSync(join(tmpdir(), 'proxymapd-warm-up-'));
-  try {
+    const made = mkdtempSync(join(tmpdir(), 'proxymapd-warm-up-'));
+    dir = made;
     const files = dialects.map((dialect) => {
-      const file = join(dir, `table.${dialect.kind}`);
+      const file = join(made, `table.${dialect.kind}`);
       writeFileSync(file, warmUpText(dialect.kind), { mode: 0o600 });
       return file;
     });
@@ -967,8 +966,11 @@ export async function warmUpPatterns(dialects: PatternDialect[]): Promise<boolea
       }
       await new Promise<void>((resolve) => setTimeout(resolve, 100));
     }
+  } catch {
+    // no addon, no writable temporary directory: the first real opens warm up instead (and report what fails)
+    return false;
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    if (dir) rmSync(dir, { recursive: true, force: true });
   }
   return true;
 }

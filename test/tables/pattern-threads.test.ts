@@ -315,6 +315,17 @@ test('the start-up warm-up runs on the main thread and leaves the thread setting
   }
 });
 
+test('the warm-up resolves false, never rejects, when it cannot write its temporary table', async () => {
+  const saved = process.env.TMPDIR;
+  process.env.TMPDIR = '/nonexistent/proxymapd-test';
+  try {
+    assert.equal(await warmUpPatterns([regexpDialect, pcreDialect]), false);
+  } finally {
+    if (saved === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = saved;
+  }
+});
+
 test('proxymapd_pattern_threads: default, explicit values, bad values', () => {
   const saved = patternThreads();
   const logs: string[] = [];

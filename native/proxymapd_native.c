@@ -2010,6 +2010,10 @@ static int add_fn(napi_env env, napi_value exports, const char *name, napi_callb
 int kv_register(napi_env env, napi_value exports);
 /* native/maillog.c: syslog(3) and the postlog datagram socket. */
 int maillog_register(napi_env env, napi_value exports);
+/* native/fd.c: dup(2) of accepted connections. */
+int fd_register(napi_env env, napi_value exports);
+/* native/sockset.c: connected sockets served in batches. */
+int sockset_register(napi_env env, napi_value exports);
 
 static napi_value Init(napi_env env, napi_value exports) {
   napi_value reg, pcre;
@@ -2039,7 +2043,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     return NULL;
   if (!proxymapd_sqlite_register(env, exports)) return NULL;
   if (!kv_register(env, exports)) return NULL;
-  if (!maillog_register(env, exports)) return NULL;
+  if (!maillog_register(env, exports) || !fd_register(env, exports) || !sockset_register(env, exports)) return NULL;
   return exports;
 }
 

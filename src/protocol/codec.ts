@@ -31,13 +31,25 @@ export function encodeRecord(attrs: ReadonlyArray<readonly [string, string | num
   return Buffer.from(s, 'latin1');
 }
 
+/** Encode one record as a byte string (one char per byte), for writing with the 'latin1' encoding. */
+export function encodeRecordString(attrs: ReadonlyArray<readonly [string, string | number]>): string {
+  let s = '';
+  for (const [name, value] of attrs) {
+    s += name + '\0' + (typeof value === 'number' ? String(value >>> 0) : value) + '\0';
+  }
+  return s + '\0';
+}
+
 /**
  * Streaming decoder: push() chunks of any size, then take complete records
  * with next(). next() returns null when it needs more bytes ("need more" is
  * distinct from malformed input, which throws ProtocolError).
+ *
+ * The bytes are held as a latin1 string (one char per byte): fields are then
+ * slices of it, with no per-field conversion.
  */
 export class RecordDecoder {
-  private buf: Buffer = Buffer.alloc(0);
+  private buf = '';
   /** scan position inside buf (bytes before it hold no NUL of the current field) */
   private pos = 0;
   /** start of the current field (name or value) */
@@ -50,6 +62,11 @@ export class RecordDecoder {
   constructor(private readonly maxRecord = DEFAULT_MAX_RECORD) {}
 
   push(chunk: Buffer): void {
+    if (chunk.length > 0) this.pushBytes(chunk.toString('latin1'));
+  }
+
+  /** Push bytes given as a latin1 string (one char per byte). */
+  pushBytes(chunk: string): void {
     if (chunk.length === 0) return;
     if (this.buf.length === this.recStart) {
       this.buf = chunk;
@@ -58,8 +75,7 @@ export class RecordDecoder {
       this.recStart = 0;
     } else {
       // Drop consumed bytes and append.
-      const rest = this.buf.subarray(this.recStart);
-      this.buf = Buffer.concat([rest, chunk]);
+      this.buf = (this.recStart > 0 ? this.buf.slice(this.recStart) : this.buf) + chunk;
       this.pos -= this.recStart;
       this.fieldStart -= this.recStart;
       this.recStart = 0;
@@ -75,7 +91,7 @@ export class RecordDecoder {
   next(): AttrRecord | null {
     const buf = this.buf;
     for (;;) {
-      const nul = buf.indexOf(0, this.pos);
+      const nul = buf.indexOf('\0', this.pos);
       if (nul < 0) {
         if (buf.length - this.recStart > this.maxRecord) {
           throw new ProtocolError(`record exceeds ${this.maxRecord} bytes`);
@@ -83,7 +99,7 @@ export class RecordDecoder {
         this.pos = buf.length;
         return null;
       }
-      const field = buf.toString('latin1', this.fieldStart, nul);
+      const field = buf.slice(this.fieldStart, nul);
       this.pos = this.fieldStart = nul + 1;
       if (this.pendingName === null) {
         if (field.length === 0) {
@@ -92,7 +108,7 @@ export class RecordDecoder {
           this.pairs = [];
           this.recStart = this.pos;
           if (this.recStart === buf.length) {
-            this.buf = EMPTY;
+            this.buf = '';
             this.pos = 0;
             this.fieldStart = 0;
             this.recStart = 0;
@@ -111,14 +127,24 @@ export class RecordDecoder {
   }
 }
 
-const EMPTY = Buffer.alloc(0);
-
 /**
  * Parse an INT attribute the way attr_scan0 does (sscanf "%u%c" must convert
  * exactly one number): optional leading blanks and sign, digits, nothing
  * after. Returns the value modulo 2^32, or null when malformed.
  */
 export function parseUnsigned(s: string): number | null {
+  // Fast path: up to 9 plain digits (every flags value Postfix sends).
+  const len = s.length;
+  if (len > 0 && len <= 9) {
+    let v = 0;
+    let i = 0;
+    for (; i < len; i++) {
+      const d = s.charCodeAt(i) - 48;
+      if (d < 0 || d > 9) break;
+      v = v * 10 + d;
+    }
+    if (i === len) return v;
+  }
   const m = /^[ \t\n\v\f\r]*([+-]?)([0-9]+)$/.exec(s);
   if (!m) return null;
   // Values beyond 32 bits wrap as strtoul + (unsigned int) conversion would.

@@ -56,14 +56,13 @@ const NEW_ATTRS: Record<RequestKind, readonly string[]> = {
   delete: ['table', 'instance_flags', 'flags', 'key'],
   sequence: ['table', 'instance_flags', 'flags', 'function'],
 };
-const INT_ATTRS = new Set(['flags', 'instance_flags', 'function']);
 
 export function requestAttrNames(kind: RequestKind, dialect: Dialect): readonly string[] {
   return dialect === 'legacy' ? LEGACY_ATTRS[kind] : NEW_ATTRS[kind];
 }
 
 function isKind(s: string): s is RequestKind {
-  return (REQUEST_KINDS as readonly string[]).includes(s);
+  return s === 'lookup' || s === 'open' || s === 'update' || s === 'delete' || s === 'sequence';
 }
 
 /**
@@ -73,66 +72,73 @@ function isKind(s: string): s is RequestKind {
  * wanted one are a warning only (as in the C server).
  */
 export function parseRequest(rec: AttrRecord): ParseOutcome {
-  const warnings: string[] = [];
   const first = rec[0];
   if (!first || first[0] !== 'request') {
     const reason = first ? `unexpected attribute ${first[0]} (expecting: request)` : 'missing attribute request';
-    return { request: { kind: 'bad', request: null, dialect: 'legacy', reason }, warnings };
+    return { request: { kind: 'bad', request: null, dialect: 'legacy', reason }, warnings: [] };
   }
   const name = first[1];
   if (!isKind(name)) {
-    return { request: { kind: 'bad', request: null, dialect: 'legacy', reason: `unrecognized request: "${name}", ignored` }, warnings };
+    return { request: { kind: 'bad', request: null, dialect: 'legacy', reason: `unrecognized request: "${name}", ignored` }, warnings: [] };
   }
-  const third = rec[2]?.[0];
+  const third = rec.length > 2 ? rec[2][0] : undefined;
   const dialect: Dialect = third === 'instance_flags' ? 'new' : 'legacy';
   const wanted = requestAttrNames(name, dialect);
-  const vals: Record<string, string> = {};
-  const ints: Record<string, number> = {};
+  let table = '';
+  let key = '';
+  let value = '';
+  let instF = 0;
+  let fl = 0;
+  let fn = 0;
   for (let i = 0; i < wanted.length; i++) {
     const want = wanted[i];
     const got = rec[i + 1];
     if (!got) {
-      return { request: { kind: 'bad', request: name, dialect, reason: `missing attribute ${want}` }, warnings };
+      return { request: { kind: 'bad', request: name, dialect, reason: `missing attribute ${want}` }, warnings: [] };
     }
     if (got[0] !== want) {
       return {
         request: { kind: 'bad', request: name, dialect, reason: `unexpected attribute ${got[0]} (expecting: ${want})` },
-        warnings,
+        warnings: [],
       };
     }
-    if (INT_ATTRS.has(want)) {
-      const n = parseUnsigned(got[1]);
-      if (n === null) {
-        return { request: { kind: 'bad', request: name, dialect, reason: `malformed ${want} value "${got[1]}"` }, warnings };
+    switch (want) {
+      case 'table': table = got[1]; break;
+      case 'key': key = got[1]; break;
+      case 'value': value = got[1]; break;
+      default: {
+        const n = parseUnsigned(got[1]);
+        if (n === null) {
+          return { request: { kind: 'bad', request: name, dialect, reason: `malformed ${want} value "${got[1]}"` }, warnings: [] };
+        }
+        if (want === 'flags') fl = n;
+        else if (want === 'instance_flags') instF = n;
+        else fn = n;
       }
-      ints[want] = n;
-    } else {
-      vals[want] = got[1];
     }
   }
+  const warnings: string[] = [];
   for (let i = wanted.length + 1; i < rec.length; i++) {
     warnings.push(`unexpected attribute ${rec[i][0]} (expecting: end of request)`);
   }
-  const table = vals.table;
-  const instanceFlags = dialect === 'new' ? ints.instance_flags : ints.flags;
-  const flags = dialect === 'new' && name !== 'open' ? ints.flags : ints.flags ?? ints.instance_flags;
-  const base = { dialect, table, instanceFlags, flags };
+  const instanceFlags = dialect === 'new' ? instF : fl;
+  const flags = dialect === 'new' && name === 'open' ? instF : fl;
   let request: Request;
   switch (name) {
     case 'open':
-      request = { kind: 'open', ...base };
+      request = { kind: 'open', dialect, table, instanceFlags, flags };
       break;
     case 'lookup':
-      request = { kind: 'lookup', ...base, key: vals.key };
+      request = { kind: 'lookup', dialect, table, instanceFlags, flags, key };
       break;
     case 'update':
-      request = { kind: 'update', ...base, key: vals.key, value: vals.value };
+      request = { kind: 'update', dialect, table, instanceFlags, flags, key, value };
       break;
     case 'delete':
-      request = { kind: 'delete', ...base, key: vals.key };
+      request = { kind: 'delete', dialect, table, instanceFlags, flags, key };
       break;
     case 'sequence':
-      request = { kind: 'sequence', ...base, fn: ints.function };
+      request = { kind: 'sequence', dialect, table, instanceFlags, flags, fn };
       break;
   }
   return { request, warnings };
@@ -152,24 +158,29 @@ export interface Reply {
  * just the status.
  */
 export function encodeReply(kind: RequestKind | null, dialect: Dialect, r: Reply): Buffer {
+  return Buffer.from(encodeReplyString(kind, dialect, r), 'latin1');
+}
+
+/** encodeReply as a byte string (one char per byte), for writing with the 'latin1' encoding. */
+export function encodeReplyString(kind: RequestKind | null, dialect: Dialect, r: Reply): string {
   const status = r.status;
-  const flags = r.flags ?? 0;
-  if (kind === null) return encodeRecord([['status', status]]);
+  if (kind === null) return `status\0${status}\0\0`;
+  const flags = String((r.flags ?? 0) >>> 0);
   const withFlags = dialect === 'new';
   switch (kind) {
     case 'open':
-      return encodeRecord([['status', status], ['flags', flags]]);
+      return `status\0${status}\0flags\0${flags}\0\0`;
     case 'lookup':
       return withFlags
-        ? encodeRecord([['status', status], ['flags', flags], ['value', r.value ?? '']])
-        : encodeRecord([['status', status], ['value', r.value ?? '']]);
+        ? `status\0${status}\0flags\0${flags}\0value\0${r.value ?? ''}\0\0`
+        : `status\0${status}\0value\0${r.value ?? ''}\0\0`;
     case 'update':
     case 'delete':
-      return withFlags ? encodeRecord([['status', status], ['flags', flags]]) : encodeRecord([['status', status]]);
+      return withFlags ? `status\0${status}\0flags\0${flags}\0\0` : `status\0${status}\0\0`;
     case 'sequence':
       return withFlags
-        ? encodeRecord([['status', status], ['flags', flags], ['key', r.key ?? ''], ['value', r.value ?? '']])
-        : encodeRecord([['status', status], ['key', r.key ?? ''], ['value', r.value ?? '']]);
+        ? `status\0${status}\0flags\0${flags}\0key\0${r.key ?? ''}\0value\0${r.value ?? ''}\0\0`
+        : `status\0${status}\0key\0${r.key ?? ''}\0value\0${r.value ?? ''}\0\0`;
   }
 }
 

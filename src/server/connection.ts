@@ -4,7 +4,7 @@
  */
 import type net from 'node:net';
 import { ProtocolError, RecordDecoder, type AttrRecord } from '../protocol/codec.js';
-import { ANNOUNCEMENT, encodeReply, parseRequest } from '../protocol/messages.js';
+import { ANNOUNCEMENT, encodeReplyString, parseRequest } from '../protocol/messages.js';
 import { log } from '../log.js';
 import type { Outcome, RequestHandler, Service } from './handler.js';
 
@@ -17,11 +17,50 @@ export interface ConnectionOptions {
   maxQueued: number;
 }
 
+const ANNOUNCEMENT_BYTES = ANNOUNCEMENT.toString('latin1');
+
 export const DEFAULT_CONNECTION_OPTIONS: ConnectionOptions = {
   ioDeadlineMs: 1000,
   maxRecord: 4 * 1024 * 1024,
   maxQueued: 64,
 };
+
+/**
+ * What a connection writes to and closes: a net.Socket (socketTransport) or
+ * a slot in a native socket set (src/server/sockset.ts). The transport calls
+ * the connection's feed/ended/drained/closed as things happen.
+ */
+export interface Transport {
+  /** Write bytes (a latin1 string); false when they were queued (drained() follows). */
+  write(bytes: string): boolean;
+  pause(): void;
+  resume(): void;
+  /** Close once the queued output is written. */
+  end(): void;
+  /** Close now. */
+  destroy(): void;
+  /** The peer closed its side (no more input). */
+  readonly readableEnded: boolean;
+}
+
+/** A net.Socket as a Transport (read through 'data' events unless `external`: an onread socket that feeds itself). */
+export function socketTransport(sock: net.Socket, conn: Connection, external = false): Transport {
+  if (!external) sock.on('data', (chunk: Buffer) => conn.feed(chunk.toString('latin1')));
+  sock.on('error', () => conn.destroy());
+  sock.on('close', () => conn.destroy());
+  sock.on('end', () => conn.ended());
+  sock.on('drain', () => conn.drained());
+  return {
+    write: (b) => sock.write(b, 'latin1'),
+    pause: () => sock.pause(),
+    resume: () => sock.resume(),
+    end: () => sock.end(),
+    destroy: () => sock.destroy(),
+    get readableEnded() {
+      return sock.readableEnded;
+    },
+  };
+}
 
 export class Connection {
   private readonly decoder: RecordDecoder;
@@ -36,29 +75,35 @@ export class Connection {
   /** when the request in progress started (Date.now()), 0 when none (for the daemon_timeout watchdog) */
   requestStartedAt = 0;
 
+  private readonly sock: Transport;
+
   constructor(
-    private readonly sock: net.Socket,
+    transport: (conn: Connection) => Transport,
     private readonly service: Service,
     private readonly handler: RequestHandler,
     private readonly opts: ConnectionOptions,
     private readonly hooks: { onBusy?: (busy: boolean) => void; onClose?: () => void; onData?: () => void; onReply?: () => void } = {},
   ) {
     this.decoder = new RecordDecoder(opts.maxRecord);
-    sock.setNoDelay?.(true);
-    sock.on('data', (chunk) => this.onData(chunk));
-    sock.on('error', () => this.destroy());
-    sock.on('close', () => this.destroy());
-    sock.on('end', () => {
-      if (!this.busy && this.queue.length === 0) this.finish();
-    });
-    sock.on('drain', () => this.clearWriteTimer());
-    this.write(ANNOUNCEMENT);
+    this.sock = transport(this);
+    this.write(ANNOUNCEMENT_BYTES);
   }
 
-  private onData(chunk: Buffer): void {
+  /** The peer closed its side: finish once the requests received are answered. */
+  ended(): void {
+    if (!this.busy && this.queue.length === 0) this.finish();
+  }
+
+  /** Queued output was written. */
+  drained(): void {
+    this.clearWriteTimer();
+  }
+
+  /** Bytes received, as a latin1 string (one char per byte). */
+  feed(chunk: string): void {
     if (this.closed) return;
     this.hooks.onData?.();
-    this.decoder.push(chunk);
+    this.decoder.pushBytes(chunk);
     try {
       let rec: AttrRecord | null;
       while ((rec = this.decoder.next()) !== null) this.queue.push(rec);
@@ -144,12 +189,12 @@ export class Connection {
   }
 
   private reply(o: Outcome): void {
-    this.write(encodeReply(o.kind, o.dialect, o.reply));
+    this.write(encodeReplyString(o.kind, o.dialect, o.reply));
     this.setBusy(false);
     this.hooks.onReply?.();
   }
 
-  private write(b: Buffer): void {
+  private write(b: string): void {
     if (this.closed) return;
     const ok = this.sock.write(b);
     if (!ok && !this.writeTimer) {

@@ -42,6 +42,11 @@ interface KeyPlan {
 export class RequestHandler {
   constructor(private readonly o: HandlerOptions) {}
 
+  /** Every approved table spec, of both services. */
+  approved(): Set<string> {
+    return new Set([...this.o.authorized.proxymap, ...this.o.authorized.proxywrite]);
+  }
+
   /** Handle one request; synchronous when the table answers synchronously. */
   handle(req: Request | BadRequest, service: Service): Outcome | Promise<Outcome> {
     if (req.kind === 'bad') {

@@ -6,7 +6,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { log } from '../log.js';
-import { Connection, DEFAULT_CONNECTION_OPTIONS, type ConnectionOptions } from './connection.js';
+import { dupFd } from '../native/fd.js';
+import { Connection, DEFAULT_CONNECTION_OPTIONS, socketTransport, type ConnectionOptions, type Transport } from './connection.js';
+import { SockSet } from './sockset.js';
 import { RequestHandler, type Service } from './handler.js';
 import { TableInstances, type Opener, type ReloadOptions } from './instances.js';
 
@@ -39,6 +41,8 @@ export interface ServerOptions {
    * main thread leaves the CPU to those threads.
    */
   offThreadWork?: () => boolean;
+  /** Serve connections from a native socket set (native/sockset.c) when the addon loads (default true). */
+  nativeSockets?: boolean;
 }
 
 export interface ListenerInfo {
@@ -62,6 +66,9 @@ export class ProxyServer {
   /** time from the last reply to the next request data, ns */
   private lastGapNs = BigInt(Number.MAX_SAFE_INTEGER);
   private spinning = false;
+  /** the native socket set of this server (undefined: not made yet; null: unavailable or not wanted) */
+  private sockSet: SockSet | null | undefined;
+  private readonly useSockSet: boolean;
   /** observers (master(8) mode: busy/available status, max_use, max_idle) */
   onBusyChange?: (busy: boolean) => void;
   onConnectionClosed?: (open: number) => void;
@@ -78,6 +85,7 @@ export class ProxyServer {
     this.connOpts = { ...DEFAULT_CONNECTION_OPTIONS, ...opts.connection };
     this.busyPollNs = BigInt(Math.max(0, Math.floor(opts.busyPollUsec ?? DEFAULT_BUSY_POLL_USEC))) * 1000n;
     this.offThreadWork = opts.offThreadWork ?? (() => false);
+    this.useSockSet = opts.nativeSockets ?? true;
   }
 
   private readonly offThreadWork: () => boolean;
@@ -105,15 +113,15 @@ export class ProxyServer {
   };
 
   private makeServer(service: Service): net.Server {
-    const srv = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (sock) => this.accept(sock, service));
+    const srv = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => this.accept(sock, service));
     srv.on('error', (e) => log.warn(`${service} listener: ${e.message}`));
     return srv;
   }
 
-  private accept(sock: net.Socket, service: Service): void {
+  private accept(raw: net.Socket, service: Service): void {
     this.accepted++;
-    const conn = new Connection(sock, service, this.handler, this.connOpts, {
-      onBusy: (b) => {
+    const hooks = {
+      onBusy: (b: boolean) => {
         const before = this.busyCount;
         this.busyCount += b ? 1 : -1;
         if (before === 0 && this.busyCount === 1) this.onBusyChange?.(true);
@@ -122,11 +130,29 @@ export class ProxyServer {
       onData: () => this.onRequestData(),
       onReply: () => this.onReplySent(),
       onClose: () => {
-        this.connections.delete(conn);
+        if (conn) this.connections.delete(conn);
         this.closedCount++;
         this.onConnectionClosed?.(this.connections.size);
       },
-    });
+    };
+    const make = (t: (c: Connection) => Transport) => new Connection(t, service, this.handler, this.connOpts, hooks);
+    // Serve the connection from this thread's native socket set, on a duplicate of its descriptor (the accepted
+    // socket was not read from: pauseOnConnect). Without the addon, as the net.Socket it was accepted as.
+    let conn: Connection | null = null;
+    if (this.sockSet === undefined) this.sockSet = this.useSockSet ? SockSet.create() : null;
+    const fd = (raw as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    if (this.sockSet && typeof fd === 'number' && fd >= 0) {
+      const dup = dupFd(fd);
+      if (dup >= 0) {
+        conn = this.sockSet.adopt(dup, make);
+        if (conn) raw.destroy();
+        else fs.closeSync(dup);
+      }
+    }
+    if (!conn) {
+      conn = make((c) => socketTransport(raw, c));
+      raw.resume();
+    }
     this.connections.add(conn);
     this.onConnectionOpened?.(this.connections.size);
   }
@@ -213,7 +239,11 @@ export class ProxyServer {
   /** Stop accepting; optionally drop open connections; close tables. */
   async close(dropConnections = true): Promise<void> {
     const closing = this.stopListening();
-    if (dropConnections) for (const c of [...this.connections]) c.destroy();
+    if (dropConnections) {
+      for (const c of [...this.connections]) c.destroy();
+      this.sockSet?.destroy();
+      this.sockSet = null;
+    }
     await closing;
     await this.instances.closeAll();
   }

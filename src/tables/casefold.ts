@@ -26,7 +26,12 @@ export function allAscii(s: Bytes): boolean {
 
 /** ASCII-only lower-casing (lowercase()): only A-Z change. */
 export function lowercaseAscii(s: Bytes): Bytes {
-  return s.replace(UPPER, (m) => m.toLowerCase());
+  // Most keys are lower case already: scan before building a new string.
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x41 && c <= 0x5a) return s.replace(UPPER, (m) => m.toLowerCase());
+  }
+  return s;
 }
 
 /**

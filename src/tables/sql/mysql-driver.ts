@@ -11,10 +11,17 @@
  * them in that character set exactly as it does for Postfix's C client.
  */
 import fs from 'node:fs';
-import mysql from 'mysql2';
+import { createRequire } from 'node:module';
+import type mysql from 'mysql2';
 import type { Bytes } from '../table.js';
 import { optSeconds, readMyOptions, type MyOptions } from './myoptions.js';
 import type { PoolDriver, PoolHost, WorkResult } from './pool.js';
+
+// The driver is loaded when the first connection is made: a server without mysql tables does not carry it.
+let lib: typeof mysql | undefined;
+function mysqlLib(): typeof mysql {
+  return (lib ??= createRequire(import.meta.url)('mysql2') as typeof mysql);
+}
 
 export interface MyTarget {
   /** TCP host name or address (INET) */
@@ -188,7 +195,7 @@ export class MysqlDriver implements PoolDriver<MyTarget, MyConn> {
             rejectUnauthorized: verify,
           };
         }
-        raw = mysql.createConnection(base);
+        raw = mysqlLib().createConnection(base);
       } catch (e) {
         reject(new Error(`connect to mysql server ${h.label}: ${(e as Error).message}`));
         return;

@@ -15,9 +15,16 @@
  * result character the encoding lacks) fails the lookup with RETRY.
  */
 import os from 'node:os';
-import pg from 'pg';
+import { createRequire } from 'node:module';
+import type pg from 'pg';
 import type { Bytes } from '../table.js';
 import type { PoolDriver, PoolHost, WorkResult } from './pool.js';
+
+// The driver is loaded when the first connection is made: a server without pgsql tables does not carry it.
+let lib: typeof pg | undefined;
+function pgLib(): typeof pg {
+  return (lib ??= createRequire(import.meta.url)('pg') as typeof pg);
+}
 
 export type PgTarget =
   | { kind: 'unix'; dir: string }
@@ -210,7 +217,7 @@ export class PgsqlDriver implements PoolDriver<PgTarget, PgConn> {
     config.types = RAW_TYPES;
     const attempt = (useSsl: pg.ClientConfig['ssl']): Promise<PgConn> =>
       new Promise<PgConn>((resolve, reject) => {
-        const raw = new pg.Client({ ...config, ...(useSsl ? { ssl: useSsl } : {}) });
+        const raw = new (pgLib().Client)({ ...config, ...(useSsl ? { ssl: useSsl } : {}) });
         let settled = false;
         raw.on('error', () => {
           if (settled) onLost();

@@ -70,6 +70,8 @@ export class Connection {
   private writeTimer: NodeJS.Timeout | null = null;
   private paused = false;
   private closed = false;
+  /** the server's busy-poll activity window this connection last sent in */
+  activeWindow = 0;
   /** number of requests in progress (for master(8) busy/available accounting) */
   inFlight = 0;
   /** when the request in progress started (Date.now()), 0 when none (for the daemon_timeout watchdog) */

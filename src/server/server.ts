@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { log } from '../log.js';
 import { dupFd } from '../native/fd.js';
@@ -11,6 +12,9 @@ import { Connection, DEFAULT_CONNECTION_OPTIONS, socketTransport, type Connectio
 import { SockSet } from './sockset.js';
 import { RequestHandler, type Service } from './handler.js';
 import { TableInstances, type Opener, type ReloadOptions } from './instances.js';
+
+/** Activity window of the busy-poll policy (ns). */
+const ACTIVE_WINDOW_NS = 2_000_000n;
 
 /** Default busy-poll window (µs); see ServerOptions.busyPollUsec. */
 export const DEFAULT_BUSY_POLL_USEC = 100;
@@ -66,6 +70,13 @@ export class ProxyServer {
   /** time from the last reply to the next request data, ns */
   private lastGapNs = BigInt(Number.MAX_SAFE_INTEGER);
   private spinning = false;
+  /** clients that sent requests in the current / previous activity window (busy-poll policy) */
+  private activeCur = 0;
+  private activePrev = 0;
+  private windowStart = 0n;
+  private window = 1;
+  /** busy-poll only while at most this many clients are active (the CPUs left beside this thread) */
+  private readonly spinClients = Math.max(1, os.availableParallelism() - 1);
   /** the native socket set of this server (undefined: not made yet; null: unavailable or not wanted) */
   private sockSet: SockSet | null | undefined;
   private readonly useSockSet: boolean;
@@ -90,14 +101,37 @@ export class ProxyServer {
 
   private readonly offThreadWork: () => boolean;
 
-  private onRequestData(): void {
-    if (this.lastReplyAt !== 0n) this.lastGapNs = process.hrtime.bigint() - this.lastReplyAt;
+  private onRequestData(conn: Connection): void {
+    if (this.busyPollNs === 0n) return;
+    const now = process.hrtime.bigint();
+    if (this.lastReplyAt !== 0n) this.lastGapNs = now - this.lastReplyAt;
+    // Clients active in the current and the previous window of ACTIVE_WINDOW_NS.
+    if (now - this.windowStart > ACTIVE_WINDOW_NS) {
+      this.activePrev = now - this.windowStart > 2n * ACTIVE_WINDOW_NS ? 0 : this.activeCur;
+      this.activeCur = 0;
+      this.windowStart = now;
+      this.window++;
+    }
+    if (conn.activeWindow !== this.window) {
+      conn.activeWindow = this.window;
+      this.activeCur++;
+    }
   }
 
+  /**
+   * Busy-poll after a reply only while few clients are active: one that comes back within the window saves the
+   * wake-up; with more active clients than spare CPUs there is nearly always work, and a spinning server would only
+   * take CPU from the clients that produce it.
+   */
   private onReplySent(): void {
     if (this.busyPollNs === 0n) return;
     this.lastReplyAt = process.hrtime.bigint();
-    if (this.lastGapNs < this.busyPollNs && !this.spinning && !this.offThreadWork()) {
+    if (
+      this.lastGapNs < this.busyPollNs &&
+      !this.spinning &&
+      Math.max(this.activeCur, this.activePrev) <= this.spinClients &&
+      !this.offThreadWork()
+    ) {
       this.spinning = true;
       setImmediate(this.spin);
     }
@@ -105,7 +139,12 @@ export class ProxyServer {
 
   /** Keep the event loop polling (setImmediate: the poll phase does not block) until the window passes. */
   private readonly spin = (): void => {
-    if (process.hrtime.bigint() - this.lastReplyAt < this.busyPollNs && this.connections.size > 0 && !this.offThreadWork()) {
+    if (
+      process.hrtime.bigint() - this.lastReplyAt < this.busyPollNs &&
+      this.connections.size > 0 &&
+      Math.max(this.activeCur, this.activePrev) <= this.spinClients &&
+      !this.offThreadWork()
+    ) {
       setImmediate(this.spin);
     } else {
       this.spinning = false;
@@ -127,7 +166,7 @@ export class ProxyServer {
         if (before === 0 && this.busyCount === 1) this.onBusyChange?.(true);
         else if (before === 1 && this.busyCount === 0) this.onBusyChange?.(false);
       },
-      onData: () => this.onRequestData(),
+      onData: () => this.onRequestData(conn!),
       onReply: () => this.onReplySent(),
       onClose: () => {
         if (conn) this.connections.delete(conn);
@@ -196,6 +235,11 @@ export class ProxyServer {
       });
     });
     this.listeners.push({ service, server: srv });
+  }
+
+  /** Whether connections are served from the native socket set (known once one was accepted). */
+  get nativeSockets(): boolean {
+    return !!this.sockSet;
   }
 
   /** Whether the event loop is busy-polling right now. */

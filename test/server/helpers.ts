@@ -17,6 +17,11 @@ export function testOpener(opts: TableOpenOptions): Table {
       lookup: (key) => new Promise((r) => setTimeout(() => r(found(`slow:${key}`)), ms)),
     };
   }
+  if (opts.type === 'big') {
+    // big:N answers every key with N bytes: key, then "x" up to N
+    const n = Number(opts.name);
+    return { type: 'big', name: opts.name, implFlags: DICT_FLAG.FIXED, lookup: (key) => found((key + 'x'.repeat(n)).slice(0, n)) };
+  }
   if (opts.type === 'throws') {
     return { type: 'throws', name: opts.name, implFlags: DICT_FLAG.PATTERN, lookup: () => { throw new Error('boom'); } };
   }
@@ -51,7 +56,7 @@ export interface TestServer {
 export async function startTestServer(
   read: string[],
   write: string[] = [],
-  opts: { smtputf8?: boolean; ioDeadlineMs?: number } = {},
+  opts: { smtputf8?: boolean; ioDeadlineMs?: number; nativeSockets?: boolean } = {},
 ): Promise<TestServer> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pmd-test-'));
   const logs: string[] = [];
@@ -62,6 +67,7 @@ export async function startTestServer(
     smtputf8: opts.smtputf8 ?? true,
     param: () => undefined,
     connection: opts.ioDeadlineMs ? { ioDeadlineMs: opts.ioDeadlineMs } : {},
+    nativeSockets: opts.nativeSockets,
   });
   const proxymap = path.join(dir, 'private', 'proxymap');
   const proxywrite = path.join(dir, 'private', 'proxywrite');

@@ -42,6 +42,26 @@ export function splitKeyValue(line: Bytes): { key: Bytes; value: Bytes } | { unb
 }
 
 /**
+ * For a line of ASCII bytes without NUL, '"' or '\\' whose key is followed by
+ * whitespace: the index of that whitespace, plus 0x40000000 when the key has
+ * an upper-case letter. -1 for any other line (the general path handles it).
+ */
+function simpleLine(line: Bytes): number {
+  const n = line.length;
+  let ws = -1;
+  let upper = 0;
+  for (let i = 0; i < n; i++) {
+    const c = line.charCodeAt(i);
+    if (c >= 0x80 || c === 0 || c === 0x22 || c === 0x5c) return -1;
+    if (ws < 0) {
+      if (c === 32 || (c >= 9 && c <= 13)) ws = i;
+      else if (c >= 0x41 && c <= 0x5a) upper = 0x40000000;
+    }
+  }
+  return ws <= 0 || n > 0x3fffffff ? -1 : ws | upper;
+}
+
+/**
  * Parse postmap source text into stored (folded) key -> value, applying the
  * open options' fold mode, UTF-8 checks and duplicate policy. `path` names
  * the file in warnings.
@@ -52,6 +72,26 @@ export function parseTextHash(text: Bytes, path: string, opts: TableOpenOptions)
   const entries = new Map<Bytes, Bytes>();
   const at = (lineNo: number) => `${path}, line ${lineNo}`;
   for (const { text: raw, lineNo } of readLogicalLines(text, path, warn)) {
+    // Fast path, the same result for the common line: ASCII, no NUL, quote or backslash (so the UTF-8 check
+    // passes and folding is ASCII lower-casing), key and value separated by whitespace.
+    const simple = simpleLine(raw);
+    if (simple >= 0 && !(openFlags & DICT_FLAG.SRC_RHS_IS_FILE)) {
+      const key = raw.slice(0, simple & 0x3fffffff);
+      let a = (simple & 0x3fffffff) + 1;
+      let b = raw.length;
+      while (a < b && isSpaceCode(raw.charCodeAt(a))) a++;
+      while (b > a && isSpaceCode(raw.charCodeAt(b - 1))) b--;
+      if (a < b && key.charCodeAt(key.length - 1) !== 0x3a) {
+        const value = raw.slice(a, b);
+        const stored = fold === 'none' || simple < 0x40000000 ? key : key.toLowerCase();
+        if (!entries.has(stored)) entries.set(stored, value);
+        else if (openFlags & DICT_FLAG.DUP_IGNORE) {
+          // keep the first silently
+        } else if (openFlags & DICT_FLAG.DUP_REPLACE) entries.set(stored, value);
+        else warn(`${at(lineNo)}: duplicate entry: "${key}"`);
+        continue;
+      }
+    }
     // C string semantics: bytes after a NUL are lost, except to the UTF-8 check.
     const line = cString(raw);
     if (checkUtf8 && !passesUtf8Check(raw)) {

@@ -189,8 +189,42 @@ const KEYS = [
   u('Straße'), u('STRASSE'), u('strasse'), u('STRAßE'), u('Ä'), u('ä'), u('ς'), u('σ'), u('Σ'), '\xff\xfe', '\xe4', '',
 ];
 
+/**
+ * A seeded mix of the lines the open path takes at once (ASCII key, whitespace, value) and of every kind it must
+ * hand to the general reader: quotes, backslashes, "key:" lines, NUL, non-ASCII, continuations, comments, CR, key
+ * without value, duplicates in other case.
+ */
+function mixedTable(seed: number, lines: number): { file: string; keys: string[] } {
+  let x = seed;
+  const rnd = (n: number) => ((x = (x * 1103515245 + 12345) >>> 0) >>> 8) % n;
+  const pick = <T,>(a: readonly T[]) => a[rnd(a.length)]!;
+  const word = () => Array.from({ length: 1 + rnd(6) }, () => pick('abcXYZ09.-_@'.split(''))).join('');
+  const out: string[] = [];
+  const keys: string[] = [];
+  for (let i = 0; i < lines; i++) {
+    const k = word();
+    keys.push(k, k.toLowerCase(), k.toUpperCase());
+    switch (rnd(14)) {
+      case 0: out.push(`"${k} q" ${word()}`); keys.push(`"${k} q"`); break;
+      case 1: out.push(`${k}\\x ${word()}`); break;
+      case 2: out.push(`${k}: ${word()}`); keys.push(`${k}:`); break;
+      case 3: out.push(`${k} ${word()}\0tail`.replace('\\0', '\0')); break;
+      case 4: out.push(`${k} v\xe4l`); break;
+      case 5: out.push(`${k} ${word()}`, `  ${word()}`); break;
+      case 6: out.push('# comment', `${k}\t${word()}  `); break;
+      case 7: out.push(`${k} ${word()}\r`); break;
+      case 8: out.push(`${k}`); break;
+      case 9: out.push(`${k.toUpperCase()} ${word()}`, `${k.toLowerCase()} ${word()}`); break;
+      default: out.push(`${k}${pick([' ', '\t', '  '])}${word()}${pick(['', ' ', '\t'])}`);
+    }
+  }
+  return { file: out.join('\n') + '\n', keys: [...new Set(keys)].slice(0, 400) };
+}
+
 runDifferential('texthash', [
   { title: 'entry grammar', file: GRAMMAR, keys: KEYS, list: true },
+  { title: 'generated mix of simple and odd lines (seed 1)', ...mixedTable(1, 300), list: true },
+  { title: 'generated mix of simple and odd lines (seed 2)', ...mixedTable(2, 300), list: true },
   { title: 'duplicates, warn', file: 'a 1\nb 2\nA 3\nb 4\n', keys: ['a', 'A', 'b'], list: true },
   { title: 'duplicates, -r', file: 'a 1\nb 2\nA 3\n', keys: ['a', 'A'], list: true, postmapArgs: ['-r'], openFlags: DUP_REPLACE },
   { title: 'duplicates, -w', file: 'a 1\nb 2\nA 3\n', keys: ['a', 'A'], list: true, postmapArgs: ['-w'], openFlags: DUP_IGNORE },

@@ -153,6 +153,18 @@ static size_t put(char *p, const char *s, size_t n) {
     return n + 1;
 }
 
+/* request=KIND, table=TABLE, flags=FLAGS (the <= 3.10 dialect): the bytes written to p, without the end of record */
+static size_t head(char *p, const char *kind, size_t tl, long flags) {
+    char num[32];
+    size_t n = put(p, "request", 7);
+    n += put(p + n, kind, strlen(kind));
+    n += put(p + n, "table", 5);
+    n += put(p + n, table_name, tl);
+    n += put(p + n, "flags", 5);
+    n += put(p + n, num, (size_t)snprintf(num, sizeof(num), "%ld", flags));
+    return n;
+}
+
 static void lat_push(struct conn *c, uint64_t ns) {
     if (c->nlat == c->caplat) {
         c->caplat = c->caplat ? c->caplat * 2 : 65536;
@@ -172,7 +184,6 @@ static void *run(void *arg) {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     struct record *rec = malloc(sizeof(*rec));
     char *req = malloc(16384 + strlen(table_name));
-    char num[32];
     size_t i, tl = strlen(table_name);
     int ok = 1;
 
@@ -188,13 +199,7 @@ static void *run(void *arg) {
         ok = 0;
     }
     if (ok) {
-        size_t n = 0;
-        n += put(req + n, "request", 7);
-        n += put(req + n, "open", 4);
-        n += put(req + n, "table", 5);
-        n += put(req + n, table_name, tl);
-        n += put(req + n, "flags", 5);
-        n += put(req + n, num, (size_t)snprintf(num, sizeof(num), "%ld", open_flags));
+        size_t n = head(req, "open", tl, open_flags);
         req[n++] = '\0';
         const char *st;
         if (write_all(c->fd, req, n) < 0 || read_record(c, rec) != 0 || !(st = attr(rec, "status", NULL)) || strcmp(st, "0") != 0) {
@@ -203,13 +208,7 @@ static void *run(void *arg) {
         }
     }
     /* the request prefix is the same for every lookup */
-    size_t pre = 0;
-    pre += put(req + pre, "request", 7);
-    pre += put(req + pre, "lookup", 6);
-    pre += put(req + pre, "table", 5);
-    pre += put(req + pre, table_name, tl);
-    pre += put(req + pre, "flags", 5);
-    pre += put(req + pre, num, (size_t)snprintf(num, sizeof(num), "%ld", lookup_flags));
+    size_t pre = head(req, "lookup", tl, lookup_flags);
     pre += put(req + pre, "key", 3);
 
     pthread_barrier_wait(&barrier);

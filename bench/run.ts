@@ -286,7 +286,7 @@ interface Proxymapd {
 async function startProxymapd(repo: string, confDir: string, socket: string, cpuProfDir?: string, cpuProfIntervalUs?: number): Promise<Proxymapd> {
   const main = path.join(repo, 'dist', 'cli', 'main.js');
   // as the README runs it (npm start, the master(8) wrapper): a small young generation
-  const nodeArgs = ['--max-semi-space-size=1', ...(cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', cpuProfDir] : [])];
+  const nodeArgs = ['--max-semi-space-size=2', ...(cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', cpuProfDir] : [])];
   if (cpuProfDir && cpuProfIntervalUs) nodeArgs.push('--cpu-prof-interval', String(cpuProfIntervalUs));
   const child: ChildProcess = spawn(process.execPath, [...nodeArgs, main, 'serve', '-c', confDir], {
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -323,13 +323,22 @@ static conn_t *get_conn(sockset_t *s, int32_t id) {
   return &s->conns[id];
 }
 
+/* The call's arguments: the set, an integer (a connection id or a descriptor), and want - 2 more; NULL after throwing. */
+static sockset_t *set_and_int(napi_env env, napi_callback_info info, size_t want, napi_value *argv, int32_t *n) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
+    napi_throw_type_error(env, NULL, "sockset: missing arguments");
+    return NULL;
+  }
+  sockset_t *s = get_set(env, argv[0]);
+  return s && int_arg(env, argv[1], n) ? s : NULL;
+}
+
 static napi_value Add(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
   int32_t fd;
-  SS_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  sockset_t *s = argc >= 2 ? get_set(env, argv[0]) : NULL;
-  if (!s || !int_arg(env, argv[1], &fd)) return NULL;
+  sockset_t *s = set_and_int(env, info, 2, argv, &fd);
+  if (!s) return NULL;
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return ret_int(env, -errno);
   int id;
@@ -359,12 +368,10 @@ static napi_value Add(napi_env env, napi_callback_info info) {
 }
 
 static napi_value Write(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
   int32_t id;
-  SS_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  sockset_t *s = argc >= 3 ? get_set(env, argv[0]) : NULL;
-  if (!s || !int_arg(env, argv[1], &id)) return NULL;
+  sockset_t *s = set_and_int(env, info, 3, argv, &id);
+  if (!s) return NULL;
   conn_t *c = get_conn(s, id);
   if (!c) return ret_int(env, -EBADF);
   size_t len;
@@ -418,13 +425,11 @@ static napi_value Write(napi_env env, napi_callback_info info) {
 }
 
 static napi_value Pause(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
   int32_t id;
   bool paused;
-  SS_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  sockset_t *s = argc >= 3 ? get_set(env, argv[0]) : NULL;
-  if (!s || !int_arg(env, argv[1], &id)) return NULL;
+  sockset_t *s = set_and_int(env, info, 3, argv, &id);
+  if (!s) return NULL;
   SS_CHECK(env, napi_get_value_bool(env, argv[2], &paused));
   conn_t *c = get_conn(s, id);
   if (!c) return ret_int(env, -EBADF);
@@ -433,12 +438,10 @@ static napi_value Pause(napi_env env, napi_callback_info info) {
 }
 
 static napi_value End(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
   int32_t id;
-  SS_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  sockset_t *s = argc >= 2 ? get_set(env, argv[0]) : NULL;
-  if (!s || !int_arg(env, argv[1], &id)) return NULL;
+  sockset_t *s = set_and_int(env, info, 2, argv, &id);
+  if (!s) return NULL;
   conn_t *c = get_conn(s, id);
   if (!c) return ret_int(env, -EBADF);
   if (c->out_len == c->out_off) {
@@ -450,12 +453,10 @@ static napi_value End(napi_env env, napi_callback_info info) {
 }
 
 static napi_value Close(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
   int32_t id;
-  SS_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  sockset_t *s = argc >= 2 ? get_set(env, argv[0]) : NULL;
-  if (!s || !int_arg(env, argv[1], &id)) return NULL;
+  sockset_t *s = set_and_int(env, info, 2, argv, &id);
+  if (!s) return NULL;
   if (get_conn(s, id)) conn_close(s, id);
   return ret_int(env, 0);
 }

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env -S node --max-semi-space-size=2
 /**
  * proxymapd command line: serve | query | list | build, or, when the first
  * argument is an option, a child of Postfix's master(8) (master.cf command).

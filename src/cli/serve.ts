@@ -6,6 +6,7 @@ import { warmUpCidr } from '../tables/cidr.js';
 import { warmUpPatterns } from '../tables/pattern.js';
 import { pcreDialect } from '../tables/pcre.js';
 import { regexpDialect } from '../tables/regexp.js';
+import { warmUpTextHash } from '../tables/texthash.js';
 import { splitCompositeName } from '../tables/index.js';
 
 /** The table types named by approved specs, composites' components included. */
@@ -48,6 +49,8 @@ export async function runServe(args: string[]): Promise<number> {
   // the warm-up costs tens of MiB (compiler threads, a grown heap) that a server without such tables need not carry.
   const types = approvedTypes(server.handler.approved());
   const patternDialects = [regexpDialect, pcreDialect].filter((d) => types.has(d.kind));
+  // texthash: the first open of a large source would otherwise run in the interpreter.
+  if (types.has('texthash')) setTimeout(() => warmUpTextHash(), 20).unref();
   if (patternDialects.length > 0 || types.has('cidr')) {
     setTimeout(() => {
       void (async () => {

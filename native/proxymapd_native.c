@@ -2014,6 +2014,8 @@ int maillog_register(napi_env env, napi_value exports);
 int fd_register(napi_env env, napi_value exports);
 /* native/sockset.c: connected sockets served in batches. */
 int sockset_register(napi_env env, napi_value exports);
+/* native/cdb.c: cdb lookups with positioned reads. */
+int cdb_register(napi_env env, napi_value exports);
 
 static napi_value Init(napi_env env, napi_value exports) {
   napi_value reg, pcre;
@@ -2043,7 +2045,9 @@ static napi_value Init(napi_env env, napi_value exports) {
     return NULL;
   if (!proxymapd_sqlite_register(env, exports)) return NULL;
   if (!kv_register(env, exports)) return NULL;
-  if (!maillog_register(env, exports) || !fd_register(env, exports) || !sockset_register(env, exports)) return NULL;
+  if (!maillog_register(env, exports) || !fd_register(env, exports) || !sockset_register(env, exports) ||
+      !cdb_register(env, exports))
+    return NULL;
   return exports;
 }
 

@@ -43,9 +43,9 @@ export interface Transport {
   readonly readableEnded: boolean;
 }
 
-/** A net.Socket as a Transport (read through 'data' events unless `external`: an onread socket that feeds itself). */
-export function socketTransport(sock: net.Socket, conn: Connection, external = false): Transport {
-  if (!external) sock.on('data', (chunk: Buffer) => conn.feed(chunk.toString('latin1')));
+/** A net.Socket as a Transport, read through its 'data' events (the fallback when the addon cannot be loaded). */
+export function socketTransport(sock: net.Socket, conn: Connection): Transport {
+  sock.on('data', (chunk: Buffer) => conn.feed(chunk.toString('latin1')));
   sock.on('error', () => conn.destroy());
   sock.on('close', () => conn.destroy());
   sock.on('end', () => conn.ended());

@@ -24,6 +24,8 @@ import {
   writeSync,
   type Stats,
 } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { loadNative } from '../native/index.js';
 import { DICT_FLAG } from '../protocol/flags.js';
 import { BuildError, type BuildEntry, type BuildOptions } from './buildtypes.js';
 import { strerror } from './strerror.js';
@@ -52,6 +54,38 @@ function cdbHashBuf(b: Buffer): number {
   for (let i = 0; i < b.length; i++) h = (((h << 5) + h) ^ b[i]) >>> 0;
   return h;
 }
+
+interface NativeCdb {
+  /** value, 0 not found, -1 not a valid cdb, -errno */
+  cdbFind(fd: number, header: Buffer, fsize: number, dend: number, key: Bytes): string | number;
+}
+
+let native: NativeCdb | null | undefined;
+
+/** native/cdb.c: the lookup's reads without fs.readSync's per-call cost; null without the addon. */
+function nativeCdb(): NativeCdb | null {
+  if (native === undefined) {
+    try {
+      const n = loadNative() as unknown as NativeCdb;
+      native = typeof n.cdbFind === 'function' ? n : null;
+    } catch {
+      native = null;
+    }
+  }
+  return native;
+}
+
+/**
+ * Which implementation lookups use: 'native' (the addon, the default when it
+ * loads) or 'js' (fs.readSync, the fallback). For tests that hold the two to
+ * the same answers.
+ */
+export function setCdbEngine(engine: 'native' | 'js'): void {
+  native = engine === 'js' ? null : undefined;
+}
+
+/** errno numbers to their code names (for strerror()). */
+const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([name, n]) => [n, name]));
 
 /** A read error with its strerror() text (EPROTO: the file is not a valid cdb). */
 class CdbReadError extends Error {}
@@ -141,6 +175,21 @@ export class CdbTable implements Table {
 
   /** tinycdb's cdb_find(): 1 found (this.value set), 0 not found; throws CdbReadError on a bad file. */
   private find(key: Bytes): number {
+    const native = nativeCdb();
+    if (native) {
+      const r = native.cdbFind(this.fd, this.header, this.fsize, this.dend, key);
+      if (typeof r === 'string') {
+        this.value = r;
+        return 1;
+      }
+      if (r === 0) return 0;
+      throw new CdbReadError(r === -1 ? EPROTO_TEXT : strerror(ERRNO_NAMES.get(-r) ?? String(-r)));
+    }
+    return this.findJs(key);
+  }
+
+  /** find() without the addon: the same reads with fs.readSync (and the reference for native/cdb.c). */
+  private findJs(key: Bytes): number {
     const klen = key.length;
     const { dend, fsize, header } = this;
     if (klen >= dend) return 0;

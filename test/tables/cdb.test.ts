@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, test } from 'node:test';
 import { DICT_FLAG } from '../../src/protocol/flags.js';
-import { CDB_OPEN_MODE_ERROR, CdbMaker, cdbHash, openCdb, type CdbTable } from '../../src/tables/cdb.js';
+import { CDB_OPEN_MODE_ERROR, CdbMaker, cdbHash, openCdb, setCdbEngine, type CdbTable } from '../../src/tables/cdb.js';
 import { DICT_ERR, openTable, tableTypeInfo, utf8ToBytes as u, type Bytes, type LookupResult, type TableOpener } from '../../src/tables/index.js';
 import { gen } from './cidrgen.js';
 import { postmapBuildCdb, randomSource } from './cdbgen.js';
@@ -415,6 +415,40 @@ test('cdb fuzz: random corruption never makes lookup throw', () => {
       t.close?.();
     }
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('cdb: the native lookup and the fs.readSync one give the same answers and warnings on good and corrupt files', () => {
+  const src = randomSource(6262, 80);
+  const good = Buffer.from(built(src.text), 'latin1');
+  const dir = mkdtempSync(join(tmpdir(), 'cdb-engines-'));
+  try {
+    const g = gen(11);
+    let differentAnswers = 0;
+    for (let round = 0; round < 300; round++) {
+      const b = Buffer.from(good.subarray(0, round > 0 && g.chance(0.2) ? 2048 + g.int(good.length - 2048) : good.length));
+      if (round > 0) for (let j = 0; j < 1 + g.int(8); j++) b[g.int(b.length)] = g.int(256);
+      if (round > 0 && g.chance(0.3)) b.writeUInt32LE(g.int(2 ** 32), g.int(256) * 8 + (g.chance(0.5) ? 4 : 0));
+      const name = join(dir, `r${round}`);
+      writeFileSync(`${name}.cdb`, b);
+      const run = (engine: 'native' | 'js') => {
+        setCdbEngine(engine);
+        const warnings: string[] = [];
+        const t = openCdb(openOptions('cdb', name, {}, warnings));
+        const out = [...src.keys.slice(0, 40), 'absent-key', ''].map((k) => JSON.stringify(t.lookup(k, 0)));
+        t.close?.();
+        return { out, warnings };
+      };
+      const js = run('js');
+      const nat = run('native');
+      assert.deepEqual(nat, js, `round ${round}`);
+      if (js.out.some((o) => o.includes('"error":-1'))) differentAnswers++;
+    }
+    setCdbEngine('native');
+    assert.ok(differentAnswers > 10, `only ${differentAnswers} corrupt files reached a read error`);
+  } finally {
+    setCdbEngine('native');
     rmSync(dir, { recursive: true, force: true });
   }
 });

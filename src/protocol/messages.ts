@@ -58,8 +58,11 @@ const NEW_ATTRS: Record<RequestKind, readonly string[]> = {
 };
 
 export function requestAttrNames(kind: RequestKind, dialect: Dialect): readonly string[] {
+  if (kind === 'lookup') return dialect === 'legacy' ? LEGACY_LOOKUP : NEW_LOOKUP;
   return dialect === 'legacy' ? LEGACY_ATTRS[kind] : NEW_ATTRS[kind];
 }
+const LEGACY_LOOKUP = LEGACY_ATTRS.lookup;
+const NEW_LOOKUP = NEW_ATTRS.lookup;
 
 function isKind(s: string): s is RequestKind {
   return s === 'lookup' || s === 'open' || s === 'update' || s === 'delete' || s === 'sequence';

@@ -91,9 +91,19 @@ export class TableInstances {
   }
 
   private keyString(k: InstanceKey): string {
+    // Consecutive requests nearly always name the same instance: comparing the fields is cheaper than building
+    // and hashing the key string again.
+    const last = this.lastKey;
+    if (last && last.spec === k.spec && last.writable === k.writable && last.fold === k.fold && last.dup === k.dup && last.nul === (k.nul ?? 0)) {
+      return last.ks;
+    }
     const nul = k.nul ?? 0;
-    return this.isSplit(k) ? `r\0${k.fold}\0${k.dup}\0${nul}\0${k.spec}` : `${k.writable ? 'w' : 'r'}\0\0\0${nul}\0${k.spec}`;
+    const ks = this.isSplit(k) ? `r\0${k.fold}\0${k.dup}\0${nul}\0${k.spec}` : `${k.writable ? 'w' : 'r'}\0\0\0${nul}\0${k.spec}`;
+    this.lastKey = { spec: k.spec, writable: k.writable, fold: k.fold, dup: k.dup, nul, ks };
+    return ks;
   }
+
+  private lastKey?: { spec: string; writable: boolean; fold: FoldMode; dup: number; nul: number; ks: string };
 
   /** The type bits of a table opened before (any instance), or undefined. */
   knownImplFlags(spec: string): number | undefined {

@@ -13,8 +13,8 @@ import { SockSet } from './sockset.js';
 import { RequestHandler, type Service } from './handler.js';
 import { TableInstances, type Opener, type ReloadOptions } from './instances.js';
 
-/** Activity window of the busy-poll policy (ns). */
-const ACTIVE_WINDOW_NS = 2_000_000n;
+/** Activity window of the busy-poll policy (ms). */
+const ACTIVE_WINDOW_MS = 2;
 
 /** Default busy-poll window (µs); see ServerOptions.busyPollUsec. */
 export const DEFAULT_BUSY_POLL_USEC = 100;
@@ -65,15 +65,16 @@ export class ProxyServer {
   accepted = 0;
   closedCount = 0;
   private busyCount = 0;
-  private readonly busyPollNs: bigint;
-  private lastReplyAt = 0n;
-  /** time from the last reply to the next request data, ns */
-  private lastGapNs = BigInt(Number.MAX_SAFE_INTEGER);
+  /** busy-poll window, ms (performance.now() units: plain numbers, no BigInt per request) */
+  private readonly busyPollMs: number;
+  private lastReplyAt = 0;
+  /** time from the last reply to the next request data, ms */
+  private lastGapMs = Number.MAX_SAFE_INTEGER;
   private spinning = false;
   /** clients that sent requests in the current / previous activity window (busy-poll policy) */
   private activeCur = 0;
   private activePrev = 0;
-  private windowStart = 0n;
+  private windowStart = 0;
   private window = 1;
   /** busy-poll only while at most this many clients are active (the CPUs left beside this thread) */
   private readonly spinClients = Math.max(1, os.availableParallelism() - 1);
@@ -94,7 +95,7 @@ export class ProxyServer {
       typeFixed: opts.typeFixed,
     });
     this.connOpts = { ...DEFAULT_CONNECTION_OPTIONS, ...opts.connection };
-    this.busyPollNs = BigInt(Math.max(0, Math.floor(opts.busyPollUsec ?? DEFAULT_BUSY_POLL_USEC))) * 1000n;
+    this.busyPollMs = Math.max(0, Math.floor(opts.busyPollUsec ?? DEFAULT_BUSY_POLL_USEC)) / 1000;
     this.offThreadWork = opts.offThreadWork ?? (() => false);
     this.useSockSet = opts.nativeSockets ?? true;
   }
@@ -102,12 +103,12 @@ export class ProxyServer {
   private readonly offThreadWork: () => boolean;
 
   private onRequestData(conn: Connection): void {
-    if (this.busyPollNs === 0n) return;
-    const now = process.hrtime.bigint();
-    if (this.lastReplyAt !== 0n) this.lastGapNs = now - this.lastReplyAt;
-    // Clients active in the current and the previous window of ACTIVE_WINDOW_NS.
-    if (now - this.windowStart > ACTIVE_WINDOW_NS) {
-      this.activePrev = now - this.windowStart > 2n * ACTIVE_WINDOW_NS ? 0 : this.activeCur;
+    if (this.busyPollMs === 0) return;
+    const now = performance.now();
+    if (this.lastReplyAt !== 0) this.lastGapMs = now - this.lastReplyAt;
+    // Clients active in the current and the previous window of ACTIVE_WINDOW_MS.
+    if (now - this.windowStart > ACTIVE_WINDOW_MS) {
+      this.activePrev = now - this.windowStart > 2 * ACTIVE_WINDOW_MS ? 0 : this.activeCur;
       this.activeCur = 0;
       this.windowStart = now;
       this.window++;
@@ -124,10 +125,10 @@ export class ProxyServer {
    * take CPU from the clients that produce it.
    */
   private onReplySent(): void {
-    if (this.busyPollNs === 0n) return;
-    this.lastReplyAt = process.hrtime.bigint();
+    if (this.busyPollMs === 0) return;
+    this.lastReplyAt = performance.now();
     if (
-      this.lastGapNs < this.busyPollNs &&
+      this.lastGapMs < this.busyPollMs &&
       !this.spinning &&
       Math.max(this.activeCur, this.activePrev) <= this.spinClients &&
       !this.offThreadWork()
@@ -140,7 +141,7 @@ export class ProxyServer {
   /** Keep the event loop polling (setImmediate: the poll phase does not block) until the window passes. */
   private readonly spin = (): void => {
     if (
-      process.hrtime.bigint() - this.lastReplyAt < this.busyPollNs &&
+      performance.now() - this.lastReplyAt < this.busyPollMs &&
       this.connections.size > 0 &&
       Math.max(this.activeCur, this.activePrev) <= this.spinClients &&
       !this.offThreadWork()

@@ -4,7 +4,7 @@
  * reusable buffer (net.Socket's `onread`) instead of allocating a Buffer and
  * going through the stream machinery for every request.
  */
-import { loadNative } from './index.js';
+import { nativeWith } from './index.js';
 
 interface NativeFd {
   dupFd(fd: number): number;
@@ -14,14 +14,7 @@ let native: NativeFd | null | undefined;
 
 /** A close-on-exec duplicate of fd, or -1 (with the addon unavailable: -1 too, and the caller keeps fd). */
 export function dupFd(fd: number): number {
-  if (native === undefined) {
-    try {
-      native = loadNative() as unknown as NativeFd;
-      if (typeof native.dupFd !== 'function') native = null;
-    } catch {
-      native = null;
-    }
-  }
+  if (native === undefined) native = nativeWith<NativeFd>('dupFd');
   if (native === null) return -1;
   const r = native.dupFd(fd);
   return r < 0 ? -1 : r;

@@ -193,6 +193,19 @@ export function loadNative(): NativeEngines {
   throw new Error(failure);
 }
 
+/**
+ * The addon as T when it loads and exports `fn`, else null: for the parts with a JavaScript fallback (socket set,
+ * dup, cdb lookups), which must not fail when the addon is missing.
+ */
+export function nativeWith<T>(fn: string): T | null {
+  try {
+    const n = loadNative() as unknown as Record<string, unknown>;
+    return typeof n[fn] === 'function' ? (n as unknown as T) : null;
+  } catch {
+    return null;
+  }
+}
+
 /** True when the result of a compile/exec call is an engine error. */
 export function isEngineError(v: unknown): v is EngineError {
   return typeof v === 'object' && v !== null && !ArrayBuffer.isView(v) && 'error' in v;

@@ -5,7 +5,7 @@
  * written with one write(2) from the call that produces it. Used for every
  * accepted connection when the addon is available; net.Socket otherwise.
  */
-import { loadNative } from '../native/index.js';
+import { nativeWith } from '../native/index.js';
 import type { Connection, Transport } from './connection.js';
 
 interface NativeSockSet {
@@ -27,15 +27,7 @@ const EV_CLOSED = 4;
 let native: NativeSockSet | null | undefined;
 
 function nativeSockSet(): NativeSockSet | null {
-  if (native === undefined) {
-    try {
-      const n = loadNative() as unknown as NativeSockSet;
-      native = typeof n.sockSetCreate === 'function' ? n : null;
-    } catch {
-      native = null;
-    }
-  }
-  return native;
+  return native === undefined ? (native = nativeWith<NativeSockSet>('sockSetCreate')) : native;
 }
 
 /** One connection's slot in the set. */

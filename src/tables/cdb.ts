@@ -25,7 +25,7 @@ import {
   type Stats,
 } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { loadNative } from '../native/index.js';
+import { nativeWith } from '../native/index.js';
 import { DICT_FLAG } from '../protocol/flags.js';
 import { BuildError, type BuildEntry, type BuildOptions } from './buildtypes.js';
 import { strerror } from './strerror.js';
@@ -64,15 +64,7 @@ let native: NativeCdb | null | undefined;
 
 /** native/cdb.c: the lookup's reads without fs.readSync's per-call cost; null without the addon. */
 function nativeCdb(): NativeCdb | null {
-  if (native === undefined) {
-    try {
-      const n = loadNative() as unknown as NativeCdb;
-      native = typeof n.cdbFind === 'function' ? n : null;
-    } catch {
-      native = null;
-    }
-  }
-  return native;
+  return native === undefined ? (native = nativeWith<NativeCdb>('cdbFind')) : native;
 }
 
 /**

@@ -28,7 +28,7 @@ export const DEFAULT_CONNECTION_OPTIONS: ConnectionOptions = {
 /**
  * What a connection writes to and closes: a net.Socket (socketTransport) or
  * a slot in a native socket set (src/server/sockset.ts). The transport calls
- * the connection's feed/ended/drained/closed as things happen.
+ * the connection's feed/ended/drained/destroy as things happen.
  */
 export interface Transport {
   /** Write bytes (a latin1 string); false when they were queued (drained() follows). */

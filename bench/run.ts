@@ -78,6 +78,8 @@ interface Args {
   sqlConns: number[];
   sqlRows: number;
   sqlPool?: number;
+  /** extra main.cf lines for proxymapd (--pmd-param NAME=VALUE, repeatable) */
+  pmdParams: string[];
   rounds: number;
   workers: number;
   /** load generators to run, each against both targets: node (bench/load.ts) and c (bench/loadgen.c) */
@@ -112,6 +114,7 @@ const USAGE = `usage: npm run bench -- [options]
   --loadgen LIST     node | c | node,c (default node,c): the project's generator (bench/load.ts) and the
                      independent C one (bench/loadgen.c: a blocking thread per connection, as Postfix's clients)
   --only TARGET      proxymapd | postfix
+  --pmd-param N=V    an extra main.cf parameter for proxymapd (repeatable), e.g. proxymapd_busy_poll_usec=0
   --cpu-prof DIR     run proxymapd under node --cpu-prof, profiles in DIR/<scenario>/
   --cpu-prof-interval US  sampling interval for --cpu-prof (node's default: 1000)
   --json FILE        also write all raw results as JSON
@@ -120,6 +123,7 @@ const USAGE = `usage: npm run bench -- [options]
 function parseArgs(argv: string[]): Args {
   const a: Args = {
     scenarios: ['texthash'],
+    pmdParams: [],
     durationSec: 3,
     warmupSec: 1,
     keys: 10_000,
@@ -199,6 +203,12 @@ function parseArgs(argv: string[]): Args {
       }
       case '--sql-rows': a.sqlRows = Math.floor(num(opt, next(), 10)); break;
       case '--sql-pool': a.sqlPool = Math.floor(num(opt, next(), 1)); break;
+      case '--pmd-param': {
+        const v = next();
+        if (!/^[A-Za-z0-9_]+ *= *[^\n]*$/.test(v)) throw new Error(`--pmd-param: expected NAME=VALUE, got ${v}`);
+        a.pmdParams.push(v);
+        break;
+      }
       case '--only': {
         const v = next();
         if (v !== 'proxymapd' && v !== 'postfix') throw new Error(`--only: expected proxymapd or postfix, got ${v}`);
@@ -621,7 +631,7 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
       fs.mkdirSync(conf, { recursive: true });
       fs.mkdirSync(queue, { recursive: true });
       const pool = sql && args.sqlPool ? `proxymapd_sql_max_connections = ${args.sqlPool}\n` : '';
-      fs.writeFileSync(path.join(conf, 'main.cf'), `queue_directory = ${queue}\nproxy_read_maps = ${readMaps}\ncompatibility_level = 3.6\n${pool}`);
+      fs.writeFileSync(path.join(conf, 'main.cf'), `queue_directory = ${queue}\nproxy_read_maps = ${readMaps}\ncompatibility_level = 3.6\n${pool}${args.pmdParams.map((l) => `${l}\n`).join('')}`);
       const profDir = args.cpuProfDir ? path.join(args.cpuProfDir, name) : undefined;
       if (profDir) fs.mkdirSync(profDir, { recursive: true });
       process.stderr.write(`[${name}] starting proxymapd ... `);

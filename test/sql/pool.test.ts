@@ -151,6 +151,50 @@ describe('SQL pool', () => {
     pool.close();
   });
 
+  it('a query that never answers ends at the deadline with RETRY; its host is taken out, the next lookup goes elsewhere', async (t) => {
+    t.mock.method(Math, 'random', () => 0); // host a is picked first
+    const d = new FakeDriver();
+    const pool = new SqlPool([host('a'), host('b')], d, opts);
+    const warnings: string[] = [];
+    const hang = (c: FakeConn) => (c.host === 'a' ? new Promise<never>(() => undefined) : Promise.resolve({ kind: 'ok' as const, value: c.host }));
+    const started = Date.now();
+    const r = await pool.use(hang, { deadline: Date.now() + 1500, warn: (w) => warnings.push(w) });
+    const took = Date.now() - started;
+    assert.equal(r, POOL_RETRY);
+    assert.deepEqual(warnings, ['a: query timed out']);
+    assert.ok(took >= 1400 && took < 2500, `timed out after ${took} ms`);
+    assert.equal(pool.stats().hosts.find((h) => h.label === 'a')!.state, 'fail');
+    assert.equal(d.open, 0, 'the hung connection is closed');
+    assert.equal(await pool.use(hang, { deadline: Date.now() + 1500, warn: (w) => warnings.push(w) }), 'b');
+    pool.close();
+  });
+
+  it('a query gets at least a second, even when the deadline has passed', async () => {
+    const d = new FakeDriver();
+    const pool = new SqlPool([host('a')], d, { ...opts, maxConnections: 1 });
+    const warnings: string[] = [];
+    const started = Date.now();
+    const r = await pool.use(() => new Promise<never>(() => undefined), { deadline: Date.now() + 10, warn: (t) => warnings.push(t) });
+    const took = Date.now() - started;
+    assert.equal(r, POOL_RETRY);
+    assert.deepEqual(warnings, ['a: query timed out']);
+    assert.ok(took >= 950 && took < 2000, `timed out after ${took} ms`);
+    assert.equal(d.open, 0, 'the hung connection is closed');
+    pool.close();
+  });
+
+  it('closes a connection idle for idle_interval', async () => {
+    const d = new FakeDriver();
+    const pool = new SqlPool([host('a')], d, { ...opts, idleInterval: 1 });
+    await pool.use(async (c: FakeConn) => ({ kind: 'ok', value: c.id }), { deadline: Date.now() + 1000, warn: () => undefined });
+    await sleep(700);
+    assert.equal(pool.stats().idle, 1, 'still open before idle_interval');
+    await sleep(600);
+    assert.equal(pool.stats().open, 0);
+    assert.equal(d.open, 0);
+    pool.close();
+  });
+
   it('a "retry" result fails only that lookup', async () => {
     const d = new FakeDriver();
     const pool = new SqlPool([host('a')], d, opts);

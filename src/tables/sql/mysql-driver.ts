@@ -355,7 +355,7 @@ export class MyWire {
   }
 
   /** Send one query (raw bytes) and collect its result sets. */
-  query(sql: Buffer): Promise<MyWireResult> {
+  query(sql: Bytes): Promise<MyWireResult> {
     if (this.dead !== undefined) return Promise.resolve({ sets: [], error: this.dead });
     if (this.pending) return Promise.resolve({ sets: [], error: 'query already in progress' });
     return new Promise((resolve) => {
@@ -363,9 +363,19 @@ export class MyWire {
       this.phase = 'start';
       this.sets = [];
       this.rows = null;
-      const payload = Buffer.allocUnsafe(sql.length + 1);
-      payload[0] = 0x03; // COM_QUERY
-      sql.copy(payload, 1);
+      const len = sql.length + 1; // COM_QUERY and the query's bytes
+      if (len < MAX_PACKET) {
+        const m = Buffer.allocUnsafe(4 + len);
+        m.writeUIntLE(len, 0, 3);
+        m[3] = 0; // sequence
+        m[4] = 0x03; // COM_QUERY
+        m.write(sql, 5, 'latin1');
+        this.stream.write(m);
+        return;
+      }
+      const payload = Buffer.allocUnsafe(len);
+      payload[0] = 0x03;
+      payload.write(sql, 1, 'latin1');
       // packets of at most 2^24-1 bytes; one that is exactly that long is followed by another
       const out: Buffer[] = [];
       let seq = 0;
@@ -378,7 +388,7 @@ export class MyWire {
         off += n;
         if (n < MAX_PACKET) break;
       }
-      this.stream.write(out.length === 2 ? Buffer.concat(out, 4 + payload.length) : Buffer.concat(out));
+      this.stream.write(Buffer.concat(out));
     });
   }
 
@@ -500,7 +510,7 @@ function lenencSkip(p: Buffer, o: number): number {
  */
 export async function mysqlQuery(conn: MyConn, query: Bytes, requireResultSet: boolean, label: string): Promise<WorkResult<MysqlRows>> {
   if (conn.dead !== undefined || !conn.wire) return { kind: 'host-error', message: `${label}: query failed: ${conn.dead ?? 'not connected'}` };
-  const r = await conn.wire.query(Buffer.from(query, 'latin1'));
+  const r = await conn.wire.query(query);
   if (r.error !== undefined) return { kind: 'host-error', message: `${label}: query failed: ${r.error}` };
   if (r.sets.length > 1) {
     return { kind: 'host-error', message: `${label}: query failed: multiple result sets returning data are not supported` };

@@ -20,6 +20,15 @@ import { POOL_RETRY, type PoolHost, type PoolView, type SqlPool, type WorkResult
 /** Thrown by a backend's quote function when the key cannot be escaped for a connection. */
 export class QuoteError extends Error {}
 
+/**
+ * Keys whose every character both backends' quoting leaves unchanged and
+ * cannot reject in any client encoding: printable ASCII other than the
+ * quotes and the backslash (mysql_real_escape_string and
+ * PQescapeStringConn touch only those, NUL, control characters and bytes of
+ * multi-byte sequences, which start at 0x80).
+ */
+export const PLAIN_KEY = /^[\x20\x21\x23-\x26\x28-\x5b\x5d-\x7e]*$/;
+
 /** What a backend supplies per connection. */
 export interface NetSqlBackend<T, C> {
   /** The quote function for one connection (may throw QuoteError). */
@@ -71,7 +80,8 @@ export class NetSqlTable<T, C> implements Table {
       async (conn, host) => {
         let query: Bytes | null;
         try {
-          query = t.settings.ctx.expandQuery(t.settings.query, key, t.backend.quoter(conn));
+          // Quoting leaves such a key's pieces as they are: the pre-check's text is the query.
+          query = PLAIN_KEY.test(key) ? plan.query : t.settings.ctx.expandQuery(t.settings.query, key, t.backend.quoter(conn));
         } catch (e) {
           if (e instanceof QuoteError) return t.backend.quoteFailure(host, e);
           throw e;

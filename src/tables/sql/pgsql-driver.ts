@@ -96,12 +96,15 @@ function singleByteCodec(name: string, whatwg: string): PgCodec | undefined {
   };
 }
 
+const UTF8_STRICT = new TextDecoder('utf-8', { fatal: true });
+const ASCII = /^[\x00-\x7f]*$/;
+
 const UTF8_CODEC: PgCodec = {
   name: 'UTF8',
   decode(bytes) {
-    const buf = Buffer.from(bytes, 'latin1');
+    if (ASCII.test(bytes)) return bytes;
     try {
-      return new TextDecoder('utf-8', { fatal: true }).decode(buf);
+      return UTF8_STRICT.decode(Buffer.from(bytes, 'latin1'));
     } catch {
       return null;
     }
@@ -320,14 +323,15 @@ export class PgWire {
     for (const p of this.pending.splice(0)) p({ kind: 'none', why: this.dead });
   }
 
-  query(text: Buffer, stream: import('node:net').Socket): Promise<WireResult> {
+  query(text: string, stream: import('node:net').Socket): Promise<WireResult> {
     if (this.dead !== undefined) return Promise.resolve({ kind: 'none', why: this.dead });
     return new Promise((resolve) => {
-      const m = Buffer.allocUnsafe(text.length + 6);
+      const n = Buffer.byteLength(text, 'utf8');
+      const m = Buffer.allocUnsafe(n + 6);
       m[0] = 0x51; // 'Q'
-      m.writeInt32BE(text.length + 5, 1);
-      text.copy(m, 5);
-      m[m.length - 1] = 0;
+      m.writeInt32BE(n + 5, 1);
+      m.write(text, 5, 'utf8');
+      m[n + 5] = 0;
       this.pending.push(resolve);
       stream.write(m);
     });
@@ -424,7 +428,7 @@ export async function pgsqlQuery(conn: PgConn, query: Bytes, codec: PgCodec, hos
     return { kind: 'retry', message: `pgsql query failed: fatal error from host ${host}: ERROR:  invalid byte sequence for encoding "${codec.name}"` };
   }
   const stream = (conn.raw as unknown as { connection: { stream: import('node:net').Socket } }).connection.stream;
-  const res = await conn.wire.query(Buffer.from(text, 'utf8'), stream);
+  const res = await conn.wire.query(text, stream);
   if (res.kind === 'error') {
     const msg = res.severity ? `${res.severity}:  ${res.message}` : res.message;
     return { kind: 'host-error', message: `pgsql query failed: fatal error from host ${host}: ${msg}` };

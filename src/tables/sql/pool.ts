@@ -106,7 +106,11 @@ interface Conn<T, C> {
   freed: boolean;
   /** driver.close was called */
   destroyed: boolean;
-  idleTimer?: NodeJS.Timeout;
+  /** when it went idle (ms since the epoch), for idle_interval */
+  idleSince: number;
+  /** while a query runs: when it times out (ms since the epoch), and how to end it then */
+  queryDeadline: number;
+  expire?: () => void;
 }
 
 interface Waiter<T, C> {
@@ -116,6 +120,13 @@ interface Waiter<T, C> {
 }
 
 const KIND_ORDER: HostKind[] = ['unix', 'inet', 'uri'];
+
+/**
+ * How often a pool checks its query deadlines and idle connections: one
+ * timer per pool rather than two per query (a query time-out or an
+ * idle_interval ends up to this much late).
+ */
+export const SWEEP_MS = 100;
 
 /** Seconds since the epoch (Postfix's time()); overridable for tests. */
 export let nowSeconds = (): number => Math.floor(Date.now() / 1000);
@@ -164,6 +175,9 @@ export class SqlPool<T, C> {
   private readonly hosts: HostEntry<T>[];
   private readonly idle: Conn<T, C>[] = [];
   private readonly waiters: Waiter<T, C>[] = [];
+  /** connections running a query */
+  private readonly busy = new Set<Conn<T, C>>();
+  private sweeper: NodeJS.Timeout | undefined;
   private readonly defaultView: PoolView<T, C>;
   private open = 0;
   private peak = 0;
@@ -213,24 +227,20 @@ export class SqlPool<T, C> {
     for (let attempts = 0; attempts < 2 * this.hosts.length + 4; attempts++) {
       const c = await this.acquire(view, uo);
       if (!c) return POOL_RETRY;
-      let res: WorkResult<R>;
-      let timer: NodeJS.Timeout | undefined;
-      try {
-        // at least a second for the query, even when connecting took most of the budget
-        const remaining = Math.max(uo.deadline - Date.now(), 1000);
-        const timeout = new Promise<WorkResult<R>>((resolve) => {
-          timer = setTimeout(
-            () => resolve({ kind: 'host-error', message: `${c.host.spec.label}: query timed out` }),
-            remaining,
-          );
-        });
-        res = await Promise.race([
-          work(c.conn, c.host.spec).catch((e: unknown): WorkResult<R> => ({ kind: 'host-error', message: errText(e) })),
-          timeout,
-        ]);
-      } finally {
-        clearTimeout(timer);
-      }
+      // at least a second for the query, even when connecting took most of the budget
+      c.queryDeadline = Math.max(uo.deadline, Date.now() + 1000);
+      this.watch(c);
+      const res = await new Promise<WorkResult<R>>((resolve) => {
+        c.expire = () => resolve({ kind: 'host-error', message: `${c.host.spec.label}: query timed out` });
+        const failed = (e: unknown) => resolve({ kind: 'host-error', message: errText(e) });
+        try {
+          work(c.conn, c.host.spec).then(resolve, failed);
+        } catch (e) {
+          failed(e);
+        }
+      });
+      c.expire = undefined;
+      this.unwatch(c);
       if (res.kind === 'ok') {
         view.hosts[c.host.index]!.failed = false;
         this.release(c);
@@ -252,6 +262,7 @@ export class SqlPool<T, C> {
   /** Close idle connections now, the others when they are released; wake all waiters (RETRY). */
   close(): void {
     this.closed = true;
+    this.stopSweep();
     for (const c of this.idle.splice(0)) this.destroy(c);
     for (const w of this.waiters.splice(0)) w.wake(undefined);
   }
@@ -291,12 +302,16 @@ export class SqlPool<T, C> {
 
   /** An idle connection to a host ACTIVE in this view, of the best kind available. */
   private takeIdle(view: PoolView<T, C>): Conn<T, C> | undefined {
+    const idle = this.idle;
     for (const k of KIND_ORDER) {
-      const cands = this.idle.filter((c) => c.host.spec.kind === k && !view.hosts[c.host.index]!.failed);
-      if (cands.length) {
-        const c = cands[Math.floor(Math.random() * cands.length)]!;
-        this.idle.splice(this.idle.indexOf(c), 1);
-        clearTimeout(c.idleTimer);
+      let n = 0;
+      for (const c of idle) if (c.host.spec.kind === k && !view.hosts[c.host.index]!.failed) n++;
+      if (n === 0) continue;
+      let pick = Math.floor(Math.random() * n);
+      for (let i = 0; i < idle.length; i++) {
+        const c = idle[i]!;
+        if (c.host.spec.kind !== k || view.hosts[c.host.index]!.failed || pick-- > 0) continue;
+        idle.splice(i, 1);
         c.busy = true;
         return c;
       }
@@ -390,7 +405,7 @@ export class SqlPool<T, C> {
       return undefined;
     }
     clearTimeout(timer);
-    entry = { host: h, conn, busy: true, retired: false, freed: false, destroyed: false };
+    entry = { host: h, conn, busy: true, retired: false, freed: false, destroyed: false, idleSince: 0, queryDeadline: 0 };
     if (lost || this.closed) {
       this.retire(entry);
       return undefined;
@@ -427,14 +442,8 @@ export class SqlPool<T, C> {
       w!.wake(c);
       return;
     }
+    c.idleSince = Date.now();
     this.idle.push(c);
-    c.idleTimer = setTimeout(() => {
-      const i = this.idle.indexOf(c);
-      if (i < 0) return;
-      this.idle.splice(i, 1);
-      this.retire(c);
-    }, this.opts.idleInterval * 1000);
-    c.idleTimer.unref();
     // waiters that may not use it can use its slot
     if (this.waiters.length > 0) this.waiters.shift()!.wake(undefined);
   }
@@ -455,7 +464,6 @@ export class SqlPool<T, C> {
   }
 
   private destroy(c: Conn<T, C>): void {
-    clearTimeout(c.idleTimer);
     if (c.destroyed) return;
     c.destroyed = true;
     try {
@@ -463,6 +471,42 @@ export class SqlPool<T, C> {
     } catch {
       /* ignore */
     }
+  }
+
+  /** Watch a running query's deadline: the sweep timer runs, and keeps the process alive while queries run (as a timer per query did). */
+  private watch(c: Conn<T, C>): void {
+    this.busy.add(c);
+    if (this.sweeper === undefined) this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
+    else if (this.busy.size === 1) this.sweeper.ref();
+  }
+
+  private unwatch(c: Conn<T, C>): void {
+    if (this.busy.delete(c) && this.busy.size === 0) this.sweeper?.unref();
+  }
+
+  private stopSweep(): void {
+    if (this.sweeper !== undefined) clearInterval(this.sweeper);
+    this.sweeper = undefined;
+  }
+
+  /** End queries past their deadline and close connections idle for idle_interval; stop when nothing is left to watch. */
+  private sweep(): void {
+    const now = Date.now();
+    for (const c of this.busy) {
+      if (c.queryDeadline <= now && c.expire) {
+        this.unwatch(c);
+        c.expire();
+      }
+    }
+    const limit = this.opts.idleInterval * 1000;
+    for (let i = 0; i < this.idle.length; ) {
+      const c = this.idle[i]!;
+      if (now - c.idleSince >= limit) {
+        this.idle.splice(i, 1);
+        this.retire(c);
+      } else i++;
+    }
+    if (this.busy.size === 0 && this.idle.length === 0) this.stopSweep();
   }
 
   /** A slot is free: let the first waiter run the acquire logic again. */

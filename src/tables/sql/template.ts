@@ -52,6 +52,10 @@ export function domainLabels(domain: Bytes): Bytes[] {
 export class TemplateContext {
   flags = 0;
   nparts = 0;
+  /** templates split into text and specifiers (a table has two or three) */
+  private readonly ops = new Map<Bytes, Bytes[]>();
+  private lastFormat: Bytes | undefined;
+  private lastOps: Bytes[] = [];
 
   constructor(
     readonly owner: TemplateOwner,
@@ -162,47 +166,42 @@ export class TemplateContext {
       for (let i = 0; i < this.nparts; i++) if (parts[parts.length - i - 1].length === 0) return null;
     }
 
-    const out: Bytes[] = [result];
-    if (result.length > 0) out.push(',');
-    const put = (piece: Bytes) => out.push(quote ? quote(piece) : piece);
+    let out = result.length > 0 ? `${result},` : result;
     const dflag = key !== null ? VALUE_DOMAIN : KEY_DOMAIN;
     const panic = (what: string) => {
       throw new Error(`db_common_expand: ${name}: ${format}: ${what}`);
     };
-    for (let i = 0; i < format.length; i++) {
-      const ch = format[i];
-      if (ch !== '%') {
-        out.push(ch);
-        continue;
-      }
-      const spec = format[++i];
+    // literal text and specifiers alternate: ops[0] text, ops[1] specifier, ops[2] text ...
+    const ops = this.compiled(format);
+    for (let i = 0; ; i += 2) {
+      out += ops[i]!;
+      if (i + 1 >= ops.length) break;
+      const spec = ops[i + 1]!;
+      let piece: Bytes;
       switch (spec) {
-        case '%':
-          out.push('%');
-          break;
         case 's':
-          put(value);
+          piece = value;
           break;
         case 'u':
-          put(vdomain >= 0 ? value.slice(0, vdomain - 1) : value);
+          piece = vdomain >= 0 ? value.slice(0, vdomain - 1) : value;
           break;
         case 'd':
           if (!(flags & dflag)) panic('bad query/result template context');
           if (vdomain < 0) panic('expanding domain-less key or value');
-          put(value.slice(vdomain));
+          piece = value.slice(vdomain);
           break;
         case 'S':
-          put(key ?? value);
+          piece = key ?? value;
           break;
         case 'U':
-          if (key !== null) put(kdomain >= 0 ? key.slice(0, kdomain - 1) : key);
-          else put(vdomain >= 0 ? value.slice(0, vdomain - 1) : value);
+          if (key !== null) piece = kdomain >= 0 ? key.slice(0, kdomain - 1) : key;
+          else piece = vdomain >= 0 ? value.slice(0, vdomain - 1) : value;
           break;
         case 'D': {
           if (!(flags & KEY_DOMAIN)) panic('bad query/result template context');
           const d = key !== null ? kdomain : vdomain;
           if (d < 0) panic('expanding domain-less key or value');
-          put((key ?? value).slice(d));
+          piece = (key ?? value).slice(d);
           break;
         }
         case '1':
@@ -217,15 +216,45 @@ export class TemplateContext {
           const n = spec.charCodeAt(0) - 0x30;
           if (!(flags & KEY_DOMAIN) || this.nparts < n) panic('bad query/result template context');
           if (parts === null || parts.length < this.nparts) panic('key has too few domain labels');
-          put(parts![parts!.length - n]);
+          piece = parts![parts!.length - n]!;
           break;
         }
         default:
           // db_common_parse() rejected these already.
           throw new Error(`db_common_expand: ${name}: invalid ${key !== null ? 'result' : 'query'} template '${format}'`);
       }
+      out += quote ? quote(piece) : piece;
     }
-    return out.join('');
+    return out;
+  }
+
+  /** A template split once into literal text (with %% as %) and the specifiers between: [text, spec, text, ...]. */
+  private compiled(format: Bytes): Bytes[] {
+    if (format === this.lastFormat) return this.lastOps;
+    let ops = this.ops.get(format);
+    if (ops === undefined) {
+      ops = [];
+      let text = '';
+      for (let i = 0; i < format.length; i++) {
+        const ch = format[i]!;
+        if (ch !== '%') {
+          text += ch;
+          continue;
+        }
+        const spec = format[++i];
+        if (spec === '%') {
+          text += '%';
+          continue;
+        }
+        ops.push(text, spec ?? '');
+        text = '';
+      }
+      ops.push(text);
+      this.ops.set(format, ops);
+    }
+    this.lastFormat = format;
+    this.lastOps = ops;
+    return ops;
   }
 
   /** Expand a query template for a key: the text, or null when the key is skipped. */

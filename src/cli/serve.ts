@@ -7,6 +7,8 @@ import { warmUpPatterns } from '../tables/pattern.js';
 import { pcreDialect } from '../tables/pcre.js';
 import { regexpDialect } from '../tables/regexp.js';
 import { warmUpTextHash } from '../tables/texthash.js';
+import { warmUpMysql } from '../tables/sql/mysql-driver.js';
+import { warmUpPgsql } from '../tables/sql/pgsql-driver.js';
 import { splitCompositeName } from '../tables/index.js';
 
 /** The table types named by approved specs, composites' components included. */
@@ -51,6 +53,9 @@ export async function runServe(args: string[]): Promise<number> {
   const patternDialects = [regexpDialect, pcreDialect].filter((d) => types.has(d.kind));
   // texthash: the first open of a large source would otherwise run in the interpreter.
   if (types.has('texthash')) setTimeout(() => warmUpTextHash(), 20).unref();
+  // mysql, pgsql: the client library is loaded on first use; loading it costs the first lookup ~50-80 ms.
+  if (types.has('mysql')) setTimeout(() => warmUpMysql(), 10).unref();
+  if (types.has('pgsql')) setTimeout(() => warmUpPgsql(), 10).unref();
   if (patternDialects.length > 0 || types.has('cidr')) {
     setTimeout(() => {
       void (async () => {

@@ -101,10 +101,12 @@ export class ProxyServer {
   }
 
   private readonly offThreadWork: () => boolean;
+  private lastDataAt = 0;
 
   private onRequestData(conn: Connection): void {
     if (this.busyPollMs === 0) return;
     const now = performance.now();
+    this.lastDataAt = now;
     if (this.lastReplyAt !== 0) this.lastGapMs = now - this.lastReplyAt;
     // Clients active in the current and the previous window of ACTIVE_WINDOW_MS.
     if (now - this.windowStart > ACTIVE_WINDOW_MS) {
@@ -138,10 +140,15 @@ export class ProxyServer {
     }
   }
 
-  /** Keep the event loop polling (setImmediate: the poll phase does not block) until the window passes. */
+  /**
+   * Keep the event loop polling (setImmediate: the poll phase does not block) until the window after the last reply
+   * passes, and while a request waits for its backend (an SQL server's answer) for up to 10 windows after it arrived:
+   * a database round trip is about as long as one window, and the answer picked up without a wake-up saves ~30 µs.
+   */
   private readonly spin = (): void => {
+    const now = performance.now();
     if (
-      performance.now() - this.lastReplyAt < this.busyPollMs &&
+      (now - this.lastReplyAt < this.busyPollMs || (this.busyCount > 0 && now - this.lastDataAt < 10 * this.busyPollMs)) &&
       this.connections.size > 0 &&
       Math.max(this.activeCur, this.activePrev) <= this.spinClients &&
       !this.offThreadWork()

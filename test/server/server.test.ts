@@ -172,6 +172,24 @@ test('half-closed client still gets its reply', async () => {
   }
 });
 
+test('busy polling waits for a backend answer only briefly (at most 10 windows after the request)', async () => {
+  const ts = await startTestServer(['mem:a=1', 'slow:300']);
+  try {
+    const c = await ProxyConnection.connect(ts.proxymap);
+    for (let i = 0; i < 50; i++) await c.exchangeRaw(b('request|lookup|table|mem:a=1|flags|0|key|a||'));
+    await c.exchangeRaw(b('request|open|table|slow:300|flags|0||'));
+    for (let i = 0; i < 20; i++) await c.exchangeRaw(b('request|lookup|table|mem:a=1|flags|0|key|a||'));
+    const slow = c.exchangeRaw(b('request|lookup|table|slow:300|flags|0|key|k||'));
+    // the default window is 100 us: spinning for the slow answer ends after 1 ms of the 300 ms wait
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(ts.server.busyPolling, false, 'no spinning through a long backend wait');
+    assert.equal(show(await slow), 'status|0|value|slow:k');
+    c.close();
+  } finally {
+    await ts.close();
+  }
+});
+
 test('busy polling runs only while clients come back quickly, and stops when idle', async () => {
   const ts = await startTestServer(['mem:a=1']);
   try {

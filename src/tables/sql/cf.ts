@@ -15,7 +15,8 @@
  * Postfix's text (the server turns the table into a surrogate that answers
  * "try again"; postmap would exit with the same text after "fatal: ").
  */
-import { stat, readFile } from 'node:fs/promises';
+import { closeSync, fstatSync, openSync, readFileSync, type Stats } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { isSpace } from '../../util/braces.js';
 import { readLogicalLines } from '../lines.js';
 import { strerror } from '../strerror.js';
@@ -133,22 +134,31 @@ export class CfParser {
     const values = new Map<Bytes, Bytes>();
     for (;;) {
       const before = Math.floor(Date.now() / 1000);
+      // A small file read synchronously on one descriptor (as cfg_parser does): no thread-pool round trips per open.
       let data: Buffer;
+      let st: Stats;
+      let fd: number;
       try {
-        data = await readFile(path);
+        fd = openSync(path, 'r');
       } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        // vstream_fopen() succeeds on a directory; reading it fails.
-        if (code === 'EISDIR') throw new TableOpenError(`read ${name}: ${strerror(err)}`);
         throw new TableOpenError(`open ${name}: ${strerror(err)}`);
       }
-      parseParameterText(data.toString('latin1'), name, opts.warn, values);
-      let st;
       try {
-        st = await stat(path);
-      } catch (err) {
-        throw new TableOpenError(`fstat ${name}: ${strerror(err)}`);
+        try {
+          data = readFileSync(fd);
+        } catch (err) {
+          // vstream_fopen() succeeds on a directory; reading it fails.
+          throw new TableOpenError(`read ${name}: ${strerror(err)}`);
+        }
+        try {
+          st = fstatSync(fd);
+        } catch (err) {
+          throw new TableOpenError(`fstat ${name}: ${strerror(err)}`);
+        }
+      } finally {
+        closeSync(fd);
       }
+      parseParameterText(data.toString('latin1'), name, opts.warn, values);
       const after = Math.floor(Date.now() / 1000);
       const mtime = Math.floor(st.mtimeMs / 1000);
       if (mtime < before - 1 || mtime > after) {

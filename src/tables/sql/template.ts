@@ -54,8 +54,6 @@ export class TemplateContext {
   nparts = 0;
   /** templates split into text and specifiers (a table has two or three) */
   private readonly ops = new Map<Bytes, Bytes[]>();
-  private lastFormat: Bytes | undefined;
-  private lastOps: Bytes[] = [];
 
   constructor(
     readonly owner: TemplateOwner,
@@ -230,7 +228,6 @@ export class TemplateContext {
 
   /** A template split once into literal text (with %% as %) and the specifiers between: [text, spec, text, ...]. */
   private compiled(format: Bytes): Bytes[] {
-    if (format === this.lastFormat) return this.lastOps;
     let ops = this.ops.get(format);
     if (ops === undefined) {
       ops = [];
@@ -252,8 +249,6 @@ export class TemplateContext {
       ops.push(text);
       this.ops.set(format, ops);
     }
-    this.lastFormat = format;
-    this.lastOps = ops;
     return ops;
   }
 

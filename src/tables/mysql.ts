@@ -70,6 +70,7 @@ export async function openMysql(opts: TableOpenOptions): Promise<Table> {
         retryInterval,
         idleInterval,
         connectTimeoutMs: Math.min(driver.connectTimeoutMs, ps.timeoutMs),
+        pipeline: ps.pipeline,
       });
     });
     const pool = shared.pool.view(retryInterval);

@@ -65,6 +65,7 @@ export async function openPgsql(opts: TableOpenOptions): Promise<Table> {
         retryInterval,
         idleInterval,
         connectTimeoutMs: ps.timeoutMs,
+        pipeline: ps.pipeline,
       });
     });
     const pool = shared.pool.view(retryInterval);

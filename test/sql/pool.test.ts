@@ -278,10 +278,140 @@ describe('SQL pool', () => {
   it('reads its main.cf settings', () => {
     const warnings: string[] = [];
     const p = (m: Record<string, string>) => (n: string) => m[n];
-    assert.deepEqual(poolSettings(p({}), (t) => warnings.push(t)), { maxConnections: 4, timeoutMs: 10_000 });
-    assert.deepEqual(poolSettings(p({ proxymapd_sql_max_connections: '7', proxymapd_sql_timeout: '2m' }), (t) => warnings.push(t)), { maxConnections: 7, timeoutMs: 120_000 });
+    assert.deepEqual(poolSettings(p({}), (t) => warnings.push(t)), { maxConnections: 4, timeoutMs: 10_000, pipeline: 8 });
+    assert.deepEqual(
+      poolSettings(p({ proxymapd_sql_max_connections: '7', proxymapd_sql_timeout: '2m', proxymapd_sql_pipeline: '1' }), (t) => warnings.push(t)),
+      { maxConnections: 7, timeoutMs: 120_000, pipeline: 1 },
+    );
     assert.equal(warnings.length, 0);
-    assert.deepEqual(poolSettings(p({ proxymapd_sql_max_connections: '0', proxymapd_sql_timeout: 'x' }), (t) => warnings.push(t)), { maxConnections: 4, timeoutMs: 10_000 });
-    assert.equal(warnings.length, 2);
+    assert.deepEqual(
+      poolSettings(p({ proxymapd_sql_max_connections: '0', proxymapd_sql_timeout: 'x', proxymapd_sql_pipeline: '0' }), (t) => warnings.push(t)),
+      { maxConnections: 4, timeoutMs: 10_000, pipeline: 8 },
+    );
+    assert.equal(warnings.length, 3);
+  });
+});
+
+describe('SQL pool pipeline', () => {
+  /** A fake wire: queries on one connection are answered in the order sent, each after its own delay. */
+  class Wire {
+    private tail = Promise.resolve();
+    inFlight = 0;
+    maxInFlight = 0;
+    run<R>(ms: number | 'never', value: R): Promise<R> {
+      this.inFlight++;
+      this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+      const p = this.tail.then(() => (ms === 'never' ? new Promise<never>(() => {}) : sleep(ms))).then(() => {
+        this.inFlight--;
+        return value;
+      });
+      this.tail = p.then(() => undefined);
+      return p;
+    }
+  }
+  const wires = new Map<number, Wire>();
+  const wire = (c: FakeConn) => wires.get(c.id) ?? (wires.set(c.id, new Wire()), wires.get(c.id)!);
+  const popts = { ...opts, maxConnections: 2, pipeline: 4 };
+
+  it('opens every connection first, then puts at most `pipeline` queries on each; the rest wait their turn', async () => {
+    const d = new FakeDriver();
+    const pool = new SqlPool([host('a')], d, popts);
+    const warnings: string[] = [];
+    let seen = 0;
+    const jobs = Array.from({ length: 40 }, (_, i) =>
+      pool.use(async (c) => {
+        seen = Math.max(seen, pool.stats().waiting);
+        return { kind: 'ok', value: await wire(c).run(1, i) };
+      }, { deadline: Date.now() + 10_000, warn: (t) => warnings.push(t) }),
+    );
+    assert.deepEqual(await Promise.all(jobs), Array.from({ length: 40 }, (_, i) => i));
+    assert.equal(d.maxOpen, 2);
+    const used = [...wires.values()].filter((w) => w.maxInFlight > 0);
+    assert.equal(used.length, 2);
+    for (const w of used) assert.equal(w.maxInFlight, 4);
+    assert.ok(seen > 0, 'lookups beyond 2 x 4 waited');
+    assert.deepEqual(warnings, []);
+    pool.close();
+    wires.clear();
+  });
+
+  it('pipeline 1 is one query per connection', async () => {
+    const d = new FakeDriver();
+    const pool = new SqlPool([host('a')], d, { ...popts, pipeline: 1 });
+    const jobs = Array.from({ length: 10 }, (_, i) =>
+      pool.use(async (c) => ({ kind: 'ok', value: await wire(c).run(1, i) }), { deadline: Date.now() + 10_000, warn: () => {} }),
+    );
+    await Promise.all(jobs);
+    for (const w of wires.values()) assert.equal(w.maxInFlight, 1);
+    pool.close();
+    wires.clear();
+  });
+
+  /** Runs on c until it is closed (then fails as a lost connection would), or forever. */
+  const killable = new Map<number, (() => void)[]>();
+  const untilClosed = (c: FakeConn) => new Promise<never>((_, reject) => {
+    killable.set(c.id, [...(killable.get(c.id) ?? []), () => reject(new Error(`conn ${c.id}: Lost connection`))]);
+  });
+  class KillDriver extends FakeDriver {
+    closed: number[] = [];
+    override close(c?: FakeConn): void {
+      super.close();
+      if (!c) return;
+      this.closed.push(c.id);
+      for (const k of killable.get(c.id) ?? []) k();
+    }
+  }
+
+  it('a query that hangs closes its connection: the queries behind it go to another host', async () => {
+    const d = new KillDriver();
+    const pool = new SqlPool([host('a', 'unix'), host('b')], d, { ...popts, maxConnections: 1 });
+    const warnings: string[] = [];
+    const t0 = Date.now();
+    const hung = pool.use(async (c) => {
+      assert.equal(c.host, 'a');
+      return untilClosed(c);
+    }, { deadline: Date.now() + 200, warn: (t) => warnings.push(t) });
+    await sleep(10);
+    // behind the hung query on the same connection: they fail with it and are answered by the other host
+    const where: string[] = [];
+    const behind = Array.from({ length: 3 }, (_, i) =>
+      pool.use(async (c) => {
+        where.push(c.host);
+        if (c.host === 'a') return untilClosed(c);
+        return { kind: 'ok', value: await wire(c).run(1, i) };
+      }, { deadline: Date.now() + 5000, warn: (t) => warnings.push(t) }),
+    );
+    assert.equal(await hung, POOL_RETRY);
+    const got = await Promise.all(behind);
+    assert.deepEqual(got, [0, 1, 2]);
+    assert.ok(Date.now() - t0 >= 900, 'the hung query had its second');
+    assert.deepEqual(where, ['a', 'a', 'a', 'b', 'b', 'b'], 'pipelined behind the hung query, then failed over');
+    assert.deepEqual(d.closed, [1]);
+    assert.match(warnings[0]!, /a: query timed out/);
+    assert.equal(warnings.filter((w) => /Lost connection/.test(w)).length, 3);
+    pool.close();
+    wires.clear();
+  });
+
+  it('after a failed query the others on its connection finish, then it is closed', async () => {
+    const d = new KillDriver();
+    const pool = new SqlPool([host('a'), host('b')], d, { ...popts, maxConnections: 1 });
+    const warnings: string[] = [];
+    const uo = () => ({ deadline: Date.now() + 5000, warn: (t: string) => warnings.push(t) });
+    const first = pool.use(async (c) => {
+      await wire(c).run(20, null);
+      return c.id === 1 ? { kind: 'host-error', message: 'query failed: boom' } : { kind: 'ok', value: 'again' };
+    }, uo());
+    await sleep(5);
+    const others = Array.from({ length: 3 }, (_, i) =>
+      pool.use(async (c) => ({ kind: 'ok', value: `${c.id}:${await wire(c).run(5, i)}` }), uo()),
+    );
+    assert.deepEqual(await Promise.all(others), ['1:0', '1:1', '1:2']);
+    assert.equal(await first, 'again');
+    assert.deepEqual(warnings, ['query failed: boom']);
+    assert.deepEqual(d.closed, [1], 'the failed connection was closed once drained');
+    assert.equal(d.open, 1);
+    pool.close();
+    wires.clear();
   });
 });

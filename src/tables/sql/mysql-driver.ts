@@ -325,18 +325,23 @@ const MAX_PACKET = 0xffffff;
 /**
  * The query path of one connection: COM_QUERY in the text protocol spoken
  * directly on the socket `mysql2` connected, authenticated and set up (the
- * handshake, TLS, option files stay the driver's). One query at a time:
- * the packets of every result set (CLIENT_MULTI_RESULTS), until the last
- * OK/EOF/ERR packet; values as raw bytes; the server status flags kept
+ * handshake, TLS, option files stay the driver's). Per query the packets of
+ * every result set (CLIENT_MULTI_RESULTS), until the last OK/EOF/ERR
+ * packet; values as raw bytes; the server status flags kept
  * (NO_BACKSLASH_ESCAPES, as the C client's mysql_real_escape_string reads
  * them). About half the CPU of the driver's own query objects.
+ *
+ * Several queries may be in flight (the pool's pipeline): the server reads
+ * one command after another from the socket and answers each in turn, so
+ * the responses are matched to the queries in the order they were sent.
  */
 export class MyWire {
   private buf: Buffer = Buffer.alloc(0);
   private parts: Buffer[] = [];
-  private pending: ((r: MyWireResult) => void) | null = null;
+  /** queries sent and not yet answered, oldest first */
+  private readonly pending: ((r: MyWireResult) => void)[] = [];
   private dead: string | undefined;
-  // the response being read
+  // the response being read (to the oldest pending query)
   private phase: 'start' | 'columns' | 'coleof' | 'rows' = 'start';
   private columnsLeft = 0;
   private sets: (Buffer | null)[][][] = [];
@@ -354,20 +359,14 @@ export class MyWire {
 
   private fail(why: string): void {
     this.dead ??= why;
-    const p = this.pending;
-    this.pending = null;
-    p?.({ sets: [], error: this.dead });
+    for (const p of this.pending.splice(0)) p({ sets: [], error: this.dead });
   }
 
   /** Send one query (raw bytes) and collect its result sets. */
   query(sql: Bytes): Promise<MyWireResult> {
     if (this.dead !== undefined) return Promise.resolve({ sets: [], error: this.dead });
-    if (this.pending) return Promise.resolve({ sets: [], error: 'query already in progress' });
     return new Promise((resolve) => {
-      this.pending = resolve;
-      this.phase = 'start';
-      this.sets = [];
-      this.rows = null;
+      this.pending.push(resolve);
       const len = sql.length + 1; // COM_QUERY and the query's bytes
       if (len < MAX_PACKET) {
         const m = Buffer.allocUnsafe(4 + len);
@@ -421,10 +420,12 @@ export class MyWire {
   }
 
   private finish(error?: string): void {
-    const p = this.pending;
-    this.pending = null;
+    const p = this.pending.shift();
+    const sets = this.sets;
     this.phase = 'start';
-    p?.({ sets: this.sets, error });
+    this.sets = [];
+    this.rows = null;
+    p?.({ sets, error });
   }
 
   private status(flags: number): void {
@@ -438,7 +439,7 @@ export class MyWire {
   }
 
   private packet(p: Buffer): void {
-    if (!this.pending) return; // nothing asked: not ours to read
+    if (this.pending.length === 0) return; // nothing asked: not ours to read
     const first = p[0];
     switch (this.phase) {
       case 'start': {

@@ -70,6 +70,13 @@ export interface PoolOptions {
   idleInterval: number;
   /** connect timeout in ms (the backend's own may be shorter) */
   connectTimeoutMs: number;
+  /**
+   * most queries in flight on one connection at once (default 1). Above 1,
+   * a lookup that finds every connection busy and the pool full is sent on
+   * the least busy connection behind the queries already there (the
+   * backend's wire must answer them in order) instead of waiting.
+   */
+  pipeline?: number;
 }
 
 export interface UseOptions {
@@ -99,8 +106,9 @@ interface HostEntry<T> {
 interface Conn<T, C> {
   readonly host: HostEntry<T>;
   readonly conn: C;
-  busy: boolean;
-  /** closed or to be closed when released */
+  /** queries running on it (0: idle) */
+  inFlight: number;
+  /** takes no more queries; closed when the last one in flight ends */
   retired: boolean;
   /** its slot was given back */
   freed: boolean;
@@ -108,9 +116,13 @@ interface Conn<T, C> {
   destroyed: boolean;
   /** when it went idle (ms since the epoch), for idle_interval */
   idleSince: number;
-  /** while a query runs: when it times out (ms since the epoch), and how to end it then */
-  queryDeadline: number;
-  expire?: () => void;
+}
+
+/** One query running on a connection: when it times out (ms since the epoch), and how to end it then. */
+interface Running<T, C> {
+  readonly c: Conn<T, C>;
+  deadline: number;
+  expire: () => void;
 }
 
 interface Waiter<T, C> {
@@ -174,9 +186,12 @@ export class PoolView<T, C> {
 export class SqlPool<T, C> {
   private readonly hosts: HostEntry<T>[];
   private readonly idle: Conn<T, C>[] = [];
+  /** connections in service (not retired), idle or busy: where a pipelined query may go */
+  private readonly live = new Set<Conn<T, C>>();
   private readonly waiters: Waiter<T, C>[] = [];
-  /** connections running a query */
-  private readonly busy = new Set<Conn<T, C>>();
+  /** queries running, for their deadlines */
+  private readonly running = new Set<Running<T, C>>();
+  private readonly pipeline: number;
   private sweeper: NodeJS.Timeout | undefined;
   private readonly defaultView: PoolView<T, C>;
   private open = 0;
@@ -192,6 +207,7 @@ export class SqlPool<T, C> {
     // Postfix 3.10+: a single host is listed twice.
     const list = hosts.length === 1 ? [hosts[0]!, hosts[0]!] : hosts;
     this.hosts = list.map((spec, index) => ({ index, spec, conns: 0 }));
+    this.pipeline = Math.max(1, Math.floor(opts.pipeline ?? 1));
     this.defaultView = this.view();
   }
 
@@ -227,20 +243,29 @@ export class SqlPool<T, C> {
     for (let attempts = 0; attempts < 2 * this.hosts.length + 4; attempts++) {
       const c = await this.acquire(view, uo);
       if (!c) return POOL_RETRY;
-      // at least a second for the query, even when connecting took most of the budget
-      c.queryDeadline = Math.max(uo.deadline, Date.now() + 1000);
-      this.watch(c);
+      let timedOut = false;
       const res = await new Promise<WorkResult<R>>((resolve) => {
-        c.expire = () => resolve({ kind: 'host-error', message: `${c.host.spec.label}: query timed out` });
-        const failed = (e: unknown) => resolve({ kind: 'host-error', message: errText(e) });
+        // at least a second for the query, even when connecting took most of the budget
+        const r: Running<T, C> = {
+          c,
+          deadline: Math.max(uo.deadline, Date.now() + 1000),
+          expire: () => {
+            timedOut = true;
+            resolve({ kind: 'host-error', message: `${c.host.spec.label}: query timed out` });
+          },
+        };
+        this.watch(r);
+        const done = (w: WorkResult<R>) => {
+          this.unwatch(r);
+          resolve(w);
+        };
+        const failed = (e: unknown) => done({ kind: 'host-error', message: errText(e) });
         try {
-          work(c.conn, c.host.spec).then(resolve, failed);
+          work(c.conn, c.host.spec).then(done, failed);
         } catch (e) {
           failed(e);
         }
       });
-      c.expire = undefined;
-      this.unwatch(c);
       if (res.kind === 'ok') {
         view.hosts[c.host.index]!.failed = false;
         this.release(c);
@@ -253,7 +278,9 @@ export class SqlPool<T, C> {
       }
       uo.warn(res.message);
       this.down(view, c.host);
-      this.retire(c);
+      // a query that hangs holds up the ones behind it: close now; after a failed query let the others finish
+      if (timedOut) this.retire(c);
+      this.release(c, true);
       if (Date.now() >= uo.deadline) return POOL_RETRY;
     }
     return POOL_RETRY;
@@ -312,8 +339,25 @@ export class SqlPool<T, C> {
         const c = idle[i]!;
         if (c.host.spec.kind !== k || view.hosts[c.host.index]!.failed || pick-- > 0) continue;
         idle.splice(i, 1);
-        c.busy = true;
+        c.inFlight = 1;
         return c;
+      }
+    }
+    return undefined;
+  }
+
+  /** The least busy connection with room in its pipeline, to a host this view may use, of the best kind available. */
+  private takePipelined(view: PoolView<T, C>): Conn<T, C> | undefined {
+    if (this.pipeline <= 1) return undefined;
+    for (const k of KIND_ORDER) {
+      let best: Conn<T, C> | undefined;
+      for (const c of this.live) {
+        if (c.host.spec.kind !== k || c.inFlight >= this.pipeline || view.hosts[c.host.index]!.failed) continue;
+        if (!best || c.inFlight < best.inFlight) best = c;
+      }
+      if (best) {
+        best.inFlight++;
+        return best;
       }
     }
     return undefined;
@@ -340,7 +384,9 @@ export class SqlPool<T, C> {
         if (c) return c;
         continue; // host marked down; try the next one
       }
-      // Pool full: wait for a connection (FIFO) or a free slot.
+      // Pool full: behind the queries on a connection, else wait for one (FIFO) or a free slot.
+      const piped = this.takePipelined(view);
+      if (piped) return piped;
       const remaining = uo.deadline - Date.now();
       if (remaining <= 0) {
         uo.warn(`timed out waiting for a database connection (all ${this.opts.maxConnections} in use)`);
@@ -405,21 +451,26 @@ export class SqlPool<T, C> {
       return undefined;
     }
     clearTimeout(timer);
-    entry = { host: h, conn, busy: true, retired: false, freed: false, destroyed: false, idleSince: 0, queryDeadline: 0 };
+    entry = { host: h, conn, inFlight: 1, retired: false, freed: false, destroyed: false, idleSince: 0 };
     if (lost || this.closed) {
+      entry.inFlight = 0;
       this.retire(entry);
       return undefined;
     }
+    this.live.add(entry);
     view.hosts[h.index]!.failed = false;
+    // lookups that queued while it was being opened may go behind this one
+    this.fill(entry);
     return entry;
   }
 
   /** A connection died on its own (server restart, network, server-side timeout). */
   private lost(c: Conn<T, C>): void {
     if (c.retired) return;
-    if (c.busy) {
-      // the running query fails and reports it; just make sure it is not reused
+    if (c.inFlight > 0) {
+      // the running queries fail and report it; just make sure it is not reused, and give its slot back now
       c.retired = true;
+      this.live.delete(c);
       this.free(c);
       return;
     }
@@ -428,29 +479,42 @@ export class SqlPool<T, C> {
     this.retire(c);
   }
 
-  private release(c: Conn<T, C>): void {
-    c.busy = false;
+  /** A query on c has ended; `failed`: it failed, c takes no more queries. */
+  private release(c: Conn<T, C>, failed = false): void {
+    c.inFlight--;
+    if (failed && !c.retired) {
+      c.retired = true;
+      this.live.delete(c);
+    }
     if (c.retired || this.closed) {
-      this.retire(c);
+      if (c.inFlight === 0) this.retire(c);
       return;
     }
-    // the first waiter that may use this host gets the connection
-    const wi = this.waiters.findIndex((w) => !w.view.hosts[c.host.index]!.failed);
-    if (wi >= 0) {
-      const [w] = this.waiters.splice(wi, 1);
-      c.busy = true;
-      w!.wake(c);
-      return;
-    }
+    if (this.fill(c) || c.inFlight > 0) return;
     c.idleSince = Date.now();
     this.idle.push(c);
     // waiters that may not use it can use its slot
     if (this.waiters.length > 0) this.waiters.shift()!.wake(undefined);
   }
 
+  /** Hand c to the first waiters that may use its host, while its pipeline has room; whether any got it. */
+  private fill(c: Conn<T, C>): boolean {
+    let any = false;
+    while (this.waiters.length > 0 && c.inFlight < this.pipeline) {
+      const wi = this.waiters.findIndex((w) => !w.view.hosts[c.host.index]!.failed);
+      if (wi < 0) break;
+      const [w] = this.waiters.splice(wi, 1);
+      c.inFlight++;
+      w!.wake(c);
+      any = true;
+    }
+    return any;
+  }
+
   /** Take a connection out of service, close it and free its slot (for the first waiter, unless `wake` is false). */
   private retire(c: Conn<T, C>, wake = true): void {
     c.retired = true;
+    this.live.delete(c);
     this.free(c, wake);
     this.destroy(c);
   }
@@ -474,14 +538,14 @@ export class SqlPool<T, C> {
   }
 
   /** Watch a running query's deadline: the sweep timer runs, and keeps the process alive while queries run (as a timer per query did). */
-  private watch(c: Conn<T, C>): void {
-    this.busy.add(c);
+  private watch(r: Running<T, C>): void {
+    this.running.add(r);
     if (this.sweeper === undefined) this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
-    else if (this.busy.size === 1) this.sweeper.ref();
+    else if (this.running.size === 1) this.sweeper.ref();
   }
 
-  private unwatch(c: Conn<T, C>): void {
-    if (this.busy.delete(c) && this.busy.size === 0) this.sweeper?.unref();
+  private unwatch(r: Running<T, C>): void {
+    if (this.running.delete(r) && this.running.size === 0) this.sweeper?.unref();
   }
 
   private stopSweep(): void {
@@ -492,10 +556,10 @@ export class SqlPool<T, C> {
   /** End queries past their deadline and close connections idle for idle_interval; stop when nothing is left to watch. */
   private sweep(): void {
     const now = Date.now();
-    for (const c of this.busy) {
-      if (c.queryDeadline <= now && c.expire) {
-        this.unwatch(c);
-        c.expire();
+    for (const r of this.running) {
+      if (r.deadline <= now) {
+        this.unwatch(r);
+        r.expire();
       }
     }
     const limit = this.opts.idleInterval * 1000;
@@ -506,7 +570,7 @@ export class SqlPool<T, C> {
         this.retire(c);
       } else i++;
     }
-    if (this.busy.size === 0 && this.idle.length === 0) this.stopSweep();
+    if (this.running.size === 0 && this.idle.length === 0) this.stopSweep();
   }
 
   /** A slot is free: let the first waiter run the acquire logic again. */
@@ -583,6 +647,8 @@ export const POOL_PARAMS = {
   maxConnections: 'proxymapd_sql_max_connections',
   /** time budget of one lookup: waiting for a connection, connecting, querying [10s] */
   timeout: 'proxymapd_sql_timeout',
+  /** most queries in flight on one connection when every connection is busy [8] */
+  pipeline: 'proxymapd_sql_pipeline',
 } as const;
 
 /** Parse a Postfix time value: digits with an optional s/m/h/d/w unit (default seconds). */
@@ -596,6 +662,7 @@ export function parseTimeSeconds(text: string): number | undefined {
 export interface PoolSettings {
   maxConnections: number;
   timeoutMs: number;
+  pipeline: number;
 }
 
 /** Read the pool settings from main.cf (invalid values: warning, default). */
@@ -614,5 +681,12 @@ export function poolSettings(param: (name: string) => string | undefined, warn: 
     if (s !== undefined && s >= 1) timeoutMs = s * 1000;
     else warn(`${POOL_PARAMS.timeout}: bad value "${to}", using ${timeoutMs / 1000}s`);
   }
-  return { maxConnections, timeoutMs };
+  let pipeline = 8;
+  const pl = param(POOL_PARAMS.pipeline);
+  if (pl !== undefined && pl.trim() !== '') {
+    const n = /^\s*\d+\s*$/.test(pl) ? Number(pl) : NaN;
+    if (Number.isSafeInteger(n) && n >= 1 && n <= 1024) pipeline = n;
+    else warn(`${POOL_PARAMS.pipeline}: bad value "${pl}", using ${pipeline}`);
+  }
+  return { maxConnections, timeoutMs, pipeline };
 }

@@ -116,13 +116,18 @@ export interface PlanOptions {
  * UTF-8 check, the domain filter, and the query expansion (which skips keys
  * that lack what the templates need, and warns about an empty key).
  */
-export async function planQuery(s: SqlSettings, key: Bytes, opts: PlanOptions): Promise<QueryPlan> {
+export function planQuery(s: SqlSettings, key: Bytes, opts: PlanOptions): QueryPlan | Promise<QueryPlan> {
   if (opts.utf8Check && !isValidUtf8(key)) return { kind: 'skip', result: NOT_FOUND };
-  if (s.domain !== null) {
-    const rc = await s.domain.check(key);
+  // without a domain list, no turn of the event loop
+  if (s.domain === null) return expandPlan(s, key, opts);
+  return s.domain.check(key).then((rc): QueryPlan => {
     if (rc === 0) return { kind: 'skip', result: NOT_FOUND };
     if (rc < 0) return { kind: 'skip', result: { found: false, error: rc as DictErr } };
-  }
+    return expandPlan(s, key, opts);
+  });
+}
+
+function expandPlan(s: SqlSettings, key: Bytes, opts: PlanOptions): QueryPlan {
   const query = s.ctx.expandQuery(s.query, key, opts.quote);
   if (query === null) return { kind: 'skip', result: NOT_FOUND };
   return { kind: 'query', query };

@@ -362,11 +362,11 @@ export class MyWire {
     for (const p of this.pending.splice(0)) p({ sets: [], error: this.dead });
   }
 
-  /** Send one query (raw bytes) and collect its result sets. */
-  query(sql: Bytes): Promise<MyWireResult> {
-    if (this.dead !== undefined) return Promise.resolve({ sets: [], error: this.dead });
+  /** Send one query (raw bytes), collect its result sets, and answer what `map` makes of them. */
+  query<X>(sql: Bytes, map: (r: MyWireResult) => X): Promise<X> {
+    if (this.dead !== undefined) return Promise.resolve(map({ sets: [], error: this.dead }));
     return new Promise((resolve) => {
-      this.pending.push(resolve);
+      this.pending.push((r) => resolve(map(r)));
       const len = sql.length + 1; // COM_QUERY and the query's bytes
       if (len < MAX_PACKET) {
         const m = Buffer.allocUnsafe(4 + len);
@@ -514,9 +514,14 @@ function lenencSkip(p: Buffer, o: number): number {
  * Send one query (raw bytes) and collect the result sets as Postfix's
  * plmysql_query does. `label` is `mysql:NAME` for the warnings.
  */
-export async function mysqlQuery(conn: MyConn, query: Bytes, requireResultSet: boolean, label: string): Promise<WorkResult<MysqlRows>> {
-  if (conn.dead !== undefined || !conn.wire) return { kind: 'host-error', message: `${label}: query failed: ${conn.dead ?? 'not connected'}` };
-  const r = await conn.wire.query(query);
+export function mysqlQuery(conn: MyConn, query: Bytes, requireResultSet: boolean, label: string): Promise<WorkResult<MysqlRows>> {
+  if (conn.dead !== undefined || !conn.wire) {
+    return Promise.resolve({ kind: 'host-error', message: `${label}: query failed: ${conn.dead ?? 'not connected'}` });
+  }
+  return conn.wire.query(query, (r) => mysqlResult(r, requireResultSet, label));
+}
+
+function mysqlResult(r: MyWireResult, requireResultSet: boolean, label: string): WorkResult<MysqlRows> {
   if (r.error !== undefined) return { kind: 'host-error', message: `${label}: query failed: ${r.error}` };
   if (r.sets.length > 1) {
     return { kind: 'host-error', message: `${label}: query failed: multiple result sets returning data are not supported` };

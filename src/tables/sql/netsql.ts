@@ -14,7 +14,7 @@
 import { DICT_FLAG } from '../../protocol/flags.js';
 import { NOT_FOUND, RETRY, type Bytes, type LookupResult, type Table } from '../table.js';
 import type { CfParser } from './cf.js';
-import { ResultCollector, planQuery, type SqlSettings } from './common.js';
+import { ResultCollector, planQuery, type QueryPlan, type SqlSettings } from './common.js';
 import { POOL_RETRY, type PoolHost, type PoolView, type SqlPool, type WorkResult } from './pool.js';
 
 /** Thrown by a backend's quote function when the key cannot be escaped for a connection. */
@@ -36,7 +36,7 @@ export interface NetSqlBackend<T, C> {
   /** What the failed quoting does: Postfix marks the host down for pgsql; see the backend. */
   quoteFailure(host: PoolHost<T>, err: QuoteError): WorkResult<never>;
   /** Run the query; the values (null = SQL NULL, skipped silently), or null for "no result set" (NOTFOUND). */
-  run(conn: C, host: PoolHost<T>, query: Bytes): Promise<WorkResult<(Bytes | null)[] | null>>;
+  run(conn: C, host: PoolHost<T>, query: Bytes): WorkResult<(Bytes | null)[] | null> | Promise<WorkResult<(Bytes | null)[] | null>>;
 }
 
 export interface NetSqlTableInit<T, C> {
@@ -71,28 +71,38 @@ export class NetSqlTable<T, C> implements Table {
     return this.t.pool.pool;
   }
 
-  async lookup(key: Bytes): Promise<LookupResult> {
-    const t = this.t;
+  lookup(key: Bytes): LookupResult | Promise<LookupResult> {
     if (this.closed) return RETRY;
-    const plan = await planQuery(t.settings, key, { utf8Check: false });
+    const plan = planQuery(this.t.settings, key, { utf8Check: false });
+    return plan instanceof Promise ? plan.then((p) => this.run(key, p)) : this.run(key, plan);
+  }
+
+  private run(key: Bytes, plan: QueryPlan): LookupResult | Promise<LookupResult> {
     if (plan.kind === 'skip') return plan.result;
-    const values = await t.pool.use(
-      async (conn, host) => {
-        let query: Bytes | null;
-        try {
-          // Quoting leaves such a key's pieces as they are: the pre-check's text is the query.
-          query = PLAIN_KEY.test(key) ? plan.query : t.settings.ctx.expandQuery(t.settings.query, key, t.backend.quoter(conn));
-        } catch (e) {
-          if (e instanceof QuoteError) return t.backend.quoteFailure(host, e);
-          throw e;
-        }
-        if (query === null) return { kind: 'ok', value: null };
-        return t.backend.run(conn, host, query);
-      },
-      { deadline: Date.now() + t.timeoutMs, warn: t.warn },
-    );
+    const t = this.t;
+    return t.pool
+      .use(
+        (conn, host) => {
+          let query: Bytes | null;
+          try {
+            // Quoting leaves such a key's pieces as they are: the pre-check's text is the query.
+            query = PLAIN_KEY.test(key) ? plan.query : t.settings.ctx.expandQuery(t.settings.query, key, t.backend.quoter(conn));
+          } catch (e) {
+            if (e instanceof QuoteError) return t.backend.quoteFailure(host, e);
+            throw e;
+          }
+          if (query === null) return { kind: 'ok', value: null };
+          return t.backend.run(conn, host, query);
+        },
+        { deadline: Date.now() + t.timeoutMs, warn: t.warn },
+      )
+      .then((values) => this.collect(key, values));
+  }
+
+  private collect(key: Bytes, values: (Bytes | null)[] | null | typeof POOL_RETRY): LookupResult {
     if (values === POOL_RETRY) return RETRY;
     if (values === null) return NOT_FOUND;
+    const t = this.t;
     const out = new ResultCollector(t.settings, key);
     for (const v of values) {
       if (!out.add(v)) {

@@ -328,8 +328,9 @@ export class PgWire {
     for (const p of this.pending.splice(0)) p({ kind: 'none', why: this.dead });
   }
 
-  query(text: string, stream: import('node:net').Socket): Promise<WireResult> {
-    if (this.dead !== undefined) return Promise.resolve({ kind: 'none', why: this.dead });
+  /** Send one query and answer what `map` makes of its result. */
+  query<X>(text: string, stream: import('node:net').Socket, map: (r: WireResult) => X): Promise<X> {
+    if (this.dead !== undefined) return Promise.resolve(map({ kind: 'none', why: this.dead }));
     return new Promise((resolve) => {
       const n = Buffer.byteLength(text, 'utf8');
       const m = Buffer.allocUnsafe(n + 6);
@@ -337,7 +338,7 @@ export class PgWire {
       m.writeInt32BE(n + 5, 1);
       m.write(text, 5, 'utf8');
       m[n + 5] = 0;
-      this.pending.push(resolve);
+      this.pending.push((r) => resolve(map(r)));
       stream.write(m);
     });
   }
@@ -427,13 +428,16 @@ export class PgWire {
  * statements the last result counts; rows in order, all columns, NULL as
  * "" (PQgetvalue). `host` names the host in warnings.
  */
-export async function pgsqlQuery(conn: PgConn, query: Bytes, codec: PgCodec, host: string): Promise<WorkResult<Bytes[]>> {
+export function pgsqlQuery(conn: PgConn, query: Bytes, codec: PgCodec, host: string): WorkResult<Bytes[]> | Promise<WorkResult<Bytes[]>> {
   const text = codec.decode(query);
   if (text === null) {
     return { kind: 'retry', message: `pgsql query failed: fatal error from host ${host}: ERROR:  invalid byte sequence for encoding "${codec.name}"` };
   }
   const stream = (conn.raw as unknown as { connection: { stream: import('node:net').Socket } }).connection.stream;
-  const res = await conn.wire.query(text, stream);
+  return conn.wire.query(text, stream, (res) => pgsqlResult(res, codec, host));
+}
+
+function pgsqlResult(res: WireResult, codec: PgCodec, host: string): WorkResult<Bytes[]> {
   if (res.kind === 'error') {
     const msg = res.severity ? `${res.severity}:  ${res.message}` : res.message;
     return { kind: 'host-error', message: `pgsql query failed: fatal error from host ${host}: ${msg}` };

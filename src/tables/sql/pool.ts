@@ -61,6 +61,9 @@ export type WorkResult<R> =
   /** this lookup fails with RETRY, the connection and host stay in service */
   | { kind: 'retry'; message?: string };
 
+/** A unit of work on one pooled connection (a query); may answer at once. */
+export type Work<C, T, R> = (conn: C, host: PoolHost<T>) => WorkResult<R> | Promise<WorkResult<R>>;
+
 export interface PoolOptions {
   /** most connections open at once (in use, idle or being opened) */
   maxConnections: number;
@@ -178,7 +181,7 @@ export class PoolView<T, C> {
   }
 
   /** Run `work` on a pooled connection with this view's host states (see SqlPool.use). */
-  use<R>(work: (conn: C, host: PoolHost<T>) => Promise<WorkResult<R>>, uo: UseOptions): Promise<R | typeof POOL_RETRY> {
+  use<R>(work: Work<C, T, R>, uo: UseOptions): Promise<R | typeof POOL_RETRY> {
     return this.pool.use(work, uo, this);
   }
 }
@@ -234,56 +237,77 @@ export class SqlPool<T, C> {
    * Run `work` on a pooled connection, failing over across hosts as Postfix
    * does. Answers POOL_RETRY when no host can serve before the deadline.
    */
-  async use<R>(
-    work: (conn: C, host: PoolHost<T>) => Promise<WorkResult<R>>,
+  use<R>(work: Work<C, T, R>, uo: UseOptions, view: PoolView<T, C> = this.defaultView): Promise<R | typeof POOL_RETRY> {
+    return this.attemptFrom(work, uo, view, 0);
+  }
+
+  /**
+   * One attempt: a connection taken at once when one is free (the common
+   * case, without a turn of the event loop), else through acquire(). A
+   * failed attempt takes a host out of service, so the attempts end; the
+   * cap is a safety net.
+   */
+  private attemptFrom<R>(work: Work<C, T, R>, uo: UseOptions, view: PoolView<T, C>, attempts: number): Promise<R | typeof POOL_RETRY> {
+    if (attempts >= 2 * this.hosts.length + 4) return Promise.resolve(POOL_RETRY);
+    const c = this.closed ? undefined : this.takeNow(view);
+    if (c) return this.attempt(c, work, uo, view, attempts);
+    return this.acquire(view, uo).then((got) => (got ? this.attempt(got, work, uo, view, attempts) : POOL_RETRY));
+  }
+
+  /** Run work on c under the query deadline; the answer, or the next attempt's. */
+  private attempt<R>(c: Conn<T, C>, work: Work<C, T, R>, uo: UseOptions, view: PoolView<T, C>, attempts: number): Promise<R | typeof POOL_RETRY> {
+    return new Promise((resolve) => {
+      let settled = false;
+      const finish = (res: WorkResult<R>, timedOut: boolean) => {
+        if (settled) return;
+        settled = true;
+        this.unwatch(r);
+        resolve(this.outcome(c, res, timedOut, work, uo, view, attempts));
+      };
+      // at least a second for the query, even when connecting took most of the budget
+      const r: Running<T, C> = {
+        c,
+        deadline: Math.max(uo.deadline, Date.now() + 1000),
+        expire: () => finish({ kind: 'host-error', message: `${c.host.spec.label}: query timed out` }, true),
+      };
+      this.watch(r);
+      const failed = (e: unknown) => finish({ kind: 'host-error', message: errText(e) }, false);
+      try {
+        const w = work(c.conn, c.host.spec);
+        if (w instanceof Promise) w.then((x) => finish(x, false), failed);
+        else finish(w, false);
+      } catch (e) {
+        failed(e);
+      }
+    });
+  }
+
+  private outcome<R>(
+    c: Conn<T, C>,
+    res: WorkResult<R>,
+    timedOut: boolean,
+    work: Work<C, T, R>,
     uo: UseOptions,
-    view: PoolView<T, C> = this.defaultView,
-  ): Promise<R | typeof POOL_RETRY> {
-    // Each failed attempt takes a host out of service, so this ends; the cap is a safety net.
-    for (let attempts = 0; attempts < 2 * this.hosts.length + 4; attempts++) {
-      const c = await this.acquire(view, uo);
-      if (!c) return POOL_RETRY;
-      let timedOut = false;
-      const res = await new Promise<WorkResult<R>>((resolve) => {
-        // at least a second for the query, even when connecting took most of the budget
-        const r: Running<T, C> = {
-          c,
-          deadline: Math.max(uo.deadline, Date.now() + 1000),
-          expire: () => {
-            timedOut = true;
-            resolve({ kind: 'host-error', message: `${c.host.spec.label}: query timed out` });
-          },
-        };
-        this.watch(r);
-        const done = (w: WorkResult<R>) => {
-          this.unwatch(r);
-          resolve(w);
-        };
-        const failed = (e: unknown) => done({ kind: 'host-error', message: errText(e) });
-        try {
-          work(c.conn, c.host.spec).then(done, failed);
-        } catch (e) {
-          failed(e);
-        }
-      });
-      if (res.kind === 'ok') {
-        view.hosts[c.host.index]!.failed = false;
-        this.release(c);
-        return res.value;
-      }
-      if (res.kind === 'retry') {
-        if (res.message) uo.warn(res.message);
-        this.release(c);
-        return POOL_RETRY;
-      }
-      uo.warn(res.message);
-      this.down(view, c.host);
-      // a query that hangs holds up the ones behind it: close now; after a failed query let the others finish
-      if (timedOut) this.retire(c);
-      this.release(c, true);
-      if (Date.now() >= uo.deadline) return POOL_RETRY;
+    view: PoolView<T, C>,
+    attempts: number,
+  ): R | typeof POOL_RETRY | Promise<R | typeof POOL_RETRY> {
+    if (res.kind === 'ok') {
+      view.hosts[c.host.index]!.failed = false;
+      this.release(c);
+      return res.value;
     }
-    return POOL_RETRY;
+    if (res.kind === 'retry') {
+      if (res.message) uo.warn(res.message);
+      this.release(c);
+      return POOL_RETRY;
+    }
+    uo.warn(res.message);
+    this.down(view, c.host);
+    // a query that hangs holds up the ones behind it: close now; after a failed query let the others finish
+    if (timedOut) this.retire(c);
+    this.release(c, true);
+    if (Date.now() >= uo.deadline) return POOL_RETRY;
+    return this.attemptFrom(work, uo, view, attempts + 1);
   }
 
   /** Close idle connections now, the others when they are released; wake all waiters (RETRY). */
@@ -361,6 +385,14 @@ export class SqlPool<T, C> {
       }
     }
     return undefined;
+  }
+
+  /** A connection without waiting, if acquire() would give one at once without connecting: idle, or (pool full) pipelined. */
+  private takeNow(view: PoolView<T, C>): Conn<T, C> | undefined {
+    if (this.allBlocked(view, nowSeconds())) return undefined;
+    const c = this.takeIdle(view);
+    if (c || this.open < this.opts.maxConnections || this.idle.length > 0) return c;
+    return this.takePipelined(view);
   }
 
   private allBlocked(view: PoolView<T, C>, now: number): boolean {

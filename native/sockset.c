@@ -22,12 +22,17 @@
  *   sockSetEnd(set, id)                    close once queued output is written
  *   sockSetClose(set, id)                  close now, dropping queued output
  *   sockSetDestroy(set)                    close everything
+ *   loopSpin(usec) -> 1 | 0 | -errno        busy-wait until the event loop has an event
+ *       ready (1) or usec have passed (0), without running it: the busy poll of
+ *       src/server/server.ts, one system call per turn instead of a turn of
+ *       the event loop and an Immediate object per turn
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <node_api.h>
@@ -470,12 +475,39 @@ static napi_value Destroy(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * epoll_wait with a zero timeout on libuv's own epoll descriptor: libuv
+ * registers its descriptors level-triggered, so looking does not take an
+ * event away from the loop, which finds it in its next poll phase.
+ */
+static napi_value Spin(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t usec = 0;
+  uv_loop_t *loop;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], &usec) != napi_ok || napi_get_uv_event_loop(env, &loop) != napi_ok)
+    return ret_int(env, -EINVAL);
+  int fd = uv_backend_fd(loop);
+  if (fd < 0) return ret_int(env, -EBADF);
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    struct epoll_event ev;
+    int n = epoll_wait(fd, &ev, 1, 0);
+    if (n > 0) return ret_int(env, 1);
+    if (n < 0 && errno != EINTR) return ret_int(env, -errno);
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 >= usec) return ret_int(env, 0);
+  }
+}
+
 int sockset_register(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
     napi_callback cb;
   } fns[] = {{"sockSetCreate", Create}, {"sockSetAdd", Add},     {"sockSetWrite", Write},   {"sockSetPause", Pause},
-             {"sockSetEnd", End},       {"sockSetClose", Close}, {"sockSetDestroy", Destroy}};
+             {"sockSetEnd", End},       {"sockSetClose", Close}, {"sockSetDestroy", Destroy}, {"loopSpin", Spin}};
   for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
     napi_value fn;
     if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].cb, NULL, &fn) != napi_ok ||

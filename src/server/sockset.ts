@@ -16,6 +16,7 @@ interface NativeSockSet {
   sockSetEnd(set: object, id: number): number;
   sockSetClose(set: object, id: number): number;
   sockSetDestroy(set: object): void;
+  loopSpin(usec: number): number;
 }
 
 const EV_DATA = 0;
@@ -28,6 +29,17 @@ let native: NativeSockSet | null | undefined;
 
 function nativeSockSet(): NativeSockSet | null {
   return native === undefined ? (native = nativeWith<NativeSockSet>('sockSetCreate')) : native;
+}
+
+/**
+ * Busy-wait up to `usec` microseconds until the event loop has an event
+ * ready, without running it (native/sockset.c): 1 ready, 0 time is up.
+ * null when the addon is not loaded (the caller then polls with a turn of
+ * the loop per check).
+ */
+export function loopSpin(usec: number): number | null {
+  const n = nativeSockSet();
+  return n ? n.loopSpin(usec) : null;
 }
 
 /** One connection's slot in the set. */

@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { encodeRecord } from '../../src/protocol/codec.js';
+import { loopSpin } from '../../src/server/sockset.js';
 import { startTestServer } from './helpers.js';
 
 const lookup = (table: string, key: string) =>
@@ -135,3 +136,30 @@ for (const nativeSockets of [true, false]) {
     }
   });
 }
+
+test('loopSpin: returns as soon as the event loop has an event ready, and leaves it to the loop', { skip: loopSpin(0) === null && process.env.CI !== 'true' ? 'no addon' : false }, async () => {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
+  const client = net.createConnection(port, '127.0.0.1');
+  await new Promise<void>((r) => client.once('connect', () => r()));
+  const peer = await accepted;
+  const got = new Promise<string>((r) => client.once('data', (b) => r(b.toString())));
+  peer.write('ping');
+  // the bytes are on their way; the spin ends when the client's socket is readable, far before 2 s
+  const t0 = performance.now();
+  let r = 0;
+  while (r === 0 && performance.now() - t0 < 2000) r = loopSpin(2_000_000)!;
+  assert.equal(r, 1);
+  assert.ok(performance.now() - t0 < 1000, `took ${performance.now() - t0} ms`);
+  // not consumed: the loop still delivers the data
+  assert.equal(await got, 'ping');
+  client.destroy();
+  peer.destroy();
+  srv.close();
+  // with a deadline: returns 0 no earlier than asked when nothing is ready, 1 when something is
+  const t1 = performance.now();
+  const v = loopSpin(20_000)!;
+  assert.ok(v === 1 || performance.now() - t1 >= 19, `${v} after ${performance.now() - t1} ms`);
+});

@@ -195,6 +195,18 @@ describe('SQL pool', () => {
     pool.close();
   });
 
+  it('one client at a time stays on the most recently used connection (the others idle out)', async () => {
+    const d = new FakeDriver();
+    const pool = new SqlPool([host('a')], d, opts);
+    const uo = { deadline: Date.now() + 5000, warn: () => {} };
+    await Promise.all(Array.from({ length: 3 }, () => pool.use(async () => { await sleep(5); return { kind: 'ok', value: 0 }; }, uo)));
+    assert.equal(pool.stats().idle, 3);
+    const used = new Set<number>();
+    for (let i = 0; i < 30; i++) await pool.use(async (c) => { used.add(c.id); return { kind: 'ok', value: i }; }, uo);
+    assert.equal(used.size, 1);
+    pool.close();
+  });
+
   it('a "retry" result fails only that lookup', async () => {
     const d = new FakeDriver();
     const pool = new SqlPool([host('a')], d, opts);

@@ -351,17 +351,21 @@ export class SqlPool<T, C> {
     return undefined;
   }
 
-  /** An idle connection to a host ACTIVE in this view, of the best kind available. */
+  /** An idle connection to a host ACTIVE in this view, of the best kind available (a single host listed twice counts once). */
   private takeIdle(view: PoolView<T, C>): Conn<T, C> | undefined {
     const idle = this.idle;
     for (const k of KIND_ORDER) {
-      let n = 0;
-      for (const c of idle) if (c.host.spec.kind === k && !view.hosts[c.host.index]!.failed) n++;
-      if (n === 0) continue;
-      let pick = Math.floor(Math.random() * n);
-      for (let i = 0; i < idle.length; i++) {
+      // a random server (as Postfix picks a host per query) among those with idle connections...
+      const servers: PoolHost<T>[] = [];
+      for (const c of idle) {
+        if (c.host.spec.kind === k && !view.hosts[c.host.index]!.failed && !servers.includes(c.host.spec)) servers.push(c.host.spec);
+      }
+      if (servers.length === 0) continue;
+      const spec = servers[Math.floor(Math.random() * servers.length)];
+      // ...and its most recently used connection: a light load stays on one warm connection and the rest idle out
+      for (let i = idle.length - 1; i >= 0; i--) {
         const c = idle[i]!;
-        if (c.host.spec.kind !== k || view.hosts[c.host.index]!.failed || pick-- > 0) continue;
+        if (c.host.spec !== spec || view.hosts[c.host.index]!.failed) continue;
         idle.splice(i, 1);
         c.inFlight = 1;
         return c;

@@ -25,7 +25,7 @@ class FakeDriver implements PoolDriver<string, FakeConn> {
     this.maxOpen = Math.max(this.maxOpen, this.open);
     return Promise.resolve({ id: ++this.n, host: h.label, lose: onLost });
   }
-  close(): void {
+  close(_conn: FakeConn): void {
     this.open--;
   }
 }
@@ -366,9 +366,8 @@ describe('SQL pool pipeline', () => {
   });
   class KillDriver extends FakeDriver {
     closed: number[] = [];
-    override close(c?: FakeConn): void {
-      super.close();
-      if (!c) return;
+    override close(c: FakeConn): void {
+      super.close(c);
       this.closed.push(c.id);
       for (const k of killable.get(c.id) ?? []) k();
     }

@@ -74,6 +74,8 @@ export class ProxyServer {
   /** time from the last reply to the next request data, ms */
   private lastGapMs = Number.MAX_SAFE_INTEGER;
   private spinning = false;
+  /** the last turn of the busy poll saw events ready (the loop has handled them since) */
+  private spinEvents = false;
   /** clients that sent requests in the current / previous activity window (busy-poll policy) */
   private activeCur = 0;
   private activePrev = 0;
@@ -139,6 +141,7 @@ export class ProxyServer {
       !this.offThreadWork()
     ) {
       this.spinning = true;
+      this.spinEvents = true;
       setImmediate(this.spin);
     }
   }
@@ -153,8 +156,11 @@ export class ProxyServer {
     const until = Math.max(this.lastReplyAt + this.busyPollMs, this.busyCount > 0 ? this.lastDataAt + 10 * this.busyPollMs : 0);
     if (now < until && this.connections.size > 0 && Math.max(this.activeCur, this.activePrev) <= this.spinClients && !this.offThreadWork()) {
       // Wait in native code for the next event (a slice at a time, so that timers still run): each turn of the loop
-      // would otherwise allocate an Immediate, ~20 KB per SQL lookup, and with it a scavenge every few ms.
-      loopSpin(Math.min(SPIN_SLICE_US, Math.ceil((until - now) * 1000)));
+      // would otherwise allocate an Immediate, ~20 KB per SQL lookup, and with it a scavenge every few ms. Not in the
+      // turn right after events were handled: the Immediates they queued (a proxywrite batch start, a pattern turn)
+      // come after this one in the same check phase and must not wait for the next event.
+      if (this.spinEvents) this.spinEvents = false;
+      else this.spinEvents = loopSpin(Math.min(SPIN_SLICE_US, Math.ceil((until - now) * 1000))) === 1;
       setImmediate(this.spin);
     } else {
       this.spinning = false;

@@ -15,6 +15,7 @@ import { createRequire } from 'node:module';
 import type mysql from 'mysql2';
 import type { Bytes } from '../table.js';
 import { optSeconds, readMyOptions, type MyOptions } from './myoptions.js';
+import { Outbox } from './outbox.js';
 import type { PoolDriver, PoolHost, WorkResult } from './pool.js';
 
 // The driver is loaded when the first connection is made: a server without mysql tables does not carry it.
@@ -347,9 +348,11 @@ export class MyWire {
   private sets: (Buffer | null)[][][] = [];
   private rows: (Buffer | null)[][] | null = null;
   private readonly stream: import('node:net').Socket;
+  private readonly out: Outbox;
 
   constructor(raw: mysql.Connection, private readonly conn: Pick<MyConn, 'noBackslashEscapes'>) {
     this.stream = (raw as unknown as { stream: import('node:net').Socket }).stream;
+    this.out = new Outbox(this.stream);
     // from here on the driver no longer reads this socket; it still sees its end and errors
     this.stream.removeAllListeners('data');
     this.stream.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -374,7 +377,7 @@ export class MyWire {
         m[3] = 0; // sequence
         m[4] = 0x03; // COM_QUERY
         m.write(sql, 5, 'latin1');
-        this.stream.write(m);
+        this.out.send(m, this.pending.length === 1);
         return;
       }
       const payload = Buffer.allocUnsafe(len);
@@ -392,7 +395,7 @@ export class MyWire {
         off += n;
         if (n < MAX_PACKET) break;
       }
-      this.stream.write(Buffer.concat(out));
+      this.out.send(Buffer.concat(out), this.pending.length === 1);
     });
   }
 

@@ -18,6 +18,7 @@ import os from 'node:os';
 import { createRequire } from 'node:module';
 import type pg from 'pg';
 import type { Bytes } from '../table.js';
+import { Outbox } from './outbox.js';
 import type { PoolDriver, PoolHost, WorkResult } from './pool.js';
 
 // The driver is loaded when the first connection is made: a server without pgsql tables does not carry it.
@@ -312,10 +313,12 @@ export class PgWire {
   private current: (Buffer | null)[][] | null = null;
   private last: WireResult | null = null;
   private dead: string | undefined;
+  private readonly out: Outbox;
 
   constructor(raw: pg.Client, private readonly conn: Pick<PgConn, 'standardStrings'>) {
     const c = raw as unknown as { connection: { stream: import('node:net').Socket } };
     const stream = c.connection.stream;
+    this.out = new Outbox(stream);
     // from here on the driver no longer reads this socket; it still sees its end and errors
     stream.removeAllListeners('data');
     stream.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -329,7 +332,7 @@ export class PgWire {
   }
 
   /** Send one query and answer what `map` makes of its result. */
-  query<X>(text: string, stream: import('node:net').Socket, map: (r: WireResult) => X): Promise<X> {
+  query<X>(text: string, map: (r: WireResult) => X): Promise<X> {
     if (this.dead !== undefined) return Promise.resolve(map({ kind: 'none', why: this.dead }));
     return new Promise((resolve) => {
       const n = Buffer.byteLength(text, 'utf8');
@@ -339,7 +342,7 @@ export class PgWire {
       m.write(text, 5, 'utf8');
       m[n + 5] = 0;
       this.pending.push((r) => resolve(map(r)));
-      stream.write(m);
+      this.out.send(m, this.pending.length === 1);
     });
   }
 
@@ -433,8 +436,7 @@ export function pgsqlQuery(conn: PgConn, query: Bytes, codec: PgCodec, host: str
   if (text === null) {
     return { kind: 'retry', message: `pgsql query failed: fatal error from host ${host}: ERROR:  invalid byte sequence for encoding "${codec.name}"` };
   }
-  const stream = (conn.raw as unknown as { connection: { stream: import('node:net').Socket } }).connection.stream;
-  return conn.wire.query(text, stream, (res) => pgsqlResult(res, codec, host));
+  return conn.wire.query(text, (res) => pgsqlResult(res, codec, host));
 }
 
 function pgsqlResult(res: WireResult, codec: PgCodec, host: string): WorkResult<Bytes[]> {

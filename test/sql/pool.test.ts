@@ -290,7 +290,7 @@ describe('SQL pool', () => {
   it('reads its main.cf settings', () => {
     const warnings: string[] = [];
     const p = (m: Record<string, string>) => (n: string) => m[n];
-    assert.deepEqual(poolSettings(p({}), (t) => warnings.push(t)), { maxConnections: 4, timeoutMs: 10_000, pipeline: 8 });
+    assert.deepEqual(poolSettings(p({}), (t) => warnings.push(t)), { maxConnections: 4, timeoutMs: 10_000, pipeline: 16 });
     assert.deepEqual(
       poolSettings(p({ proxymapd_sql_max_connections: '7', proxymapd_sql_timeout: '2m', proxymapd_sql_pipeline: '1' }), (t) => warnings.push(t)),
       { maxConnections: 7, timeoutMs: 120_000, pipeline: 1 },
@@ -298,7 +298,7 @@ describe('SQL pool', () => {
     assert.equal(warnings.length, 0);
     assert.deepEqual(
       poolSettings(p({ proxymapd_sql_max_connections: '0', proxymapd_sql_timeout: 'x', proxymapd_sql_pipeline: '0' }), (t) => warnings.push(t)),
-      { maxConnections: 4, timeoutMs: 10_000, pipeline: 8 },
+      { maxConnections: 4, timeoutMs: 10_000, pipeline: 16 },
     );
     assert.equal(warnings.length, 3);
   });

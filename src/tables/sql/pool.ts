@@ -683,7 +683,7 @@ export const POOL_PARAMS = {
   maxConnections: 'proxymapd_sql_max_connections',
   /** time budget of one lookup: waiting for a connection, connecting, querying [10s] */
   timeout: 'proxymapd_sql_timeout',
-  /** most queries in flight on one connection when every connection is busy [8] */
+  /** most queries in flight on one connection when every connection is busy [16] */
   pipeline: 'proxymapd_sql_pipeline',
 } as const;
 
@@ -717,7 +717,7 @@ export function poolSettings(param: (name: string) => string | undefined, warn: 
     if (s !== undefined && s >= 1) timeoutMs = s * 1000;
     else warn(`${POOL_PARAMS.timeout}: bad value "${to}", using ${timeoutMs / 1000}s`);
   }
-  let pipeline = 8;
+  let pipeline = 16;
   const pl = param(POOL_PARAMS.pipeline);
   if (pl !== undefined && pl.trim() !== '') {
     const n = /^\s*\d+\s*$/.test(pl) ? Number(pl) : NaN;

@@ -154,9 +154,7 @@ export class RequestHandler {
       case 'lookup': {
         const key = this.prepareKey(req.key, plan, table, req.flags, spec);
         if (key === null) return { kind, dialect, reply: { status: PROXY_STAT.NOKEY, flags: replyFlags(req), value: '' } };
-        const r = safeCall(() => table.lookup(key, req.flags), spec, 'lookup');
-        if (r instanceof Promise) return r.then((res) => this.lookupOutcome(req, res, plan, spec, key));
-        return this.lookupOutcome(req, r, plan, spec, key);
+        return callThen(() => table.lookup(key, req.flags), spec, 'lookup', (res) => this.lookupOutcome(req, res, plan, spec, key));
       }
       case 'sequence': {
         if (!table.sequence) {
@@ -164,7 +162,7 @@ export class RequestHandler {
           return fail(kind, dialect, PROXY_STAT.CONFIG, replyFlags(req));
         }
         const seq = table.sequence.bind(table);
-        return settle(safeCall(() => seq(req.fn as 0 | 1, req.flags), spec, 'sequence'), (r) =>
+        return callThen(() => seq(req.fn as 0 | 1, req.flags), spec, 'sequence', (r) =>
           r.found
             ? { kind, dialect, reply: { status: PROXY_STAT.OK, flags: replyFlags(req), key: r.key, value: r.value } }
             : fail(kind, dialect, errStatus(r.error), replyFlags(req)),
@@ -188,7 +186,7 @@ export class RequestHandler {
           kind === 'update'
             ? () => table.update!(key, req.value, req.flags | DICT_FLAG.SYNC_UPDATE | DICT_FLAG.DUP_REPLACE)
             : () => table.delete!(key, req.flags | DICT_FLAG.SYNC_UPDATE);
-        return settle(safeCall(call, spec, kind), (r) => {
+        return callThen(call, spec, kind, (r) => {
           const status: ProxyStatus = r.status === 0 ? PROXY_STAT.OK : r.status === 1 ? PROXY_STAT.NOKEY : errStatus(r.error);
           return { kind, dialect, reply: { status, flags } };
         });
@@ -246,26 +244,29 @@ function fail(kind: RequestKind, dialect: Dialect, status: ProxyStatus, flags = 
   return { kind, dialect, reply: { status, flags, value: '', key: '' } };
 }
 
-/** Run a table operation; an exception becomes a RETRY result (a table bug must never take the server down). */
-function safeCall<T extends { found: boolean } | { status: number }>(
+/**
+ * Run a table operation and continue with `then`: a throw or a rejection
+ * becomes a RETRY result, with a warning (a table bug must never take the
+ * server down). An asynchronous answer costs one turn of the promise queue,
+ * not two (a catch, then a then).
+ */
+function callThen<T extends { found: boolean } | { status: number }, U>(
   fn: () => T | Promise<T>,
   spec: string,
   op: string,
-): T | Promise<T> {
+  then: (t: T) => U,
+): U | Promise<U> {
   const onError = (e: unknown): T => {
     log.warn(`table ${logBytes(spec)}: ${op} failed: ${(e as Error)?.message ?? String(e)}`);
     return ({ found: false, status: -1, error: DICT_ERR.RETRY } as unknown) as T;
   };
+  let r: T | Promise<T>;
   try {
-    const r = fn();
-    return r instanceof Promise ? r.catch(onError) : r;
+    r = fn();
   } catch (e) {
-    return onError(e);
+    return then(onError(e));
   }
-}
-
-function settle<T, U>(v: T | Promise<T>, f: (t: T) => U): U | Promise<U> {
-  return v instanceof Promise ? v.then(f) : f(v);
+  return r instanceof Promise ? r.then(then, (e: unknown) => then(onError(e))) : then(r);
 }
 
 export type { Table };

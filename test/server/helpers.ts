@@ -25,6 +25,9 @@ export function testOpener(opts: TableOpenOptions): Table {
   if (opts.type === 'throws') {
     return { type: 'throws', name: opts.name, implFlags: DICT_FLAG.PATTERN, lookup: () => { throw new Error('boom'); } };
   }
+  if (opts.type === 'rejects') {
+    return { type: 'rejects', name: opts.name, implFlags: DICT_FLAG.PATTERN, lookup: () => Promise.reject(new Error('async boom')) };
+  }
   const m = new Map<string, string>();
   for (const kv of opts.name.split(',')) {
     const [k, v] = kv.split('=');

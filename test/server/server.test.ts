@@ -107,11 +107,15 @@ test('a table that fails to open is a surrogate: open OK, lookups RETRY', async 
   }
 });
 
-test('a throwing table answers RETRY and the server stays up', async () => {
-  const ts = await startTestServer(['throws:x']);
+test('a throwing or rejecting table answers RETRY with a warning, and the server stays up', async () => {
+  const ts = await startTestServer(['throws:x', 'rejects:y']);
   try {
     const c = await ProxyConnection.connect(ts.proxymap);
     assert.equal(show(await c.exchangeRaw(b('request|lookup|table|throws:x|flags|0|key|a||'))), 'status|2|value|');
+    assert.equal(show(await c.exchangeRaw(b('request|lookup|table|rejects:y|flags|0|key|a||'))), 'status|2|value|');
+    assert.equal(show(await c.exchangeRaw(b('request|lookup|table|rejects:y|flags|0|key|b||'))), 'status|2|value|');
+    assert.ok(ts.logs.some((l) => l.includes('table throws:x: lookup failed: boom')));
+    assert.ok(ts.logs.some((l) => l.includes('table rejects:y: lookup failed: async boom')));
     c.close();
   } finally {
     await ts.close();

@@ -7,9 +7,7 @@ import { warmUpPatterns } from '../tables/pattern.js';
 import { pcreDialect } from '../tables/pcre.js';
 import { regexpDialect } from '../tables/regexp.js';
 import { warmUpTextHash } from '../tables/texthash.js';
-import { warmUpMysql } from '../tables/sql/mysql-driver.js';
-import { warmUpPgsql } from '../tables/sql/pgsql-driver.js';
-import { warmUpSqlOpen } from '../tables/sql/warmup.js';
+import { warmUpSql } from '../tables/sql/warmup.js';
 import { splitCompositeName } from '../tables/index.js';
 
 /** The table types named by approved specs, composites' components included. */
@@ -54,14 +52,9 @@ export async function runServe(args: string[]): Promise<number> {
   const patternDialects = [regexpDialect, pcreDialect].filter((d) => types.has(d.kind));
   // texthash: the first open of a large source would otherwise run in the interpreter.
   if (types.has('texthash')) setTimeout(() => warmUpTextHash(), 20).unref();
-  // mysql, pgsql: the client library is loaded on first use (loading it cost the first lookup ~50-80 ms), and the
-  // first opens ran in the interpreter.
-  for (const [type, load] of [['mysql', warmUpMysql], ['pgsql', warmUpPgsql]] as const) {
-    if (!types.has(type)) continue;
-    setTimeout(() => {
-      load();
-      warmUpSqlOpen(type).catch((e) => log.warn(`start-up warm-up: ${(e as Error).message}`));
-    }, 10).unref();
+  // mysql, pgsql: the client library and the open path (see sql/warmup.ts).
+  for (const type of ['mysql', 'pgsql'] as const) {
+    if (types.has(type)) setTimeout(() => warmUpSql(type).catch((e) => log.warn(`start-up warm-up: ${(e as Error).message}`)), 10).unref();
   }
   if (patternDialects.length > 0 || types.has('cidr')) {
     setTimeout(() => {

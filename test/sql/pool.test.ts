@@ -429,12 +429,12 @@ describe('SQL pool pipeline', () => {
 
 describe('SQL open warm-up', () => {
   it('opens and closes synthetic tables without connecting, leaving no pool and no file behind', async () => {
-    const { warmUpSqlOpen } = await import('../../src/tables/sql/warmup.js');
+    const { warmUpSql } = await import('../../src/tables/sql/warmup.js');
     const os = await import('node:os');
     const fs = await import('node:fs');
     const before = sharedPoolCount();
     const tmpBefore = fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('proxymapd-warm-')).length;
-    for (const type of ['mysql', 'pgsql'] as const) await warmUpSqlOpen(type);
+    for (const type of ['mysql', 'pgsql'] as const) await warmUpSql(type);
     assert.equal(sharedPoolCount(), before);
     assert.equal(fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('proxymapd-warm-')).length, tmpBefore);
   });

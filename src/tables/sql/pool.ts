@@ -249,7 +249,7 @@ export class SqlPool<T, C> {
    */
   private attemptFrom<R>(work: Work<C, T, R>, uo: UseOptions, view: PoolView<T, C>, attempts: number): Promise<R | typeof POOL_RETRY> {
     if (attempts >= 2 * this.hosts.length + 4) return Promise.resolve(POOL_RETRY);
-    const c = this.closed ? undefined : this.takeNow(view);
+    const c = this.closed || this.allBlocked(view, nowSeconds()) ? undefined : this.takeNow(view);
     if (c) return this.attempt(c, work, uo, view, attempts);
     return this.acquire(view, uo).then((got) => (got ? this.attempt(got, work, uo, view, attempts) : POOL_RETRY));
   }
@@ -391,9 +391,12 @@ export class SqlPool<T, C> {
     return undefined;
   }
 
-  /** A connection without waiting, if acquire() would give one at once without connecting: idle, or (pool full) pipelined. */
+  /**
+   * A connection that can be had without waiting or connecting: an idle one,
+   * or, when the pool is full and none is idle, a place behind the queries
+   * on one. Not for a view whose hosts are all blocked (the caller checks).
+   */
   private takeNow(view: PoolView<T, C>): Conn<T, C> | undefined {
-    if (this.allBlocked(view, nowSeconds())) return undefined;
     const c = this.takeIdle(view);
     if (c || this.open < this.opts.maxConnections || this.idle.length > 0) return c;
     return this.takePipelined(view);
@@ -409,8 +412,8 @@ export class SqlPool<T, C> {
       const now = nowSeconds();
       // Every host blocked: RETRY at once, as Postfix does.
       if (this.allBlocked(view, now)) return undefined;
-      const idle = this.takeIdle(view);
-      if (idle) return idle;
+      const free = this.takeNow(view);
+      if (free) return free;
       // Full, but some connections are idle on hosts this view has failed: make room (for this lookup, not a waiter).
       if (this.open >= this.opts.maxConnections && this.idle.length > 0) this.retire(this.idle.shift()!, false);
       if (this.open < this.opts.maxConnections) {
@@ -420,9 +423,7 @@ export class SqlPool<T, C> {
         if (c) return c;
         continue; // host marked down; try the next one
       }
-      // Pool full: behind the queries on a connection, else wait for one (FIFO) or a free slot.
-      const piped = this.takePipelined(view);
-      if (piped) return piped;
+      // Pool full and no pipeline with room (takeNow): wait for a connection (FIFO) or a free slot.
       const remaining = uo.deadline - Date.now();
       if (remaining <= 0) {
         uo.warn(`timed out waiting for a database connection (all ${this.opts.maxConnections} in use)`);

@@ -33,6 +33,7 @@ const POOL_SIZE = 3;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const PLAIN = "query = SELECT dest FROM aliases WHERE mailbox='%s'\n";
+const BOOM = 'boom@example.com';
 /** .cf bodies (after the credentials) checked for every type; `kinds` limits a case. */
 const CASES: { name: string; cf: string; kinds?: ('mysql' | 'pgsql' | 'sqlite')[] }[] = [
   { name: 'plain', cf: PLAIN },
@@ -147,6 +148,8 @@ describe('SQL tables through proxymapd, against the real postmap and real server
   /** table names by purpose, per server kind */
   const slow: Record<string, string> = {};
   const outage: Record<string, string> = {};
+  /** a table whose query fails (an SQL error on the server) for BOOM only */
+  const boom: Record<string, string> = {};
   const failover: Record<string, { table: string; fwd: Forwarder }> = {};
   let sqliteDb = '';
   let sqliteMissing = '';
@@ -178,6 +181,10 @@ describe('SQL tables through proxymapd, against the real postmap and real server
         `${credentials(db, `${fwdHost}, inet:127.0.0.1:${db.port}`)}${PLAIN}retry_interval = 2\nidle_interval = 3\n`);
       failover[db.kind] = { table: `${db.kind}:${fcf}`, fwd };
       outage[db.kind] = `${db.kind}:${writeCf(path.join(dir, `${db.kind}-outage.cf`), `${creds}${PLAIN}retry_interval = 1\n`)}`;
+      // MySQL: "Subquery returns more than 1 row"; PostgreSQL: division by zero (in a subquery, so not folded at plan time)
+      const failing = db.kind === 'mysql' ? '(SELECT 1 UNION SELECT 2)' : "(SELECT (1/count(*))::text FROM aliases WHERE mailbox='no such')";
+      boom[db.kind] = `${db.kind}:${writeCf(path.join(dir, `${db.kind}-boom.cf`),
+        `${creds}query = SELECT CASE WHEN '%s' = '${BOOM}' THEN ${failing} ELSE (SELECT dest FROM aliases WHERE mailbox='%s' ORDER BY dest LIMIT 1) END\nretry_interval = 1\n`)}`;
     }
     sqliteDb = path.join(dir, 'aliases.db');
     makeSqliteDb(sqliteDb);
@@ -201,7 +208,7 @@ describe('SQL tables through proxymapd, against the real postmap and real server
       });
       tables.push({ kind: db.kind, name: 'main.cf', table: `${db.kind}:${prefix}` });
     }
-    const all = [...tables.map((t) => t.table), ...Object.values(slow), ...Object.values(outage), ...Object.values(failover).map((f) => f.table), sqliteMissing];
+    const all = [...tables.map((t) => t.table), ...Object.values(slow), ...Object.values(outage), ...Object.values(boom), ...Object.values(failover).map((f) => f.table), sqliteMissing];
     inst = await startProxymapd({
       ...mainCf,
       compatibility_level: '3.6',
@@ -281,6 +288,41 @@ describe('SQL tables through proxymapd, against the real postmap and real server
       assert.ok(samples >= 5, `connections counted ${samples} times`);
       assert.ok(peak >= 1, 'the server saw proxymapd connect');
       assert.ok(peak <= POOL_SIZE, `peak ${peak} server connections > pool size ${POOL_SIZE}`);
+    });
+
+    it(`${kind}: a query that fails among pipelined ones: every other lookup gets its own answer or RETRY, never another's`, async () => {
+      const keys = ['someone@example.com', 'k@example.com', 'multi@example.com', "o'neil@example.com", 'nobody@example.com', 'fmt@example.com'];
+      const want = await oracle(inst.conf, boom[kind]!, keys);
+      assert.equal(want.get('k@example.com'), 'kval');
+      const direct = await postmap(['-c', inst.conf, '-q', BOOM, boom[kind]!]);
+      assert.match(direct.stderr, /query/, `the direct lookup of ${BOOM} fails: ${direct.stderr}`);
+      const seen = { found: 0, retry: 0, boomFound: 0 };
+      const wrong = (
+        await withClients(inst.proxymap, boom[kind]!, 60, async (t, i) => {
+          const bad: string[] = [];
+          for (let n = 0; n < 8; n++) {
+            // a tenth of the clients send the failing key, in the middle of everyone's lookups
+            const key = i % 10 === 0 && n === 4 ? BOOM : keys[(i + n) % keys.length]!;
+            const r: ClientResult = await t.lookup(key);
+            if (key === BOOM) {
+              if (r.status === 'found') seen.boomFound++;
+              continue;
+            }
+            if (r.status === 'error') {
+              seen.retry++;
+              continue;
+            }
+            const got = r.status === 'found' ? r.value : null;
+            if (got !== want.get(key)) bad.push(`${key}: ${got} (want ${want.get(key)})`);
+            else seen.found++;
+          }
+          return bad;
+        })
+      ).flat();
+      assert.deepEqual(wrong, [], inst.log().slice(-2000));
+      assert.equal(seen.boomFound, 0);
+      assert.ok(seen.found > 100, `lookups answered (${JSON.stringify(seen)})`);
+      assert.match(inst.log(), /query failed/);
     });
 
     it(`${kind}: a host that dies under load: the next host serves without an error; retry_interval and idle_interval as Postfix`, async () => {

@@ -922,10 +922,12 @@ async function runUpdateScenario(ctx: Ctx): Promise<ScenarioResult> {
       fs.mkdirSync(queue, { recursive: true });
       fs.writeFileSync(
         path.join(conf, 'main.cf'),
-        `queue_directory = ${queue}\nproxy_write_maps = ${tables.map((t) => `proxy:${t}`).join(' ')}\ncompatibility_level = 3.6\n`,
+        `queue_directory = ${queue}\nproxy_write_maps = ${tables.map((t) => `proxy:${t}`).join(' ')}\ncompatibility_level = 3.6\n` +
+          args.pmdParams.map((l) => `${l}\n`).join(''),
       );
       process.stderr.write(`[${name}] starting proxymapd ... `);
-      const pmd = await startProxymapd(ctx.repo, conf, path.join(queue, 'private', 'proxymap'));
+      const profDir = args.cpuProfDir ? path.join(args.cpuProfDir, name) : undefined;
+      const pmd = await startProxymapd(ctx.repo, conf, path.join(queue, 'private', 'proxymap'), profDir, args.cpuProfIntervalUs);
       process.stderr.write(`pid ${pmd.pid}\n`);
       targets.push({ target: 'proxymapd', socket: path.join(queue, 'private', 'proxywrite'), tables });
     }

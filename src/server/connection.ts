@@ -4,7 +4,7 @@
  */
 import type net from 'node:net';
 import { ProtocolError, RecordDecoder, type AttrRecord } from '../protocol/codec.js';
-import { ANNOUNCEMENT, encodeReplyString, parseRequest } from '../protocol/messages.js';
+import { ANNOUNCEMENT, encodeReplyString, parseRequest, type RequestKind } from '../protocol/messages.js';
 import { log } from '../log.js';
 import type { Outcome, RequestHandler, Service } from './handler.js';
 
@@ -84,7 +84,7 @@ export class Connection {
     private readonly service: Service,
     private readonly handler: RequestHandler,
     private readonly opts: ConnectionOptions,
-    private readonly hooks: { onBusy?: (busy: boolean) => void; onClose?: () => void; onData?: () => void; onReply?: () => void } = {},
+    private readonly hooks: { onBusy?: (busy: boolean) => void; onClose?: () => void; onData?: () => void; onReply?: (kind: RequestKind | null) => void } = {},
   ) {
     this.decoder = new RecordDecoder(opts.maxRecord);
     this.sock = transport(this);
@@ -193,7 +193,7 @@ export class Connection {
   private reply(o: Outcome): void {
     this.write(encodeReplyString(o.kind, o.dialect, o.reply));
     this.setBusy(false);
-    this.hooks.onReply?.();
+    this.hooks.onReply?.(o.kind);
   }
 
   private write(b: string): void {

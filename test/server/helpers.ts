@@ -59,7 +59,7 @@ export interface TestServer {
 export async function startTestServer(
   read: string[],
   write: string[] = [],
-  opts: { smtputf8?: boolean; ioDeadlineMs?: number; nativeSockets?: boolean } = {},
+  opts: { smtputf8?: boolean; ioDeadlineMs?: number; nativeSockets?: boolean; busyPollUsec?: number } = {},
 ): Promise<TestServer> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pmd-test-'));
   const logs: string[] = [];
@@ -71,6 +71,7 @@ export async function startTestServer(
     param: () => undefined,
     connection: opts.ioDeadlineMs ? { ioDeadlineMs: opts.ioDeadlineMs } : {},
     nativeSockets: opts.nativeSockets,
+    busyPollUsec: opts.busyPollUsec,
   });
   const proxymap = path.join(dir, 'private', 'proxymap');
   const proxywrite = path.join(dir, 'private', 'proxywrite');

@@ -194,6 +194,34 @@ test('busy polling waits for a backend answer only briefly (at most 10 windows a
   }
 });
 
+test('busy polling follows back-to-back lookups, never an update or delete reply', async () => {
+  // a wide window (10 ms), so that an in-process client always comes back within it
+  const ts = await startTestServer([], ['mem:a=1'], { busyPollUsec: 10_000 });
+  try {
+    const c = await ProxyConnection.connect(ts.proxywrite);
+    // Whether the server spins right after each reply, sampled as the reply arrives (the spin runs in the turns after it).
+    const spinsAfter = async (req: Buffer, n: number): Promise<number> => {
+      let spun = 0;
+      for (let i = 0; i < n; i++) {
+        await c.exchangeRaw(req);
+        if (ts.server.busyPolling) spun++;
+      }
+      return spun;
+    };
+    const lookup = b('request|lookup|table|mem:a=1|flags|0|key|a||');
+    const update = b('request|update|table|mem:a=1|flags|0|key|k|value|v||');
+    const del = b('request|delete|table|mem:a=1|flags|0|key|k||');
+    await spinsAfter(lookup, 50);
+    assert.ok((await spinsAfter(lookup, 200)) > 0, 'spins between back-to-back lookups');
+    await spinsAfter(update, 1); // (the spin the lookups started ends at its next turn)
+    assert.equal(await spinsAfter(update, 200), 0, 'no spin after an update');
+    assert.equal(await spinsAfter(del, 200), 0, 'no spin after a delete');
+    c.close();
+  } finally {
+    await ts.close();
+  }
+});
+
 test('busy polling runs only while clients come back quickly, and stops when idle', async () => {
   const ts = await startTestServer(['mem:a=1']);
   try {

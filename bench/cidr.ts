@@ -15,10 +15,10 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { warmUpCidr } from '../src/tables/cidr.js';
+import { warmUpCidr } from '../src/tables/pattern/cidr.js';
 import { openTable } from '../src/tables/index.js';
-import { inetNtop } from '../src/tables/inet.js';
-import { gen, randomKeys, randomTable, type Gen } from '../test/tables/cidrgen.js';
+import { inetNtop } from '../src/tables/pattern/inet.js';
+import { gen, randomKeys, randomTable, type Gen } from '../test/tables/pattern/cidrgen.js';
 
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(`--${name}`);

@@ -1,5 +1,5 @@
 /*
- * tinycdb's cdb_find() over positioned reads, for src/tables/cdb.ts:
+ * tinycdb's cdb_find() over positioned reads, for src/tables/indexed/cdb.ts:
  *
  *   cdbFind(fd, header, fsize, dend, key) -> value (latin1 string) | 0 not found
  *                                           | -1 not a valid cdb (EPROTO) | -errno read error

@@ -14,7 +14,7 @@
  * bare "endif". Their patterns go to the compiler at once. Every other
  * line (anything that would produce a warning, the regexp two-pattern
  * form, continued lines, lines with NUL bytes) is left to the full parser
- * in src/tables/pattern.ts, which holds Postfix's warning texts; a test
+ * in src/tables/pattern/pattern.ts, which holds Postfix's warning texts; a test
  * checks that both give the same rules for every line this one takes.
  */
 #define _GNU_SOURCE

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Generates src/tables/casefold-data.ts from the Unicode CaseFolding.txt
+ * Generates src/tables/core/casefold-data.ts from the Unicode CaseFolding.txt
  * (Debian package unicode-data: /usr/share/unicode/CaseFolding.txt).
  *
  * Full case folding = status C and F entries (no S, no Turkic T), which is
@@ -14,7 +14,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const input = process.argv[2] ?? '/usr/share/unicode/CaseFolding.txt';
-const output = process.argv[3] ?? fileURLToPath(new URL('../src/tables/casefold-data.ts', import.meta.url));
+const output = process.argv[3] ?? fileURLToPath(new URL('../src/tables/core/casefold-data.ts', import.meta.url));
 const wanted = process.env.EXPECT_UNICODE ?? '15.0.0';
 
 const text = readFileSync(input, 'utf8');

@@ -7,9 +7,9 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/errors.js';
 import { DICT_FLAG } from '../protocol/flags.js';
-import { BuildError, buildTable, POSTMAP_BUILD_FLAGS } from '../tables/build.js';
+import { BuildError, buildTable, POSTMAP_BUILD_FLAGS } from '../tables/build/build.js';
 import '../tables/index.js';
-import type { Bytes } from '../tables/table.js';
+import type { Bytes } from '../tables/core/table.js';
 import { loadConfig } from './common.js';
 
 const PROG = 'proxymapd';

@@ -7,7 +7,7 @@ import { POSTMAP_QUERY_FLAGS, ProxyTable } from '../client/table.js';
 import { DICT_FLAG, PROXY_STAT } from '../protocol/flags.js';
 import type { Dialect } from '../protocol/messages.js';
 import { socketPaths } from '../server/daemon.js';
-import { bytesToUtf8 } from '../tables/table.js';
+import { bytesToUtf8 } from '../tables/core/table.js';
 import { CONFIG_OPTIONS, loadConfig, parse } from './common.js';
 
 const PROG = 'proxymapd';

@@ -2,11 +2,11 @@
 import { log, setLogName, setVerbose } from '../log.js';
 import { createServer, listenStandalone, systemdListenFds } from '../server/daemon.js';
 import { CONFIG_OPTIONS, loadConfig, parse } from './common.js';
-import { warmUpCidr } from '../tables/cidr.js';
-import { warmUpPatterns } from '../tables/pattern.js';
-import { pcreDialect } from '../tables/pcre.js';
-import { regexpDialect } from '../tables/regexp.js';
-import { warmUpTextHash } from '../tables/texthash.js';
+import { warmUpCidr } from '../tables/pattern/cidr.js';
+import { warmUpPatterns } from '../tables/pattern/pattern.js';
+import { pcreDialect } from '../tables/pattern/pcre.js';
+import { regexpDialect } from '../tables/pattern/regexp.js';
+import { warmUpTextHash } from '../tables/file/texthash.js';
 import { warmUpSql } from '../tables/sql/warmup.js';
 import { splitCompositeName } from '../tables/index.js';
 

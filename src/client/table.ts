@@ -4,7 +4,7 @@
  */
 import { DICT_FLAG, FOLD_ANY, LEGACY_IMPL_MASK, LEGACY_INST_MASK, LEGACY_RQST_MASK, PROXY_STAT } from '../protocol/flags.js';
 import type { Dialect, Reply } from '../protocol/messages.js';
-import { foldKey, isValidUtf8 } from '../tables/casefold.js';
+import { foldKey, isValidUtf8 } from '../tables/core/casefold.js';
 import type { ProxyConnection } from './client.js';
 
 /** Flags `postmap -q` opens tables with: DUP_WARN|LOCK|FOLD_FIX|UTF8_REQUEST. */

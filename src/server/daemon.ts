@@ -11,7 +11,7 @@ import { log } from '../log.js';
 import { environOpener, openTable, registerTableType, splitCompositeName, tableTypeInfo, type Environment } from '../tables/index.js';
 import { DICT_FLAG } from '../protocol/flags.js';
 import { ProxyServer } from './server.js';
-import { defaultPatternThreads, patternWorkPending, setPatternThreads } from '../tables/pattern.js';
+import { defaultPatternThreads, patternWorkPending, setPatternThreads } from '../tables/pattern/pattern.js';
 import type { Service } from './handler.js';
 import type { ConnectionOptions } from './connection.js';
 

@@ -5,8 +5,8 @@
 import { DICT_FLAG, PROXY_STAT, type ProxyStatus } from '../protocol/flags.js';
 import type { Dialect, Reply, Request, RequestKind, BadRequest } from '../protocol/messages.js';
 import { log, logBytes } from '../log.js';
-import { DICT_ERR, type FoldMode, type LookupResult, type Table } from '../tables/table.js';
-import { foldKey, isValidUtf8 } from '../tables/casefold.js';
+import { DICT_ERR, type FoldMode, type LookupResult, type Table } from '../tables/core/table.js';
+import { foldKey, isValidUtf8 } from '../tables/core/casefold.js';
 import type { Instance, InstanceKey, TableInstances } from './instances.js';
 
 export type Service = 'proxymap' | 'proxywrite';

@@ -10,7 +10,7 @@ import {
   type FoldMode,
   type Table,
   type TableOpenOptions,
-} from '../tables/table.js';
+} from '../tables/core/table.js';
 
 export type Opener = (opts: TableOpenOptions) => Table | Promise<Table>;
 

@@ -15,10 +15,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { CLI, POSTMAP, postmap, run, skipReason, startProxymapd, type Instance, type Run } from './harness.js';
 import { postfixAvailable, postfixUnavailableReason, startPostfixInstance, type PostfixInstance } from './postfix-instance.js';
-import { randomSource } from '../tables/cdbgen.js';
+import { randomSource } from '../tables/indexed/cdbgen.js';
 import { ProxyConnection } from '../../src/client/client.js';
 import { ProxyTable } from '../../src/client/table.js';
-import { utf8ToBytes } from '../../src/tables/table.js';
+import { utf8ToBytes } from '../../src/tables/core/table.js';
 
 /** All entries by sequence through a proxy socket (the 3.7 postmap refuses `-s proxy:...`), as postmap -s prints them. */
 async function proxySequence(socket: string, spec: string): Promise<string> {

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { ProxyConnection } from '../../src/client/client.js';
 import { ProxyTable } from '../../src/client/table.js';
 import { DICT_FLAG } from '../../src/protocol/flags.js';
-import { gen } from '../tables/cidrgen.js';
+import { gen } from '../tables/pattern/cidrgen.js';
 import { postmap, skipReason, startProxymapd, type Instance } from './harness.js';
 
 const skip = skipReason();

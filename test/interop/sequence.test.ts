@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ProxyConnection } from '../../src/client/client.js';
 import { ProxyTable } from '../../src/client/table.js';
-import { utf8ToBytes } from '../../src/tables/table.js';
+import { utf8ToBytes } from '../../src/tables/core/table.js';
 import { postmap, skipReason, startProxymapd, writeTable } from './harness.js';
 
 const skip = skipReason();

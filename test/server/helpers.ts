@@ -5,7 +5,7 @@ import path from 'node:path';
 import { ProxyServer } from '../../src/server/server.js';
 import { DICT_FLAG } from '../../src/protocol/flags.js';
 import { setLogSink } from '../../src/log.js';
-import { TableOpenError, found, NOT_FOUND, type Table, type TableOpenOptions } from '../../src/tables/table.js';
+import { TableOpenError, found, NOT_FOUND, type Table, type TableOpenOptions } from '../../src/tables/core/table.js';
 
 /** A FIXED in-memory table: "mem:a=1,b=2"; "slow:MS" answers after MS ms; "broken:x" fails to open. */
 export function testOpener(opts: TableOpenOptions): Table {

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DICT_ERR, type Bytes } from '../../src/tables/index.js';
 import type { Expect } from '../tables/conformance.js';
-import { runPostmap, skipPostmap, type DiffMode } from '../tables/postmap.js';
+import { runPostmap, skipPostmap, type DiffMode } from '../support/postmap.js';
 import { KEYS, credentials, hostLines, loadData, openOurs, writeCf, type Hosts } from './fixtures.js';
 import { mariadbSkipReason, pgSkipReason, startMariadb, startPostgres, type DbServer } from './servers.js';
 

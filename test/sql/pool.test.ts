@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
-import { POOL_RETRY, SqlPool, poolSettings, setClock, sharedPool, sharedPoolCount, type PoolDriver, type PoolHost } from '../../src/tables/sql/pool.js';
+import { POOL_RETRY, SqlPool, poolSettings, setClock, sharedPool, sharedPoolCount, type PoolDriver, type PoolHost } from '../../src/tables/dbcommon/pool.js';
 
 interface FakeConn {
   id: number;

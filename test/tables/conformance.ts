@@ -22,7 +22,7 @@ import {
   type TableOpenOptions,
   type TableOpener,
 } from '../../src/tables/index.js';
-import { foldKey, passesUtf8Check, utf8Active } from '../../src/tables/casefold.js';
+import { foldKey, passesUtf8Check, utf8Active } from '../../src/tables/core/casefold.js';
 
 /** Expected lookup outcome: a value, not found, or an error code. */
 export type Expect = { value: Bytes } | 'notfound' | { error: DictErr };

@@ -13,10 +13,10 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import type mysql from 'mysql2';
-import type { Bytes } from '../table.js';
+import type { Bytes } from '../core/table.js';
 import { optSeconds, readMyOptions, type MyOptions } from './myoptions.js';
 import { Outbox } from './outbox.js';
-import type { PoolDriver, PoolHost, WorkResult } from './pool.js';
+import type { PoolDriver, PoolHost, WorkResult } from '../dbcommon/pool.js';
 
 // The driver is loaded when the first connection is made: a server without mysql tables does not carry it.
 let lib: typeof mysql | undefined;

@@ -12,10 +12,10 @@
  *     are joined; expansion_limit exceeded is RETRY.
  */
 import { DICT_FLAG } from '../../protocol/flags.js';
-import { NOT_FOUND, RETRY, type Bytes, type LookupResult, type Table } from '../table.js';
-import type { CfParser } from './cf.js';
-import { ResultCollector, planQuery, type QueryPlan, type SqlSettings } from './common.js';
-import { POOL_RETRY, type PoolHost, type PoolView, type SqlPool, type WorkResult } from './pool.js';
+import { NOT_FOUND, RETRY, type Bytes, type LookupResult, type Table } from '../core/table.js';
+import type { CfParser } from '../dbcommon/cf.js';
+import { ResultCollector, planQuery, type QueryPlan, type SqlSettings } from '../dbcommon/common.js';
+import { POOL_RETRY, type PoolHost, type PoolView, type SqlPool, type WorkResult } from '../dbcommon/pool.js';
 
 /** Thrown by a backend's quote function when the key cannot be escaped for a connection. */
 export class QuoteError extends Error {}

@@ -17,9 +17,9 @@
 import os from 'node:os';
 import { createRequire } from 'node:module';
 import type pg from 'pg';
-import type { Bytes } from '../table.js';
+import type { Bytes } from '../core/table.js';
 import { Outbox } from './outbox.js';
-import type { PoolDriver, PoolHost, WorkResult } from './pool.js';
+import type { PoolDriver, PoolHost, WorkResult } from '../dbcommon/pool.js';
 
 // The driver is loaded when the first connection is made: a server without pgsql tables does not carry it.
 let lib: typeof pg | undefined;

@@ -8,99 +8,51 @@ import { execFileSync } from 'node:child_process';
 import { Config } from '../config/params.js';
 import { authorizedTables } from '../config/authorize.js';
 import { log } from '../log.js';
-import { environOpener, openTable, registerTableType, splitCompositeName, tableTypeInfo, type Environment } from '../tables/index.js';
-import { DICT_FLAG } from '../protocol/flags.js';
+import { defaultRegistry, type TableRegistry } from '../tables/index.js';
+import { readIntParam } from '../tables/core/params.js';
 import { ProxyServer } from './server.js';
-import { defaultPatternThreads, patternWorkPending, setPatternThreads } from '../tables/pattern/pattern.js';
 import type { Service } from './handler.js';
 import type { ConnectionOptions } from './connection.js';
 
-const MAX_PATTERN_THREADS = 64;
-
-/**
- * The environment Postfix daemons run with: only the names listed in
- * import_environment, plus the NAME=value settings listed there.
- */
-export function importEnvironment(spec: string, env: NodeJS.ProcessEnv = process.env): Environment {
-  const out: Environment = {};
-  for (const item of spec.split(/[\s,]+/).filter(Boolean)) {
-    const eq = item.indexOf('=');
-    if (eq > 0) out[item.slice(0, eq)] = item.slice(eq + 1);
-    else if (env[item] !== undefined) out[item] = env[item];
-  }
-  return out;
-}
+export { importEnvironment } from '../tables/builtin/environ.js';
 
 export interface DaemonOptions {
   config: Config;
   connection?: Partial<ConnectionOptions>;
+  /** the table types served (default: the built-in ones) */
+  registry?: TableRegistry;
 }
 
 export function createServer(opts: DaemonOptions): ProxyServer {
   const { config } = opts;
+  const registry = opts.registry ?? defaultRegistry;
   // Like a Postfix command given -c, the daemon runs with MAIL_CONFIG set to its configuration directory.
-  const env = { ...process.env, MAIL_CONFIG: config.configDir };
-  registerTableType('environ', environOpener(importEnvironment(config.get('import_environment'), env)), {
-    implFlags: tableTypeInfo('environ')?.implFlags ?? 0,
-    writable: true,
-  });
+  registry.configure({ param: (name) => config.lookup(name), env: { ...process.env, MAIL_CONFIG: config.configDir }, warn: log.warn });
   const authorized: Record<Service, ReadonlySet<string>> = {
     proxymap: authorizedTables(config, 'proxymap', log.warn),
     proxywrite: authorizedTables(config, 'proxywrite', log.warn),
   };
-  setPatternThreads(patternThreads(config));
   return new ProxyServer({
-    opener: openTable,
+    opener: registry.open,
     authorized,
     smtputf8: config.smtputf8(),
     param: (name) => config.lookup(name),
-    loadsSource: (type) => tableTypeInfo(type)?.loadsSource ?? false,
-    typeFixed,
+    loadsSource: (type) => registry.loadsSource(type),
+    typeFixed: (spec) => registry.typeFixed(spec),
     connection: opts.connection,
-    busyPollUsec: busyPollUsec(config),
-    offThreadWork: patternWorkPending,
+    busyPollUsec: readIntParam({ param: (n) => config.lookup(n), warn: log.warn }, 'proxymapd_busy_poll_usec', 10_000, 'the default'),
+    offThreadWork: registry.offThreadWork,
     reload: { checkIntervalMs: config.getTime('proxymapd_table_check_interval', 's', 1) * 1000 },
   });
 }
 
-/** proxymapd_pattern_threads: thread-pool evaluations of regexp/pcre rule sets at once (0: main thread only). */
-function patternThreads(config: Config): number {
-  const dflt = defaultPatternThreads();
-  return intParam(config, 'proxymapd_pattern_threads', MAX_PATTERN_THREADS, `the default (${dflt})`) ?? dflt;
-}
-
-/** proxymapd_busy_poll_usec (microseconds; 0 turns busy polling off). */
-function busyPollUsec(config: Config): number | undefined {
-  return intParam(config, 'proxymapd_busy_poll_usec', 10_000, 'the default');
-}
-
-/** A proxymapd integer parameter in 0..max; undefined when unset, or invalid (with a warning naming `fallback`). */
-function intParam(config: Config, name: string, max: number, fallback: string): number | undefined {
-  const v = config.lookup(name);
-  if (v === undefined || v === '') return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > max) {
-    log.warn(`invalid ${name} value "${v}": using ${fallback}`);
-    return undefined;
-  }
-  return n;
-}
-
 /**
- * FIXED or not, from the type registry; pipemap and unionmap take it from
- * their first component. undefined when unknown.
+ * Start the warm-ups of the table types that approved tables use, while
+ * the server is idle (standalone and under master(8) alike).
  */
-export function typeFixed(spec: string): boolean | undefined {
-  const colon = spec.indexOf(':');
-  if (colon <= 0) return undefined;
-  const type = spec.slice(0, colon);
-  if (type === 'pipemap' || type === 'unionmap') {
-    const first = splitCompositeName(spec.slice(colon + 1))?.[0];
-    return first === undefined ? undefined : typeFixed(first);
-  }
-  const info = tableTypeInfo(type);
-  if (!info) return undefined;
-  return (info.implFlags & DICT_FLAG.FIXED) !== 0;
+export function startWarmUps(server: ProxyServer, registry: TableRegistry = defaultRegistry): void {
+  const types = registry.typesIn(server.handler.approved());
+  setTimeout(() => void registry.warmUp(types, log.warn), 10).unref();
 }
 
 /** uid/gid of a user name via NSS (getent), or undefined. */

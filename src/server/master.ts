@@ -32,7 +32,7 @@ import { configDirectory } from '../config/maincf.js';
 import { getLogName, log, setLogName, setLogSink, setVerbose, type LogSink } from '../log.js';
 import { maillogSink, setsid, SYSLOG_FACILITIES, type MaillogTarget } from '../native/maillog.js';
 import { strerror } from '../tables/core/strerror.js';
-import { createServer, lookupUser } from './daemon.js';
+import { createServer, lookupUser, startWarmUps } from './daemon.js';
 import type { ProxyServer } from './server.js';
 import type { Service } from './handler.js';
 
@@ -332,6 +332,7 @@ class MasterChild {
       }
     }
     this.openStatusChannel();
+    startWarmUps(this.server);
     this.server.onBusyChange = (busy) => this.busyChanged(busy);
     this.server.onConnectionOpened = () => this.cancelIdle();
     this.server.onConnectionClosed = (open) => {

@@ -19,7 +19,7 @@ import { buildCdb } from '../indexed/cdb.js';
 import { buildBtree, buildHash } from '../indexed/db.js';
 import { buildLmdb } from '../indexed/lmdb.js';
 import { readLogicalLines } from '../core/lines.js';
-import { tableTypes } from '../core/registry.js';
+import { defaultRegistry, type TableRegistry } from '../core/registry.js';
 import { filesToBase64 } from '../core/rhsfile.js';
 import { strerror } from '../core/strerror.js';
 import type { Bytes, FoldMode } from '../core/table.js';
@@ -32,38 +32,6 @@ export { buildCdb } from '../indexed/cdb.js';
 /** postmap's dict flags before option processing (DUP_WARN|FOLD_FIX|UTF8_REQUEST), plus BULK_UPDATE for creation. */
 export const POSTMAP_BUILD_FLAGS =
   DICT_FLAG.DUP_WARN | DICT_FLAG.FOLD_FIX | DICT_FLAG.UTF8_REQUEST | DICT_FLAG.BULK_UPDATE;
-
-/** mkmap_fail_open(): the table opens, but every update fails. */
-const buildFail: TableBuilder = (path, entries) => {
-  for (const _ of entries) throw new BuildError(`table fail:${path}: write error: Application error`);
-};
-
-/**
- * The types that support bulk-mode creation, and their builders.
- * Adding a type is one line here (or a registerBuilder() call).
- */
-const BUILDERS = new Map<string, TableBuilder>([
-  ['cdb', buildCdb],
-  ['lmdb', (path, entries, opts) => buildLmdb(path, entries, opts)],
-  ['hash', buildHash],
-  ['btree', buildBtree],
-  ['fail', buildFail],
-]);
-
-/** Register (or replace) the builder for a table type. */
-export function registerBuilder(type: string, builder: TableBuilder): void {
-  BUILDERS.set(type, builder);
-}
-
-/** The builder for a type, if it supports bulk-mode creation. */
-export function builderFor(type: string): TableBuilder | undefined {
-  return BUILDERS.get(type);
-}
-
-/** The types with a builder. */
-export function buildableTypes(): string[] {
-  return [...BUILDERS.keys()];
-}
 
 /** Table types Postfix 3.7 (Debian build) knows without dynamicmaps.cf (dict_open.c, mail_dict.c). */
 const POSTFIX_TYPES = [
@@ -102,8 +70,8 @@ export function dynamicMapTypes(metaDirectory: string): string[] {
  * a missing package (Debian's dynamicmaps.c). Known are Postfix's built-in
  * types, those in dynamicmaps.cf, and the types proxymapd can open.
  */
-export function unsupportedBuildMessage(type: string, metaDirectory = '/etc/postfix'): string {
-  const known = new Set([...POSTFIX_TYPES, ...tableTypes(), ...dynamicMapTypes(metaDirectory)]);
+export function unsupportedBuildMessage(type: string, metaDirectory = '/etc/postfix', registry: TableRegistry = defaultRegistry): string {
+  const known = new Set([...POSTFIX_TYPES, ...registry.names(), ...dynamicMapTypes(metaDirectory)]);
   return known.has(type)
     ? `unsupported dictionary type: ${type} does not support bulk-mode creation.`
     : `unsupported dictionary type: ${type}. Is the postfix-${type} package installed?`;
@@ -190,6 +158,8 @@ export function readPostmapSource(path: Bytes): { text: Bytes; st: Stats } {
 export interface BuildTableOptions extends SourceOptions {
   /** Where dynamicmaps.cf lives (meta_directory), for the unsupported-type message. */
   metaDirectory?: string;
+  /** The types and their builders (default: the built-in ones). */
+  registry?: TableRegistry;
 }
 
 /**
@@ -199,8 +169,9 @@ export interface BuildTableOptions extends SourceOptions {
 export async function buildTable(type: string, path: Bytes, opts: BuildTableOptions): Promise<void> {
   if (type === 'proxy') throw new BuildError("can't create maps via the proxy service");
   const { text, st } = readPostmapSource(path);
-  const builder = builderFor(type);
-  if (!builder) throw new BuildError(unsupportedBuildMessage(type, opts.metaDirectory));
+  const registry = opts.registry ?? defaultRegistry;
+  const builder = registry.builder(type);
+  if (!builder) throw new BuildError(unsupportedBuildMessage(type, opts.metaDirectory, registry));
   const dictFlags = opts.dictFlags | DICT_FLAG.BULK_UPDATE;
   const buildOpts: BuildOptions = {
     dictFlags,

@@ -1,5 +1,6 @@
 /** environ:name (src/util/dict_env.c): lookups in an environment; the name is ignored. */
 import { DICT_FLAG } from '../../protocol/flags.js';
+import type { TableType, TypeContext } from '../core/registry.js';
 import { NOT_FOUND, found, type Bytes, type LookupResult, type Table, type TableOpenOptions, type TableOpener, type WriteResult } from '../core/table.js';
 
 /** A mutable environment (like process.env): names and values are ordinary (UTF-16) strings. */
@@ -43,3 +44,32 @@ export function environOpener(env: Environment = process.env): TableOpener {
 
 /** Opener for environ:name over process.env. */
 export const openEnviron: TableOpener = environOpener();
+
+/**
+ * The environment Postfix daemons run with: only the names listed in
+ * import_environment, plus the NAME=value settings listed there.
+ */
+export function importEnvironment(spec: string, env: NodeJS.ProcessEnv = process.env): Environment {
+  const out: Environment = {};
+  for (const item of spec.split(/[\s,]+/).filter(Boolean)) {
+    const eq = item.indexOf('=');
+    if (eq > 0) out[item.slice(0, eq)] = item.slice(eq + 1);
+    else if (env[item] !== undefined) out[item] = env[item];
+  }
+  return out;
+}
+
+/** environ: tables of a daemon see its import_environment (configure), elsewhere the process environment. */
+let daemonOpener: TableOpener = openEnviron;
+
+export const environType: TableType = {
+  name: 'environ',
+  open: (opts) => daemonOpener(opts),
+  implFlags: DICT_FLAG.FIXED,
+  writable: true,
+  configure(ctx: TypeContext) {
+    // (a main.cf always has import_environment, by default Postfix's list; without one, the process environment)
+    const spec = ctx.param('import_environment');
+    daemonOpener = spec === undefined ? openEnviron : environOpener(importEnvironment(spec, ctx.env));
+  },
+};

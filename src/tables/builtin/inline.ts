@@ -6,6 +6,7 @@ import { MemoryTable } from '../core/memory.js';
 import { filesToBase64 } from '../core/rhsfile.js';
 import { TableOpenError, type Bytes, type Table, type TableOpenOptions } from '../core/table.js';
 import { requireReadOnly } from '../core/util.js';
+import type { TableType } from '../core/registry.js';
 
 /** Parse an inline table name into stored (folded) key -> value; last duplicate wins. */
 export function parseInline(opts: TableOpenOptions): Map<Bytes, Bytes> {
@@ -47,3 +48,5 @@ export function openInline(opts: TableOpenOptions): Table {
   requireReadOnly(opts);
   return new MemoryTable('inline', opts.name, parseInline(opts));
 }
+
+export const inlineType: TableType = { name: 'inline', open: openInline, implFlags: DICT_FLAG.FIXED, writable: false, loadsSource: true };

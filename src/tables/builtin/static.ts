@@ -3,6 +3,7 @@ import { DICT_FLAG } from '../../protocol/flags.js';
 import { extpar } from '../../util/braces.js';
 import { filesToBase64 } from '../core/rhsfile.js';
 import { TableOpenError, found, type Bytes, type LookupResult, type Table, type TableOpenOptions } from '../core/table.js';
+import type { TableType } from '../core/registry.js';
 
 /** The value of static:name: the name, or the trimmed inside of one {...} group. */
 export function staticValue(opts: TableOpenOptions): Bytes {
@@ -30,3 +31,5 @@ export function openStatic(opts: TableOpenOptions): Table {
     lookup: () => result,
   };
 }
+
+export const staticType: TableType = { name: 'static', open: openStatic, implFlags: DICT_FLAG.FIXED, writable: false };

@@ -20,6 +20,7 @@ import {
   type TableOpener,
 } from '../core/table.js';
 import { requireReadOnly } from '../core/util.js';
+import type { TableType } from '../core/registry.js';
 
 export interface UnixTableOptions {
   /** Default /etc/passwd. */
@@ -210,3 +211,5 @@ export function unixOpener(options: UnixTableOptions = {}): TableOpener {
 
 /** Opener for unix:passwd.byname / unix:group.byname on this system. */
 export const openUnix: TableOpener = unixOpener();
+
+export const unixType: TableType = { name: 'unix', open: openUnix, implFlags: DICT_FLAG.FIXED, writable: false };

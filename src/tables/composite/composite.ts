@@ -23,6 +23,7 @@ import {
   type TableOpenOptions,
 } from '../core/table.js';
 import { requireReadOnly } from '../core/util.js';
+import type { TableType } from '../core/registry.js';
 
 const CONFIG_ERROR: LookupResult = Object.freeze({ found: false, error: DICT_ERR.CONFIG }) as LookupResult;
 
@@ -186,3 +187,9 @@ export async function openPipemap(opts: TableOpenOptions): Promise<Table> {
 export async function openUnionmap(opts: TableOpenOptions): Promise<Table> {
   return new UnionTable('unionmap', opts.name, await openComponents(opts), opts);
 }
+
+// FIXED/PATTERN come from the first component (0 here: known only once opened, see Table.implFlags);
+// components may fold keys while loading, so composites get one instance per fold mode.
+const components = (name: Bytes): Bytes[] | undefined => splitCompositeName(name) ?? undefined;
+export const pipemapType: TableType = { name: 'pipemap', open: openPipemap, implFlags: 0, writable: false, loadsSource: true, components };
+export const unionmapType: TableType = { name: 'unionmap', open: openUnionmap, implFlags: 0, writable: false, loadsSource: true, components };

@@ -5,6 +5,7 @@ import { balpar, tokenizeQ } from '../../util/braces.js';
 import { filesToBase64 } from '../core/rhsfile.js';
 import { TableOpenError, found, type Bytes, type LookupResult, type Table, type TableOpenOptions } from '../core/table.js';
 import { requireReadOnly } from '../core/util.js';
+import type { TableType } from '../core/registry.js';
 
 /** The items of a randmap name (braces kept inside items); Postfix's error text when there are none or a file fails. */
 export function parseRandmapName(opts: TableOpenOptions): Bytes[] {
@@ -37,3 +38,5 @@ export function openRandmap(opts: TableOpenOptions): Table {
     lookup: () => results[results.length === 1 ? 0 : randomInt(results.length)],
   };
 }
+
+export const randmapType: TableType = { name: 'randmap', open: openRandmap, implFlags: DICT_FLAG.PATTERN, writable: false };

@@ -12,6 +12,7 @@ import { filesToBase64 } from '../core/rhsfile.js';
 import { strerror } from '../core/strerror.js';
 import { TableOpenError, type Bytes, type Table, type TableOpenOptions } from '../core/table.js';
 import { cString, requireReadOnly } from '../core/util.js';
+import type { TableType } from '../core/registry.js';
 
 /** ISSPACE by char code: SP HT LF VT FF CR. */
 function isSpaceCode(c: number): boolean {
@@ -209,3 +210,12 @@ export function warmUpTextHash(): void {
     }
   }
 }
+
+export const texthashType: TableType = {
+  name: 'texthash',
+  open: openTextHash,
+  implFlags: DICT_FLAG.FIXED,
+  writable: false,
+  loadsSource: true,
+  warmUp: warmUpTextHash,
+};

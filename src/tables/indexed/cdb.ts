@@ -31,6 +31,7 @@ import { BuildError, type BuildEntry, type BuildOptions } from '../build/buildty
 import { strerror } from '../core/strerror.js';
 import { DICT_ERR, TableOpenError, type Bytes, type LookupResult, type Table, type TableOpenOptions } from '../core/table.js';
 import { cString } from '../core/util.js';
+import type { TableType } from '../core/registry.js';
 
 const { TRY0NULL, TRY1NULL, FIXED } = DICT_FLAG;
 const TRY_BOTH = TRY0NULL | TRY1NULL;
@@ -602,3 +603,5 @@ export function buildCdb(path: Bytes, entries: Iterable<BuildEntry>, opts: Build
     }
   }
 }
+
+export const cdbType: TableType = { name: 'cdb', open: openCdb, implFlags: DICT_FLAG.FIXED, writable: false, build: buildCdb };

@@ -20,6 +20,7 @@ import { bulkLoad, kvNative, numericParam, openKvTable, TRY_BOTH } from './kvtab
 import { copyOwner, setNewFileOwner } from './lmdb.js';
 import { strerror } from '../core/strerror.js';
 import type { Bytes, Table, TableOpenOptions } from '../core/table.js';
+import type { TableType } from '../core/registry.js';
 
 export type DbType = 'hash' | 'btree';
 
@@ -143,3 +144,6 @@ export function buildHash(path: Bytes, entries: Iterable<BuildEntry>, opts: Buil
 export function buildBtree(path: Bytes, entries: Iterable<BuildEntry>, opts: BuildOptions): void {
   buildDb('btree', path, entries, opts);
 }
+
+export const hashType: TableType = { name: 'hash', open: openHash, implFlags: DICT_FLAG.FIXED, writable: true, build: buildHash };
+export const btreeType: TableType = { name: 'btree', open: openBtree, implFlags: DICT_FLAG.FIXED, writable: true, build: buildBtree };

@@ -14,6 +14,7 @@ import { BuildError, type BuildEntry, type BuildOptions } from '../build/buildty
 import { bulkLoad, kvNative, newFileMode, numericParam, openKvTable, TRY_BOTH } from './kvtable.js';
 import { strerror } from '../core/strerror.js';
 import type { Bytes, Table, TableOpenOptions } from '../core/table.js';
+import type { TableType } from '../core/registry.js';
 
 /** lmdb_map_size default. */
 export const LMDB_MAP_SIZE = 16777216;
@@ -121,3 +122,12 @@ export function copyOwner(from: Bytes, to: Bytes): void {
     throw new BuildError(`initialize database ${to}: ${strerror(err)}`);
   }
 }
+
+// Read-write for proxywrite (through the system liblmdb, native/kv.c); several writers may share the file.
+export const lmdbType: TableType = {
+  name: 'lmdb',
+  open: openLmdb,
+  implFlags: DICT_FLAG.FIXED | DICT_FLAG.MULTI_WRITER,
+  writable: true,
+  build: (path, entries, opts) => buildLmdb(path, entries, opts),
+};

@@ -39,6 +39,8 @@ import {
 } from '../core/table.js';
 import { cString, requireReadOnly } from '../core/util.js';
 import { isSpaceCode } from '../../util/braces.js';
+import type { TypeContext } from '../core/registry.js';
+import { readIntParam } from '../core/params.js';
 
 export type PatternKind = 'regexp' | 'pcre';
 
@@ -973,4 +975,12 @@ export async function warmUpPatterns(dialects: PatternDialect[]): Promise<boolea
     if (dir) rmSync(dir, { recursive: true, force: true });
   }
   return true;
+}
+
+const MAX_PATTERN_THREADS = 64;
+
+/** proxymapd_pattern_threads: rule-set evaluations on the thread pool at once (0: main thread only). */
+export function configurePatternThreads(ctx: TypeContext): void {
+  const dflt = defaultPatternThreads();
+  setPatternThreads(readIntParam(ctx, 'proxymapd_pattern_threads', MAX_PATTERN_THREADS, `the default (${dflt})`) ?? dflt);
 }

@@ -24,6 +24,10 @@ import {
   type RuleContext,
 } from './pattern.js';
 import type { Bytes, Table, TableOpenOptions } from '../core/table.js';
+import { DICT_FLAG } from '../../protocol/flags.js';
+import type { TableType } from '../core/registry.js';
+import { configurePatternThreads, patternWorkPending } from './pattern.js';
+import { warmUpPatternTypes } from './warmup.js';
 
 interface PcrePattern {
   pattern: Bytes;
@@ -106,3 +110,13 @@ export const pcreDialect: PatternDialect = {
 export function openPcre(opts: TableOpenOptions): Promise<Table> {
   return openPatternTable(opts, pcreDialect);
 }
+
+export const pcreType: TableType = {
+  name: 'pcre',
+  open: openPcre,
+  implFlags: DICT_FLAG.PATTERN,
+  writable: false,
+  configure: configurePatternThreads,
+  warmUp: warmUpPatternTypes,
+  offThreadWork: patternWorkPending,
+};

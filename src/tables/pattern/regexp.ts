@@ -23,6 +23,10 @@ import {
   type RuleContext,
 } from './pattern.js';
 import type { Bytes, Table, TableOpenOptions } from '../core/table.js';
+import { DICT_FLAG } from '../../protocol/flags.js';
+import type { TableType } from '../core/registry.js';
+import { configurePatternThreads, patternWorkPending } from './pattern.js';
+import { warmUpPatternTypes } from './warmup.js';
 
 interface RegexpPattern {
   pattern: Bytes;
@@ -108,3 +112,13 @@ export const regexpDialect: PatternDialect = {
 export function openRegexp(opts: TableOpenOptions): Promise<Table> {
   return openPatternTable(opts, regexpDialect);
 }
+
+export const regexpType: TableType = {
+  name: 'regexp',
+  open: openRegexp,
+  implFlags: DICT_FLAG.PATTERN,
+  writable: false,
+  configure: configurePatternThreads,
+  warmUp: warmUpPatternTypes,
+  offThreadWork: patternWorkPending,
+};

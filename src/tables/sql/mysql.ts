@@ -24,6 +24,9 @@ import { MysqlConfigError, MysqlDriver, mysqlEscape, mysqlQuery, parseMysqlHosts
 import { NetSqlTable, poolKey, type NetSqlBackend } from './netsql.js';
 import { SqlPool, poolSettings, sharedPool } from '../dbcommon/pool.js';
 import { requireReadOnly } from '../core/util.js';
+import type { TableType } from '../core/registry.js';
+import { DICT_FLAG } from '../../protocol/flags.js';
+import { warmUpSql } from './warmup.js';
 
 export async function openMysql(opts: TableOpenOptions): Promise<Table> {
   requireReadOnly(opts);
@@ -90,3 +93,5 @@ export async function openMysql(opts: TableOpenOptions): Promise<Table> {
     throw e;
   }
 }
+
+export const mysqlType: TableType = { name: 'mysql', open: openMysql, implFlags: DICT_FLAG.FIXED, writable: false, warmUp: () => warmUpSql('mysql') };

@@ -28,6 +28,9 @@ import { NetSqlTable, QuoteError, poolKey, type NetSqlBackend } from './netsql.j
 import { PgsqlDriver, parsePgsqlHosts, pgCodec, pgsqlEscape, pgsqlQuery, type PgConn, type PgTarget } from './pgsql-driver.js';
 import { SqlPool, poolSettings, sharedPool } from '../dbcommon/pool.js';
 import { requireReadOnly } from '../core/util.js';
+import type { TableType } from '../core/registry.js';
+import { DICT_FLAG } from '../../protocol/flags.js';
+import { warmUpSql } from './warmup.js';
 
 /** Postfix 3.7's fixed client encoding, the default here. */
 export const PGSQL_DEFAULT_ENCODING = 'LATIN1';
@@ -89,3 +92,5 @@ export async function openPgsql(opts: TableOpenOptions): Promise<Table> {
     throw e;
   }
 }
+
+export const pgsqlType: TableType = { name: 'pgsql', open: openPgsql, implFlags: DICT_FLAG.FIXED, writable: false, warmUp: () => warmUpSql('pgsql') };

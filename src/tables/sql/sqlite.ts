@@ -32,6 +32,7 @@ import { CfParser } from '../dbcommon/cf.js';
 import { ResultCollector, loadSqlSettings, planQuery, type SqlSettings } from '../dbcommon/common.js';
 import { DICT_ERR, RETRY, TableOpenError, type Bytes, type LookupResult, type Table, type TableOpenOptions } from '../core/table.js';
 import { requireReadOnly } from '../core/util.js';
+import type { TableType } from '../core/registry.js';
 
 /** How long a lookup waits for a database another process has locked (ms). Postfix waits not at all and exits. */
 export const SQLITE_BUSY_TIMEOUT_MS = 1000;
@@ -185,3 +186,5 @@ export async function openSqlite(opts: TableOpenOptions): Promise<Table> {
   }
   return new SqliteTable(opts.name, native, opened.handle, settings, cf, dbpath, dbId, opts.warn);
 }
+
+export const sqliteType: TableType = { name: 'sqlite', open: openSqlite, implFlags: DICT_FLAG.FIXED, writable: false };

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 // the tables' index, not the bare registry: it registers the types
-import { openTable } from '../index.js';
+import { openTable } from '../core/registry.js';
 import { warmUpMysql } from './mysql-driver.js';
 import { warmUpPgsql } from './pgsql-driver.js';
 

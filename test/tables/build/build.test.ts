@@ -10,16 +10,14 @@ import {
   BuildError,
   buildCdb,
   buildTable,
-  builderFor,
   parsePostmapSource,
   POSTMAP_BUILD_FLAGS,
-  registerBuilder,
   unsupportedBuildMessage,
   type BuildEntry,
   type BuildOptions,
 } from '../../../src/tables/build/build.js';
 import { openCdb } from '../../../src/tables/indexed/cdb.js';
-import { utf8ToBytes as u, type Bytes } from '../../../src/tables/index.js';
+import { defaultRegistry, TableRegistry, TABLE_TYPES, utf8ToBytes as u, type Bytes } from '../../../src/tables/index.js';
 import { POSTMAP, randomSource } from '../indexed/cdbgen.js';
 import { openOptions } from '../conformance.js';
 import { configDirFor, runPostmap, skipPostmap } from '../../support/postmap.js';
@@ -307,15 +305,28 @@ describe('builder registry', () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  test('cdb is registered; a new type is one registration away', async () => {
-    assert.equal(builderFor('cdb'), buildCdb);
+  test('cdb is registered; a new type with a builder is one registry entry away', async () => {
+    assert.equal(defaultRegistry.builder('cdb'), buildCdb);
+    assert.deepEqual(defaultRegistry.buildable().sort(), ['btree', 'cdb', 'fail', 'hash', 'lmdb']);
     const got: Array<{ path: string; entries: BuildEntry[]; opts: BuildOptions }> = [];
-    registerBuilder('testfmt', (path, entries, opts) => {
-      got.push({ path, entries: [...entries], opts });
-    });
+    const registry = new TableRegistry([
+      ...TABLE_TYPES,
+      {
+        name: 'testfmt',
+        open: () => {
+          throw new Error('not opened here');
+        },
+        implFlags: DICT_FLAG.FIXED,
+        writable: false,
+        build: (path, entries, opts) => {
+          got.push({ path, entries: [...entries], opts });
+        },
+      },
+    ]);
     const src = join(dir, 'src');
     writeFileSync(src, 'A 1\nb 2\n');
-    await buildTable('testfmt', src, { dictFlags: POSTMAP_BUILD_FLAGS | TRY1NULL, smtputf8: true, warn: () => undefined });
+    await assert.rejects(buildTable('testfmt', src, { dictFlags: POSTMAP_BUILD_FLAGS, smtputf8: true, warn: () => undefined }), /unsupported dictionary type: testfmt/);
+    await buildTable('testfmt', src, { dictFlags: POSTMAP_BUILD_FLAGS | TRY1NULL, smtputf8: true, warn: () => undefined, registry });
     assert.equal(got.length, 1);
     assert.equal(got[0].path, src);
     assert.deepEqual(got[0].entries, [

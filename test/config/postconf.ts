@@ -10,15 +10,15 @@ import { execFile, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { skipUnlessPresent } from '../support/skip.js';
 
 export const HAVE_POSTCONF = spawnSync('postconf', ['-d', 'mail_version'], { encoding: 'utf8' }).status === 0;
 
 /**
- * `skip` option for differential tests: they run whenever postconf exists,
- * and under CI (CI=true) they always run, so a missing Postfix fails loudly.
+ * `skip` option for differential tests: they run whenever postconf exists
+ * (in CI a missing postconf fails, test/support/skip.ts).
  */
-export const skipNoPostconf: string | false =
-  HAVE_POSTCONF || process.env.CI === 'true' ? false : 'postconf(1) is not installed';
+export const skipNoPostconf: string | false = skipUnlessPresent(!HAVE_POSTCONF && 'postconf(1) is not installed');
 
 const dirs: string[] = [];
 

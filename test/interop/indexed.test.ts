@@ -19,6 +19,7 @@ import { randomSource } from '../tables/indexed/cdbgen.js';
 import { ProxyConnection } from '../../src/client/client.js';
 import { ProxyTable } from '../../src/client/table.js';
 import { utf8ToBytes } from '../../src/tables/core/table.js';
+import { skipUnlessPresent } from '../support/skip.js';
 
 /** All entries by sequence through a proxy socket (the 3.7 postmap refuses `-s proxy:...`), as postmap -s prints them. */
 async function proxySequence(socket: string, spec: string): Promise<string> {
@@ -34,7 +35,7 @@ async function proxySequence(socket: string, spec: string): Promise<string> {
 }
 
 const skip = skipReason();
-const realSkip = skip || (postfixAvailable() ? false : process.env.CI === 'true' ? false : `real Postfix instance: ${postfixUnavailableReason()}`);
+const realSkip = skip || skipUnlessPresent(!postfixAvailable() && `real Postfix instance: ${postfixUnavailableReason()}`);
 
 interface Tbl {
   spec: string;

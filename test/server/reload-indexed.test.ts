@@ -20,10 +20,11 @@ import { ProxyServer } from '../../src/server/server.js';
 import { encodeRecord } from '../../src/protocol/codec.js';
 import { openTable, tableTypeInfo } from '../../src/tables/index.js';
 import { setLogSink } from '../../src/log.js';
+import { skipUnlessPresent } from '../support/skip.js';
 
 const POSTMAP = ['/usr/sbin/postmap', '/usr/bin/postmap'].find((p) => fs.existsSync(p));
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/cli/main.js');
-const skip = POSTMAP && fs.existsSync(CLI) ? false : process.env.CI === 'true' ? false : 'postmap or dist/ missing';
+const skip = skipUnlessPresent(!(POSTMAP && fs.existsSync(CLI)) && 'postmap or dist/ missing');
 
 const KEYS = 300;
 /** postmap -q style (LOCK|UTF8_REQUEST|DUP_WARN) and daemon style (no LOCK) lookups. */

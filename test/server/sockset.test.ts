@@ -11,6 +11,7 @@ import net from 'node:net';
 import { encodeRecord } from '../../src/protocol/codec.js';
 import { loopSpin } from '../../src/server/sockset.js';
 import { startTestServer } from './helpers.js';
+import { skipUnlessPresent } from '../support/skip.js';
 
 const lookup = (table: string, key: string) =>
   encodeRecord([['request', 'lookup'], ['table', table], ['flags', 0], ['key', key]]);
@@ -137,7 +138,7 @@ for (const nativeSockets of [true, false]) {
   });
 }
 
-test('loopSpin: returns as soon as the event loop has an event ready, and leaves it to the loop', { skip: loopSpin(0) === null && process.env.CI !== 'true' ? 'no addon' : false }, async () => {
+test('loopSpin: returns as soon as the event loop has an event ready, and leaves it to the loop', { skip: skipUnlessPresent(loopSpin(0) === null && 'the addon is not built') }, async () => {
   const srv = net.createServer();
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   const port = (srv.address() as net.AddressInfo).port;

@@ -34,12 +34,22 @@ export interface LookupCheck {
   flags?: number;
 }
 
+/** A write and the status it must give (0 done, 1 not done: duplicate or not found, -1 error). */
+export type WriteCheck =
+  | { op: 'update'; key: Bytes; value: Bytes; flags?: number; expect: 0 | 1 | -1 }
+  | { op: 'delete'; key: Bytes; flags?: number; expect: 0 | 1 | -1 };
+
 export interface ConformanceCase {
   title: string;
-  /** Table name (after "type:"). With `file`, "{path}" in it stands for the file's path. */
+  /** Table name (after "type:"). With `file`, "{path}" in it stands for the file's path (without `suffix`). */
   name?: Bytes;
-  /** Source text written to a temporary file; the name defaults to its path. */
-  file?: Bytes;
+  /** File contents written to a temporary file (made when the test runs, if a function); the name defaults to its path. */
+  file?: Bytes | (() => Bytes);
+  /** The file is written to "{path}{suffix}" (an indexed table's name leaves out its suffix). */
+  suffix?: string;
+  /** Writes done after the lookups, in order, on a table opened writable; then `afterWrites` are looked up. */
+  writes?: WriteCheck[];
+  afterWrites?: LookupCheck[];
   fold?: FoldMode;
   openFlags?: number;
   writable?: boolean;
@@ -158,7 +168,7 @@ export function runConformance(typeName: string, cases: ConformanceCase[], optio
         const nameOf = () => {
           if (c.file !== undefined) {
             path = join(dir, `case-${index}`);
-            writeFileSync(path, Buffer.from(c.file, 'latin1'));
+            writeFileSync(path + (c.suffix ?? ''), Buffer.from(typeof c.file === 'function' ? c.file() : c.file, 'latin1'));
           }
           return subst(c.name ?? path);
         };
@@ -189,7 +199,36 @@ export function runConformance(typeName: string, cases: ConformanceCase[], optio
             const want = Array.isArray(c.sequence) ? c.sequence.map(([k, v]) => [subst(k), subst(v)]) : c.sequence;
             assert.deepEqual(await sequenceAll(table), want);
           }
+          if (c.writes) {
+            assert.ok(c.writable, 'writes need a writable open');
+            for (const w of c.writes) {
+              const fn = w.op === 'update' ? table.update : table.delete;
+              assert.ok(fn, `${w.op} exists on a writable open`);
+              const r = w.op === 'update' ? await table.update!(w.key, w.value, w.flags ?? 0) : await table.delete!(w.key, w.flags ?? 0);
+              assert.equal(r.status, w.expect, `${w.op} ${JSON.stringify(w.key)}`);
+              if (r.status === -1) assert.ok(ERRORS.includes(r.error) && r.error !== DICT_ERR.NONE, 'a failed write has an error code');
+              else assert.equal(r.error, DICT_ERR.NONE);
+            }
+          }
+          for (const l of c.afterWrites ?? []) {
+            const got = outcome(await dictLookup(table, l.key, opts, l.flags));
+            assert.deepEqual(got, l.expect, `after the writes: lookup ${JSON.stringify(l.key)}`);
+          }
           await table.close?.();
+        });
+
+        it('contract: changed() is false right after open; close() completes; a read-only open has no update or delete', async () => {
+          const name = nameOf();
+          const { table } = await openCase(typeName, name, c, options);
+          if (table.changed) assert.equal(await table.changed(), false, 'changed() right after open');
+          if (!(c.writable ?? false)) {
+            assert.equal(table.update, undefined, 'update on a read-only open');
+            assert.equal(table.delete, undefined, 'delete on a read-only open');
+          }
+          await table.close?.();
+          // the name opens again after a close (nothing the closed table held is left locked or cached)
+          const again = await openCase(typeName, name, c, options);
+          await again.table.close?.();
         });
 
         it('invariant: lookup never throws and returns byte strings', async () => {

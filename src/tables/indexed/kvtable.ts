@@ -110,8 +110,13 @@ export class KvTable implements Table {
     readonly name: string,
     private readonly info: KvTableInfo,
     private readonly warn: (text: string) => void,
+    writable: boolean,
   ) {
     this.nul = n.kvFlags(h);
+    if (writable) {
+      this.update = (key, value, flags) => this.enqueue(flags & (DUP_REPLACE | SYNC_UPDATE), key, value, flags);
+      this.delete = (key, flags) => this.enqueue(KV_OP_DELETE | (flags & SYNC_UPDATE), key, '', flags);
+    }
   }
 
   /** FIXED, the current TRY0NULL/TRY1NULL state, and MULTI_WRITER for lmdb. */
@@ -160,13 +165,9 @@ export class KvTable implements Table {
     });
   }
 
-  update(key: Bytes, value: Bytes, flags: number): Promise<WriteResult> {
-    return this.enqueue(flags & (DUP_REPLACE | SYNC_UPDATE), key, value, flags);
-  }
-
-  delete(key: Bytes, flags: number): Promise<WriteResult> {
-    return this.enqueue(KV_OP_DELETE | (flags & SYNC_UPDATE), key, '', flags);
-  }
+  /** Writes exist on a writable open only (as Postfix's read-only dictionaries have no update). */
+  readonly update?: (key: Bytes, value: Bytes, flags: number) => Promise<WriteResult>;
+  readonly delete?: (key: Bytes, flags: number) => Promise<WriteResult>;
 
   // -------------------------------------------------------------------------
   // Writes: group commit on a worker thread
@@ -385,7 +386,7 @@ export function openKvTable(opts: TableOpenOptions, info: KvTableInfo): Table | 
   };
   const make = (h: KvHandle): Table => {
     warnIfOlder(opts, info.path);
-    return new KvTable(n, h, opts.type, opts.name, info, opts.warn);
+    return new KvTable(n, h, opts.type, opts.name, info, opts.warn, opts.writable);
   };
   const h = whenUnlocked(attempt);
   return h instanceof Promise ? h.then(make) : make(h);

@@ -22,7 +22,18 @@ runConformance('fail', [
     lookups: [{ key: '\xff', expect: 'notfound' }],
   },
   { title: 'non-UTF-8 key without UTF-8 layer', name: 'x', fold: 'ascii', lookups: [{ key: '\xff', expect: RETRY }] },
-  { title: 'writable open', name: 'x', writable: true, lookups: [{ key: 'a', expect: RETRY }], sequence: RETRY },
+  {
+    title: 'writable open: updates and deletes fail with RETRY',
+    name: 'x',
+    writable: true,
+    lookups: [{ key: 'a', expect: RETRY }],
+    sequence: RETRY,
+    writes: [
+      { op: 'update', key: 'k', value: 'v', expect: -1 },
+      { op: 'delete', key: 'k', expect: -1 },
+    ],
+    afterWrites: [{ key: 'k', expect: RETRY }],
+  },
 ]);
 
 runDifferential('fail', [{ title: 'lookups and listing', name: 'x', keys: ['a', 'B', '', '\xff'], list: true }]);

@@ -10,7 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DICT_ERR, type Bytes } from '../../src/tables/index.js';
-import type { Expect } from '../tables/conformance.js';
+import { runConformance, type Expect } from '../tables/conformance.js';
+import { DICT_FLAG } from '../../src/protocol/flags.js';
 import { runPostmap, skipPostmap, type DiffMode } from '../support/postmap.js';
 import { KEYS, credentials, hostLines, loadData, openOurs, writeCf, type Hosts } from './fixtures.js';
 import { mariadbSkipReason, pgSkipReason, startMariadb, startPostgres, type DbServer } from './servers.js';
@@ -100,6 +101,29 @@ for (const kind of ['mysql', 'pgsql'] as const) {
       await db?.stop();
       fs.rmSync(dir, { recursive: true, force: true });
     });
+
+    // The shared conformance suite, on the real server (the .cf files are written once it runs).
+    runConformance(kind, [
+      {
+        title: 'plain query',
+        file: () => credentials(db, hosts.inet) + PLAIN,
+        implFlags: DICT_FLAG.FIXED,
+        warnings: [],
+        lookups: [
+          { key: 'k@example.com', expect: { value: 'kval' } },
+          { key: 'K@EXAMPLE.com', expect: { value: 'kval' } },
+          { key: "o'neil@example.com", expect: { value: 'quoted' } },
+          { key: "x' OR '1'='1", expect: 'notfound' },
+          { key: 'nobody@example.com', expect: 'notfound' },
+        ],
+        sequence: 'unsupported',
+      },
+      {
+        title: 'no server listening: a temporary error, never "not found"',
+        file: () => credentials(db, hosts.failover.split(/[ ,]+/)[0]!) + PLAIN,
+        lookups: [{ key: 'k@example.com', expect: { error: DICT_ERR.RETRY } }],
+      },
+    ], { randomKeys: 30 });
 
     CASES.filter((c) => !c.only || c.only === kind).forEach((c, i) => {
       for (const mode of c.modes ?? ['ascii']) {

@@ -55,7 +55,7 @@
 #include <node_api.h>
 
 /* ------------------------------------------------------------------ */
-/* Constants shared with src/native/kv.ts                              */
+/* Constants shared with src/addon/kv.ts                              */
 /* ------------------------------------------------------------------ */
 
 enum { KV_LMDB = 1, KV_HASH = 2, KV_BTREE = 3 };

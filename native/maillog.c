@@ -1,5 +1,5 @@
 /*
- * Logging where Postfix daemons log (src/native/maillog.ts):
+ * Logging where Postfix daemons log (src/addon/maillog.ts):
  *
  *   syslogOpen(ident, facility)      openlog(ident, LOG_PID | LOG_NDELAY, facility)
  *   syslogWrite(priority, text)      syslog(priority, "%s", text)

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { log } from '../log.js';
 import type { RequestKind } from '../protocol/messages.js';
-import { dupFd } from '../native/fd.js';
+import { dupFd } from '../addon/fd.js';
 import { Connection, DEFAULT_CONNECTION_OPTIONS, socketTransport, type ConnectionOptions, type Transport } from './connection.js';
 import { SockSet, loopSpin } from './sockset.js';
 import { RequestHandler, type Service } from './handler.js';

@@ -5,7 +5,7 @@
  * written with one write(2) from the call that produces it. Used for every
  * accepted connection when the addon is available; net.Socket otherwise.
  */
-import { nativeWith } from '../native/index.js';
+import { nativeWith } from '../addon/index.js';
 import type { Connection, Transport } from './connection.js';
 
 interface NativeSockSet {

@@ -11,7 +11,7 @@ import {
   serviceOf,
   statusMessage,
 } from '../../src/server/master.js';
-import { postlogRecord, SYSLOG_FACILITIES } from '../../src/native/maillog.js';
+import { postlogRecord, SYSLOG_FACILITIES } from '../../src/addon/maillog.js';
 
 describe('master child command line', () => {
   it('parses what master passes (observed argv forms)', () => {

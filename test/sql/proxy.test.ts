@@ -22,7 +22,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ProxyConnection } from '../../src/client/client.js';
 import { ProxyTable, type ClientResult } from '../../src/client/table.js';
-import { loadSqlite } from '../../src/native/sqlite.js';
+import { loadSqlite } from '../../src/addon/sqlite.js';
 import { PROXY_STAT } from '../../src/protocol/flags.js';
 import { postmap, skipReason, startProxymapd, type Instance } from '../interop/harness.js';
 import { KEYS, credentials, loadData, writeCf } from './fixtures.js';

@@ -25,7 +25,7 @@ import {
   type Stats,
 } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { nativeWith } from '../../native/index.js';
+import { nativeWith } from '../../addon/index.js';
 import { DICT_FLAG } from '../../protocol/flags.js';
 import { BuildError, type BuildEntry, type BuildOptions } from '../build/buildtypes.js';
 import { strerror } from '../core/strerror.js';

@@ -14,7 +14,7 @@
  */
 import { existsSync, fstatSync, renameSync, rmSync, unlinkSync } from 'node:fs';
 import { DICT_FLAG } from '../../protocol/flags.js';
-import { KV_KIND, KV_MODE, type KvHandle } from '../../native/kv.js';
+import { KV_KIND, KV_MODE, type KvHandle } from '../../addon/kv.js';
 import { BuildError, type BuildEntry, type BuildOptions } from '../build/buildtypes.js';
 import { bulkLoad, kvNative, numericParam, openKvTable, TRY_BOTH } from './kvtable.js';
 import { copyOwner, setNewFileOwner } from './lmdb.js';

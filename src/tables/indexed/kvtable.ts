@@ -1,6 +1,6 @@
 /**
  * What lmdb: (lmdb.ts) and hash:/btree: (db.ts) share: a Table over a file
- * opened through the native addon (src/native/kv.ts, native/kv.c), and the
+ * opened through the native addon (src/addon/kv.ts, native/kv.c), and the
  * bulk loader their builders use.
  *
  * Semantics are Postfix 3.7's dict_lmdb.c / dict_db.c, which the addon
@@ -20,7 +20,7 @@
  */
 import { statSync } from 'node:fs';
 import { DICT_FLAG } from '../../protocol/flags.js';
-import { KV, KV_MODE, KV_NONBLOCK, KV_OP_DELETE, loadKv, type KvHandle, type KvKind, type NativeKv } from '../../native/kv.js';
+import { KV, KV_MODE, KV_NONBLOCK, KV_OP_DELETE, loadKv, type KvHandle, type KvKind, type NativeKv } from '../../addon/kv.js';
 import { BuildError, type BuildEntry, type BuildOptions } from '../build/buildtypes.js';
 import {
   DICT_ERR,

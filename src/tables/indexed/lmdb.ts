@@ -9,7 +9,7 @@
  */
 import { existsSync, chmodSync, chownSync, renameSync, rmSync, statSync } from 'node:fs';
 import { DICT_FLAG } from '../../protocol/flags.js';
-import { KV_KIND, KV_MODE, type KvHandle } from '../../native/kv.js';
+import { KV_KIND, KV_MODE, type KvHandle } from '../../addon/kv.js';
 import { BuildError, type BuildEntry, type BuildOptions } from '../build/buildtypes.js';
 import { bulkLoad, kvNative, newFileMode, numericParam, openKvTable, TRY_BOTH } from './kvtable.js';
 import { strerror } from '../core/strerror.js';

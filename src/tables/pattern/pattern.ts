@@ -3,7 +3,7 @@
  * src/util/dict_regexp.c, dict_pcre.c, mac_parse.c): rule dispatch, the
  * delimited pattern token, the replacement value with its $n references,
  * IF/ENDIF nesting, and the table object that evaluates the rules through
- * the native engines (src/native) in one call per lookup.
+ * the native engines (src/addon) in one call per lookup.
  *
  * Warnings are worded exactly as Postfix words them.
  */
@@ -22,7 +22,7 @@ import {
   type PatternBatchHandle,
   type PatternScan,
   type RuleSetHandle,
-} from '../../native/index.js';
+} from '../../addon/index.js';
 import { lowercaseAscii } from '../core/casefold.js';
 import { readLogicalLines } from '../core/lines.js';
 import { filesToBase64 } from '../core/rhsfile.js';

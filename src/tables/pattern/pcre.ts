@@ -12,7 +12,7 @@
  * A ANCHORED, E DOLLAR_ENDONLY, U UNGREEDY; X (PCRE1's EXTRA) is ignored
  * with a warning.
  */
-import { RULE_OP, ENGINE, type NativeEngines } from '../../native/index.js';
+import { RULE_OP, ENGINE, type NativeEngines } from '../../addon/index.js';
 import {
   isSpaceCode,
   openPatternTable,

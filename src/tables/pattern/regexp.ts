@@ -11,7 +11,7 @@
  * Flags toggle: i = REG_ICASE (on by default), x = REG_EXTENDED (on by
  * default; toggling gives basic REs), m = REG_NEWLINE (off by default).
  */
-import { RULE_OP, ENGINE, type NativeEngines } from '../../native/index.js';
+import { RULE_OP, ENGINE, type NativeEngines } from '../../addon/index.js';
 import {
   isSpaceCode,
   openPatternTable,

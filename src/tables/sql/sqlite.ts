@@ -26,7 +26,7 @@
  * and the file is there.
  */
 import { stat } from 'node:fs/promises';
-import { loadSqlite, type NativeSqlite, type SqliteHandle, type SqliteQueryResult } from '../../native/sqlite.js';
+import { loadSqlite, type NativeSqlite, type SqliteHandle, type SqliteQueryResult } from '../../addon/sqlite.js';
 import { DICT_FLAG } from '../../protocol/flags.js';
 import { CfParser } from '../dbcommon/cf.js';
 import { ResultCollector, loadSqlSettings, planQuery, type SqlSettings } from '../dbcommon/common.js';

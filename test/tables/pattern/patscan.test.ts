@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ENGINE, PATSCAN, loadNative } from '../../../src/native/index.js';
+import { ENGINE, PATSCAN, loadNative } from '../../../src/addon/index.js';
 import { DICT_FLAG } from '../../../src/protocol/flags.js';
 import { parseRules, type PatternDialect } from '../../../src/tables/pattern/pattern.js';
 import { pcreDialect } from '../../../src/tables/pattern/pcre.js';

@@ -13,7 +13,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { NATIVE_ADDON_PATH, loadNative } from '../../../src/native/index.js';
+import { NATIVE_ADDON_PATH, loadNative } from '../../../src/addon/index.js';
 import { DICT_FLAG, PROXY_STAT } from '../../../src/protocol/flags.js';
 import { encodeRecord, RecordDecoder } from '../../../src/protocol/codec.js';
 import { ProxyServer } from '../../../src/server/server.js';

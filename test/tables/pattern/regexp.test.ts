@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ENGINE, NATIVE_ADDON_PATH, RULE_OP, loadNative } from '../../../src/native/index.js';
+import { ENGINE, NATIVE_ADDON_PATH, RULE_OP, loadNative } from '../../../src/addon/index.js';
 import { DICT_FLAG } from '../../../src/protocol/flags.js';
 import { DICT_ERR, openTable, utf8ToBytes as u, type Table, type TableOpenOptions } from '../../../src/tables/index.js';
 import { openOptions, runConformance, type ConformanceCase } from '../conformance.js';

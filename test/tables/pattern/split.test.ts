@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { loadNative } from '../../../src/native/index.js';
+import { loadNative } from '../../../src/addon/index.js';
 import { patternThreads, setPatternThreads } from '../../../src/tables/pattern/pattern.js';
 import { generateCase } from '../../difftest/generate.js';
 import { direct, ours } from '../../difftest/run.js';

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after } from 'node:test';
-import { loadSqlite } from '../../../src/native/sqlite.js';
+import { loadSqlite } from '../../../src/addon/sqlite.js';
 import { DICT_FLAG } from '../../../src/protocol/flags.js';
 import { runConformance } from '../conformance.js';
 

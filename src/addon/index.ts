@@ -159,7 +159,7 @@ export interface NativeEngines {
   ruleSetFromBatch(batch: PatternBatchHandle, program: Int32Array): RuleSetHandle;
 }
 
-/** The package root: the nearest directory above this module with a package.json (src/native or dist/native). */
+/** The package root: the nearest directory above this module with a package.json (src/addon or dist/addon). */
 function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
@@ -204,9 +204,4 @@ export function nativeWith<T>(fn: string): T | null {
   } catch {
     return null;
   }
-}
-
-/** True when the result of a compile/exec call is an engine error. */
-export function isEngineError(v: unknown): v is EngineError {
-  return typeof v === 'object' && v !== null && !ArrayBuffer.isView(v) && 'error' in v;
 }

@@ -4,7 +4,7 @@
  * the libraries Postfix's lmdb:, hash: and btree: tables use, opened the
  * way Postfix opens them.
  *
- * A KvFile is one open file. Keys and values are byte strings (char codes
+ * A handle is one open file. Keys and values are byte strings (char codes
  * 0..255; Buffers are accepted as input). In the default "dict" mode a
  * handle behaves like Postfix's dict_lmdb/dict_db: keys are C strings (cut
  * at the first NUL), lookups and deletes try `key\0` then `key` according
@@ -118,116 +118,4 @@ export function loadKv(): NativeKv {
   const native = loadNative() as unknown as Partial<NativeKv>;
   if (typeof native.kvOpen !== 'function') throw new Error('the native addon was built without LMDB/Berkeley DB support: run `npm install`');
   return native as NativeKv;
-}
-
-export interface KvOpenOptions {
-  mode?: KvMode;
-  /** DICT_FLAG TRY0NULL/TRY1NULL bits (default: neither = try both, write with NUL). */
-  nulFlags?: number;
-  /** Exact bytes instead of Postfix's C-string and NUL-terminator handling. */
-  raw?: boolean;
-  /** LMDB initial map size (lmdb_map_size, default 16777216). */
-  mapSize?: number;
-  /** Berkeley DB cache size (default 131072, berkeley_db_read_buffer_size). */
-  cacheSize?: number;
-  /** Table label for error texts (default: the path). */
-  label?: string;
-  /** DICT_FLAG.LOCK: bulk LMDB builds take Postfix's lock. */
-  lockFlags?: number;
-}
-
-/** Thrown by KvFile.open with Postfix's open error text. */
-export class KvOpenError extends Error {
-  constructor(
-    message: string,
-    readonly detail?: string,
-  ) {
-    super(message);
-    this.name = 'KvOpenError';
-  }
-}
-
-/** A small object wrapper around a handle, for tools and tests. */
-export class KvFile {
-  private constructor(
-    private readonly n: NativeKv,
-    readonly handle: KvHandle,
-  ) {}
-
-  static open(kind: KvKind, path: string, o: KvOpenOptions = {}): KvFile {
-    const n = loadKv();
-    const h = n.kvOpen(
-      kind,
-      path,
-      o.mode ?? KV_MODE.READ,
-      o.nulFlags ?? 0,
-      o.raw ? 1 : 0,
-      o.mapSize ?? 0,
-      o.cacheSize ?? 0,
-      o.label ?? path,
-      o.lockFlags ?? 0,
-    );
-    if (typeof h === 'object' && h !== null && 'error' in h) throw new KvOpenError(h.error, h.detail);
-    if (typeof h === 'object' && h !== null && 'busy' in h) throw new KvOpenError(`open database ${path}: locked`);
-    return new KvFile(n, h as KvHandle);
-  }
-
-  private fail(what: string): never {
-    throw new Error(`${what}: ${this.n.kvError(this.handle).message}`);
-  }
-
-  /** The value, or undefined when absent. Throws on errors. */
-  get(key: Input, flags = 0): string | undefined {
-    const r = this.n.kvGet(this.handle, key, flags);
-    if (typeof r === 'string') return r;
-    if (r === KV.NOTFOUND) return undefined;
-    if (r === KV.BUSY) throw new Error('locked');
-    return this.fail('get');
-  }
-
-  /** true = stored, false = key exists (not replaced). */
-  put(key: Input, value: Input, flags = 0): boolean {
-    const r = this.n.kvPut(this.handle, key, value, flags);
-    if (r === KV.OK) return true;
-    if (r === KV.NOTFOUND) return false;
-    if (r === KV.RESTART) throw new Error('bulk transaction restarted');
-    if (r === KV.BUSY) throw new Error('locked');
-    return this.fail('put');
-  }
-
-  /** true = deleted, false = not found. */
-  del(key: Input, flags = 0): boolean {
-    const r = this.n.kvDel(this.handle, key, flags);
-    if (r === KV.OK) return true;
-    if (r === KV.NOTFOUND) return false;
-    if (r === KV.BUSY) throw new Error('locked');
-    return this.fail('del');
-  }
-
-  /** All entries in the file's order. */
-  *entries(flags = 0): Generator<[string, string]> {
-    for (let fn: 0 | 1 = 0; ; fn = 1) {
-      const r = this.n.kvSeq(this.handle, fn, flags);
-      if (Array.isArray(r)) yield r;
-      else if (r === KV.NOTFOUND) return;
-      else if (r === KV.BUSY) throw new Error('locked');
-      else this.fail('sequence');
-    }
-  }
-
-  commit(): number {
-    return this.n.kvCommit(this.handle);
-  }
-
-  sync(): void {
-    if (this.n.kvSync(this.handle) !== KV.OK) this.fail('sync');
-  }
-
-  get nulFlags(): number {
-    return this.n.kvFlags(this.handle);
-  }
-
-  close(): void {
-    if (this.n.kvClose(this.handle) !== KV.OK) this.fail('close');
-  }
 }

@@ -8,7 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { extpar, tokenize, tokenizeQ } from '../util/braces.js';
-import { strerror } from './errors.js';
+import { strerror } from '../util/strerror.js';
 import { readLogicalLines } from './maincf.js';
 import type { Config } from './params.js';
 

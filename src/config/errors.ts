@@ -24,24 +24,4 @@ export class MacroError extends Error {
   }
 }
 
-/** strerror(3) text for the errno codes that file access commonly reports (glibc wording). */
-const STRERROR: Record<string, string> = {
-  ENOENT: 'No such file or directory',
-  EACCES: 'Permission denied',
-  EPERM: 'Operation not permitted',
-  EISDIR: 'Is a directory',
-  ENOTDIR: 'Not a directory',
-  ELOOP: 'Too many levels of symbolic links',
-  EMFILE: 'Too many open files',
-  ENFILE: 'Too many open files in system',
-  ENAMETOOLONG: 'File name too long',
-  EIO: 'Input/output error',
-  ENXIO: 'No such device or address',
-};
-
-/** Render a Node.js file-system error the way Postfix's %m would. */
-export function strerror(err: unknown): string {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  if (code && STRERROR[code]) return STRERROR[code];
-  return err instanceof Error ? err.message : String(err);
-}
+export { strerror } from '../util/strerror.js';

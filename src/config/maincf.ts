@@ -6,9 +6,11 @@
  * Values are stored raw; $name expansion happens when a parameter is used.
  */
 import { readFileSync } from 'node:fs';
-import { isSpace } from '../util/braces.js';
 import { log } from '../log.js';
-import { ConfigError, strerror } from './errors.js';
+import { ConfigError } from './errors.js';
+import { strerror } from '../util/strerror.js';
+import { splitNameVal } from '../util/nameval.js';
+import { readLogicalLines } from '../util/lines.js';
 
 export { ConfigError } from './errors.js';
 
@@ -18,93 +20,8 @@ export const DEFAULT_CONFIG_DIR = '/etc/postfix';
 /** Name of the configuration file inside the configuration directory. */
 export const MAIN_CONF_FILE = 'main.cf';
 
-export interface LogicalLine {
-  /** the logical line: first physical line plus continuation lines, without newlines */
-  text: string;
-  /** 1-based number of the physical line where the logical line starts */
-  lineno: number;
-}
+export { readLogicalLines, type LogicalLine } from '../util/lines.js';
 
-/**
- * Split text into logical lines. A logical line is a physical line that does
- * not start with whitespace, followed by the physical lines that do; those
- * are appended verbatim (leading whitespace included, newline removed).
- * Lines whose first non-blank character is '#' and all-blank lines are
- * dropped, also between continuation lines. A logical line that would start
- * with whitespace (text before any other text) is reported and skipped.
- */
-export function readLogicalLines(
-  text: string,
-  origin: string,
-  warn: (msg: string) => void,
-): LogicalLine[] {
-  const out: LogicalLine[] = [];
-  const n = text.length;
-  let pos = 0;
-  let lineno = 0;
-
-  for (;;) {
-    let buf = '';
-    let first = 0;
-    for (;;) {
-      // One physical line, possibly not newline-terminated.
-      const start = buf.length;
-      const nl = text.indexOf('\n', pos);
-      const end = nl < 0 ? n : nl;
-      buf += text.slice(pos, end);
-      const sawNewline = nl >= 0;
-      pos = sawNewline ? nl + 1 : n;
-      if (sawNewline || buf.length > start) lineno++;
-      // Drop comment, all-blank and empty lines.
-      let cp = start;
-      while (cp < buf.length && isSpace(buf[cp])) cp++;
-      if (cp === buf.length || buf[cp] === '#') buf = buf.slice(0, start);
-      else if (start === 0) first = lineno;
-      if (!sawNewline) break;
-      // Stop before the next logical line: a line that starts with neither
-      // whitespace nor '#'.
-      if (buf.length > 0) {
-        const next = pos < n ? text[pos] : undefined;
-        if (next !== '#' && !isSpace(next)) break;
-      }
-    }
-    if (buf.length === 0) {
-      if (pos >= n) return out;
-      continue;
-    }
-    if (isSpace(buf[0])) {
-      warn(
-        `${origin}: logical line must not start with whitespace: ` +
-          `"${buf.slice(0, 30)}${buf.length > 30 ? '...' : ''}"`,
-      );
-      continue;
-    }
-    out.push({ text: buf, lineno: first });
-  }
-}
-
-export type NameVal = { name: string; value: string } | { error: string };
-
-/**
- * Split "name = value" (split_nameval): the name runs to the first blank or
- * '='; blanks around '=' and trailing blanks of the value are removed.
- */
-export function splitNameVal(buf: string): NameVal {
-  const n = buf.length;
-  let np = 0;
-  while (np < n && isSpace(buf[np])) np++;
-  if (np >= n || buf[np] === '=') return { error: 'missing attribute name' };
-  let ep = np;
-  while (ep < n && !isSpace(buf[ep]) && buf[ep] !== '=') ep++;
-  let cp = ep;
-  while (cp < n && isSpace(buf[cp])) cp++;
-  if (buf[cp] !== '=') return { error: "missing '=' after attribute name" };
-  let vp = cp + 1;
-  while (vp < n && isSpace(buf[vp])) vp++;
-  let ve = n;
-  while (ve > vp && isSpace(buf[ve - 1])) ve--;
-  return { name: buf.slice(np, ep), value: buf.slice(vp, ve) };
-}
 
 /**
  * Parse main.cf text into raw name/value pairs. `origin` names the file in
@@ -120,11 +37,11 @@ export function parseMainCf(
   for (const line of readLogicalLines(text, origin, warn)) {
     const nv = splitNameVal(line.text);
     if ('error' in nv) {
-      throw new ConfigError(`${origin}, line ${line.lineno}: ${nv.error}: "${line.text}"`);
+      throw new ConfigError(`${origin}, line ${line.lineNo}: ${nv.error}: "${line.text}"`);
     }
     const old = params.get(nv.name);
     if (old !== undefined && old !== nv.value) {
-      warn(`${origin}, line ${line.lineno}: overriding earlier entry: ${nv.name}=${old}`);
+      warn(`${origin}, line ${line.lineNo}: overriding earlier entry: ${nv.name}=${old}`);
     }
     params.set(nv.name, nv.value);
   }

@@ -16,7 +16,8 @@ import { hostname as osHostname } from 'node:os';
 import { log } from '../log.js';
 import { ConfigError } from './errors.js';
 import { expandValue, MacroError, type MacroLookup } from './expand.js';
-import { DEFAULT_CONFIG_DIR, readMainCf, splitNameVal } from './maincf.js';
+import { DEFAULT_CONFIG_DIR, readMainCf } from './maincf.js';
+import { splitNameVal } from '../util/nameval.js';
 
 /** Parameters named by the 3.7.11 default proxy_read_maps, in order. */
 export const PROXY_READ_MAPS_3_7 = [

@@ -31,7 +31,7 @@ import { Config } from '../config/params.js';
 import { configDirectory } from '../config/maincf.js';
 import { getLogName, log, setLogName, setLogSink, setVerbose, type LogSink } from '../log.js';
 import { maillogSink, setsid, SYSLOG_FACILITIES, type MaillogTarget } from '../addon/maillog.js';
-import { strerror } from '../tables/core/strerror.js';
+import { strerror } from '../util/strerror.js';
 import { createServer, lookupUser, startWarmUps } from './daemon.js';
 import type { ProxyServer } from './server.js';
 import type { Service } from './handler.js';

@@ -19,7 +19,7 @@ export {
 } from './core/registry.js';
 export { TABLE_TYPES } from './types.js';
 export { foldKey, foldUtf8, isValidUtf8, lowercaseAscii, passesUtf8Check, utf8Active } from './core/casefold.js';
-export { readLogicalLines, type LogicalLine } from './core/lines.js';
+export { readLogicalLines, type LogicalLine } from '../util/lines.js';
 export { environOpener, type Environment } from './builtin/environ.js';
 export { unixOpener, type UnixTableOptions } from './builtin/unix.js';
 export { inetNtop, inetPton, inetPton4, inetPton6 } from './pattern/inet.js';

@@ -3,13 +3,13 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { splitNameVal } from '../../src/util/nameval.js';
 import {
   ConfigError,
   configDirectory,
   parseMainCf,
   readLogicalLines,
   readMainCf,
-  splitNameVal,
 } from '../../src/config/maincf.js';
 import {
   cleanupConfDirs,
@@ -29,7 +29,7 @@ function parse(text: string): { params: Map<string, string>; warns: string[] } {
 }
 
 describe('readLogicalLines', () => {
-  const lines = (text: string) => readLogicalLines(text, 'f', () => {}).map((l) => [l.text, l.lineno]);
+  const lines = (text: string) => readLogicalLines(text, 'f', () => {}).map((l) => [l.text, l.lineNo]);
 
   it('joins continuation lines keeping their leading whitespace', () => {
     assert.deepEqual(lines('a = x\n  y\n\tz\nb = 1\n'), [

@@ -7,7 +7,7 @@
 import { execFile } from 'node:child_process';
 import { readFile, stat } from 'node:fs/promises';
 import { DICT_FLAG } from '../../protocol/flags.js';
-import { strerror } from '../core/strerror.js';
+import { strerror } from '../../util/strerror.js';
 import {
   NOT_FOUND,
   RETRY,

@@ -4,7 +4,7 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { tokenize } from '../../util/braces.js';
-import { strerror } from './strerror.js';
+import { strerror } from '../../util/strerror.js';
 import type { Bytes } from './table.js';
 
 export type RhsFileResult = { value: Bytes } | { error: string };

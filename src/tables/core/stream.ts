@@ -7,7 +7,7 @@ import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync 
 import { open } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { extpar, tokenizeQ } from '../../util/braces.js';
-import { strerror } from './strerror.js';
+import { strerror } from '../../util/strerror.js';
 import { TableOpenError, type Bytes } from './table.js';
 
 export interface TableSource {

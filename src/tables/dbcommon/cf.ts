@@ -18,8 +18,9 @@
 import { closeSync, fstatSync, openSync, readFileSync, type Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { isSpace } from '../../util/braces.js';
-import { readLogicalLines } from '../core/lines.js';
-import { strerror } from '../core/strerror.js';
+import { readLogicalLines } from '../../util/lines.js';
+import { strerror } from '../../util/strerror.js';
+import { splitNameVal } from '../../util/nameval.js';
 import { TableOpenError, type Bytes, type TableOpenOptions } from '../core/table.js';
 import { cString } from '../core/util.js';
 
@@ -31,26 +32,6 @@ export function isParameterFile(name: Bytes): boolean {
   return name.startsWith('/') || name.startsWith('.');
 }
 
-/**
- * split_nameval(): `name = value`, the name ending at whitespace or '=',
- * the value trimmed at both ends (it may contain '=').
- */
-export function splitNameValue(line: Bytes): { name: Bytes; value: Bytes } | { error: string } {
-  const n = line.length;
-  let np = 0;
-  while (np < n && isSpace(line[np])) np++;
-  if (np === n || line[np] === '=') return { error: 'missing attribute name' };
-  let ep = np;
-  while (ep < n && !isSpace(line[ep]) && line[ep] !== '=') ep++;
-  let cp = ep;
-  while (cp < n && isSpace(line[cp])) cp++;
-  if (line[cp] !== '=') return { error: "missing '=' after attribute name" };
-  let vp = cp + 1;
-  while (vp < n && isSpace(line[vp])) vp++;
-  let end = n;
-  while (end > vp && isSpace(line[end - 1])) end--;
-  return { name: line.slice(np, ep), value: line.slice(vp, end) };
-}
 
 /**
  * Parse parameter-file text into `into` (dict_load_fp): logical lines as
@@ -67,7 +48,7 @@ export function parseParameterText(
   for (const { text: raw, lineNo } of readLogicalLines(text, path, warn)) {
     // The rest of Postfix sees C strings: a NUL ends the line.
     const line = cString(raw);
-    const nv = splitNameValue(line);
+    const nv = splitNameVal(line);
     if ('error' in nv) throw new TableOpenError(`${path}, line ${lineNo}: ${nv.error}: "${line}"`);
     const old = into.get(nv.name);
     if (old !== undefined && old !== nv.value) warn(`${path}, line ${lineNo}: overriding earlier entry: ${nv.name}=${old}`);

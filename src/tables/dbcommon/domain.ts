@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { DICT_FLAG } from '../../protocol/flags.js';
 import { foldUtf8, isValidUtf8, lowercaseAscii } from '../core/casefold.js';
 import { openTable } from '../core/registry.js';
-import { strerror } from '../core/strerror.js';
+import { strerror } from '../../util/strerror.js';
 import {
   DICT_ERR,
   TableOpenError,

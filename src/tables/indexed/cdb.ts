@@ -28,7 +28,7 @@ import { constants as osConstants } from 'node:os';
 import { nativeWith } from '../../addon/index.js';
 import { DICT_FLAG } from '../../protocol/flags.js';
 import { BuildError, type BuildEntry, type BuildOptions } from '../build/buildtypes.js';
-import { strerror } from '../core/strerror.js';
+import { strerror } from '../../util/strerror.js';
 import { DICT_ERR, TableOpenError, type Bytes, type LookupResult, type Table, type TableOpenOptions } from '../core/table.js';
 import { cString } from '../core/util.js';
 import type { TableType } from '../core/registry.js';

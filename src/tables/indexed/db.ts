@@ -18,7 +18,7 @@ import { KV_KIND, KV_MODE, type KvHandle } from '../../addon/kv.js';
 import { BuildError, type BuildEntry, type BuildOptions } from '../build/buildtypes.js';
 import { bulkLoad, kvNative, numericParam, openKvTable, TRY_BOTH } from './kvtable.js';
 import { copyOwner, setNewFileOwner } from './lmdb.js';
-import { strerror } from '../core/strerror.js';
+import { strerror } from '../../util/strerror.js';
 import type { Bytes, Table, TableOpenOptions } from '../core/table.js';
 import type { TableType } from '../core/registry.js';
 

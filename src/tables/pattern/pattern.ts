@@ -24,7 +24,7 @@ import {
   type RuleSetHandle,
 } from '../../addon/index.js';
 import { lowercaseAscii } from '../core/casefold.js';
-import { readLogicalLines } from '../core/lines.js';
+import { readLogicalLines } from '../../util/lines.js';
 import { filesToBase64 } from '../core/rhsfile.js';
 import { readTableSource } from '../core/stream.js';
 import {

@@ -22,7 +22,6 @@ import {
   parseCInt,
   parseParameterText,
   planQuery,
-  splitNameValue,
   type SqlSettings,
 } from '../../../src/tables/dbcommon/index.js';
 import { sqliteQuote } from '../../../src/tables/sql/sqlite.js';
@@ -81,11 +80,6 @@ describe('parameter file syntax', () => {
     assert.equal(parseParameterText('a = x\0y\n', '/f.cf', () => {}).get('a'), 'x');
   });
 
-  test('splitNameValue', () => {
-    assert.deepEqual(splitNameValue('n=v'), { name: 'n', value: 'v' });
-    assert.deepEqual(splitNameValue(' n\t= \t'), { name: 'n', value: '' });
-    assert.deepEqual(splitNameValue('n'), { error: "missing '=' after attribute name" });
-  });
 });
 
 describe('CfParser', () => {

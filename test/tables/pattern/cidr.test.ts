@@ -6,7 +6,7 @@ import { describe, it, test } from 'node:test';
 import { DICT_FLAG } from '../../../src/protocol/flags.js';
 import fc from 'fast-check';
 import { CidrMatcher, parseCidrPattern, parseCidrRule, parseCidrText, scanLogicalLines, warmUpCidr } from '../../../src/tables/pattern/cidr.js';
-import { readLogicalLines } from '../../../src/tables/core/lines.js';
+import { readLogicalLines } from '../../../src/util/lines.js';
 import { inetPton } from '../../../src/tables/pattern/inet.js';
 import { DICT_ERR, openTable, type Bytes } from '../../../src/tables/index.js';
 import { gen, linearMatch, randomKeys, randomTable } from './cidrgen.js';

@@ -4,11 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { DICT_FLAG } from '../../../src/protocol/flags.js';
-import { readLogicalLines } from '../../../src/tables/core/lines.js';
-import { parseTextHash } from '../../../src/tables/file/texthash.js';
-import { openOptions } from '../conformance.js';
-import { runPostmap, skipPostmap } from '../../support/postmap.js';
+import { DICT_FLAG } from '../../src/protocol/flags.js';
+import { readLogicalLines } from '../../src/util/lines.js';
+import { parseTextHash } from '../../src/tables/file/texthash.js';
+import { openOptions } from '../tables/conformance.js';
+import { runPostmap, skipPostmap } from '../support/postmap.js';
 
 function read(text: string) {
   const warnings: string[] = [];

@@ -1,9 +1,12 @@
 /**
  * Logical-line reader with the semantics of Postfix's readllines()
- * (src/util/readlline.c), shared by texthash and the pattern tables.
+ * (src/util/readlline.c), shared by main.cf, the client tables' parameter
+ * files, texthash, postmap sources and the pattern tables.
  */
-import { isSpaceCode } from '../../util/braces.js';
-import type { Bytes } from './table.js';
+import { isSpaceCode } from './braces.js';
+
+/** Byte strings (one char per byte), as the table code passes them. */
+type Bytes = string;
 
 export interface LogicalLine {
   /** The joined text, without newlines; continuation lines keep their leading whitespace. */

@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/errors.js';
 import { DICT_FLAG } from '../protocol/flags.js';
 import { BuildError, buildTable, POSTMAP_BUILD_FLAGS } from '../tables/build/build.js';
-import '../tables/index.js';
+import { splitAtColon } from '../tables/index.js';
 import type { Bytes } from '../tables/core/table.js';
 import { loadConfig } from './common.js';
 
@@ -115,9 +115,7 @@ export async function runBuild(args: string[]): Promise<number> {
     const metaDirectory = config.get('meta_directory');
     const warn = (text: string) => emit('warning', text, smtputf8);
     for (const arg of positionals.map(toBytes)) {
-      const colon = arg.indexOf(':');
-      const type = colon < 0 ? defaultType : arg.slice(0, colon);
-      const path = colon < 0 ? arg : arg.slice(colon + 1);
+      const { type, name: path } = splitAtColon(arg) ?? { type: defaultType, name: arg };
       await buildTable(type, path, { dictFlags, smtputf8, warn, metaDirectory });
     }
     return 0;

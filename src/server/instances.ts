@@ -11,6 +11,7 @@ import {
   type Table,
   type TableOpenOptions,
 } from '../tables/core/table.js';
+import { splitAtColon, splitTableSpec } from '../tables/core/registry.js';
 
 export type Opener = (opts: TableOpenOptions) => Table | Promise<Table>;
 
@@ -87,7 +88,7 @@ export class TableInstances {
    * never split: every writer must see the same table.
    */
   private isSplit(k: InstanceKey): boolean {
-    return !k.writable && this.loadsSource(k.spec.slice(0, k.spec.indexOf(':')));
+    return !k.writable && this.loadsSource(splitAtColon(k.spec)?.type ?? '');
   }
 
   private keyString(k: InstanceKey): string {
@@ -184,12 +185,12 @@ export class TableInstances {
   }
 
   private async open(k: InstanceKey, quiet = false): Promise<Instance> {
-    const colon = k.spec.indexOf(':');
-    const type = k.spec.slice(0, colon);
-    const name = k.spec.slice(colon + 1);
     const openedAt = Date.now();
-    if (colon <= 0 || name.length === 0) {
-      const reason = `open dictionary: expecting "type:name" form instead of "${k.spec}"`;
+    let type: string, name: string;
+    try {
+      ({ type, name } = splitTableSpec(k.spec));
+    } catch (e) {
+      const reason = (e as Error).message;
       log.error(logBytes(reason));
       return { ok: false, reason, openedAt };
     }

@@ -9,6 +9,7 @@ export {
   defaultRegistry,
   openTable,
   registerTableType,
+  splitAtColon,
   splitTableSpec,
   tableTypeInfo,
   tableTypes,

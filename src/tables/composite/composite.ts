@@ -11,7 +11,7 @@
 import { DICT_FLAG } from '../../protocol/flags.js';
 import { balpar, tokenizeQ } from '../../util/braces.js';
 import { foldKey, passesUtf8Check, utf8Active } from '../core/casefold.js';
-import { openTable } from '../core/registry.js';
+import { openTable, splitAtColon } from '../core/registry.js';
 import {
   DICT_ERR,
   NOT_FOUND,
@@ -57,9 +57,9 @@ async function openComponents(opts: TableOpenOptions): Promise<Component[]> {
   const out: Component[] = [];
   try {
     for (const spec of specs) {
-      const colon = spec.indexOf(':');
-      if (colon < 0) throw syntax();
-      const table = await openTable({ ...opts, type: spec.slice(0, colon), name: spec.slice(colon + 1) });
+      const parts = splitAtColon(spec);
+      if (!parts) throw syntax();
+      const table = await openTable({ ...opts, ...parts });
       out.push({ spec, table, fixed: (table.implFlags & DICT_FLAG.FIXED) !== 0 });
     }
   } catch (err) {

@@ -64,15 +64,21 @@ function typeNameError(spec: string): TableOpenError {
 
 /** Split "type:name" at the first ':'; both parts must be non-empty. */
 export function splitTableSpec(spec: Bytes): { type: Bytes; name: Bytes } {
-  const colon = spec.indexOf(':');
-  if (colon <= 0 || colon === spec.length - 1) throw typeNameError(spec);
-  return { type: spec.slice(0, colon), name: spec.slice(colon + 1) };
+  const s = splitAtColon(spec);
+  if (!s || s.type === '' || s.name === '') throw typeNameError(spec);
+  return s;
 }
 
-/** "type:name" split, or undefined when it is not of that form (no exception). */
-function trySplit(spec: Bytes): { type: Bytes; name: Bytes } | undefined {
+/** "type:name" split at the first ':' with no check of the parts, or undefined without a ':'. */
+export function splitAtColon(spec: Bytes): { type: Bytes; name: Bytes } | undefined {
   const colon = spec.indexOf(':');
-  return colon <= 0 ? undefined : { type: spec.slice(0, colon), name: spec.slice(colon + 1) };
+  return colon < 0 ? undefined : { type: spec.slice(0, colon), name: spec.slice(colon + 1) };
+}
+
+/** "type:name" split, or undefined when there is no type (no exception). */
+function trySplit(spec: Bytes): { type: Bytes; name: Bytes } | undefined {
+  const s = splitAtColon(spec);
+  return s && s.type !== '' ? s : undefined;
 }
 
 const MAX_COMPONENT_DEPTH = 16;

@@ -14,7 +14,7 @@
 import { readFileSync } from 'node:fs';
 import { DICT_FLAG } from '../../protocol/flags.js';
 import { foldUtf8, isValidUtf8, lowercaseAscii } from '../core/casefold.js';
-import { openTable } from '../core/registry.js';
+import { openTable, splitAtColon } from '../core/registry.js';
 import { strerror } from '../../util/strerror.js';
 import {
   DICT_ERR,
@@ -117,8 +117,7 @@ export class DomainList {
       if (r.failure !== undefined) {
         items.push({ kind: 'table', match: r.match, spec: r.text, table: null, reason: r.failure });
       } else if (!r.text.startsWith('[') && r.text.includes(':')) {
-        const colon = r.text.indexOf(':');
-        const [type, name] = [r.text.slice(0, colon), r.text.slice(colon + 1)];
+        const { type, name } = splitAtColon(r.text)!;
         let table: Table | null = null;
         let reason = '';
         try {
@@ -166,8 +165,7 @@ export class DomainList {
       const res = await this.lookup(item, folded);
       if (res.found) return { matched: item.match, error: DICT_ERR.NONE };
       if (res.error !== DICT_ERR.NONE) {
-        const [type, name] = [item.spec.slice(0, item.spec.indexOf(':')), item.spec.slice(item.spec.indexOf(':') + 1)];
-        this.opts.warn(`${this.opts.pname}: ${type}:${name}: table lookup problem`);
+        this.opts.warn(`${this.opts.pname}: ${item.spec}: table lookup problem`);
         return { matched: false, error: res.error };
       }
     }

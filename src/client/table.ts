@@ -4,7 +4,7 @@
  */
 import { DICT_FLAG, FOLD_ANY, LEGACY_IMPL_MASK, LEGACY_INST_MASK, LEGACY_RQST_MASK, PROXY_STAT } from '../protocol/flags.js';
 import type { Dialect, Reply } from '../protocol/messages.js';
-import { foldKey, isValidUtf8 } from '../tables/core/casefold.js';
+import { foldKey, passesUtf8Check } from '../tables/core/casefold.js';
 import type { ProxyConnection } from './client.js';
 
 /** Flags `postmap -q` opens tables with: DUP_WARN|LOCK|FOLD_FIX|UTF8_REQUEST. */
@@ -102,7 +102,7 @@ export class ProxyTable {
     let k = key;
     const layer = this.clientUtf8Layer;
     if (layer) {
-      if (!isValidUtf8(k)) return { status: 'notfound' };
+      if (!passesUtf8Check(k)) return { status: 'notfound' };
       const fixed = (flags & DICT_FLAG.FIXED) !== 0;
       if ((fixed && flags & DICT_FLAG.FOLD_FIX) || (!fixed && flags & DICT_FLAG.FOLD_MUL)) k = foldKey(k, 'utf8');
       flags &= ~FOLD_ANY;
@@ -120,7 +120,7 @@ export class ProxyTable {
     }
     if (r.status === PROXY_STAT.OK) {
       const value = r.value ?? '';
-      if (layer && !isValidUtf8(value)) return { status: 'error', code: PROXY_STAT.CONFIG, reason: 'non-UTF-8 value' };
+      if (layer && !passesUtf8Check(value)) return { status: 'error', code: PROXY_STAT.CONFIG, reason: 'non-UTF-8 value' };
       return { status: 'found', value };
     }
     return statusResult(r.status, 'lookup');
@@ -145,7 +145,7 @@ export class ProxyTable {
     let k = key;
     if (this.clientUtf8Layer) {
       // dict_utf8: a non-UTF-8 key or value is skipped with a warning.
-      if (!isValidUtf8(k) || (kind === 'update' && !isValidUtf8(value))) return { status: 'notfound' };
+      if (!passesUtf8Check(k) || (kind === 'update' && !passesUtf8Check(value))) return { status: 'notfound' };
       const fixed = (flags & DICT_FLAG.FIXED) !== 0;
       if ((fixed && flags & DICT_FLAG.FOLD_FIX) || (!fixed && flags & DICT_FLAG.FOLD_MUL)) k = foldKey(k, 'utf8');
       flags &= ~FOLD_ANY;

@@ -6,7 +6,8 @@ import { DICT_FLAG, PROXY_STAT, type ProxyStatus } from '../protocol/flags.js';
 import type { Dialect, Reply, Request, RequestKind, BadRequest } from '../protocol/messages.js';
 import { log, logBytes } from '../log.js';
 import { DICT_ERR, type FoldMode, type LookupResult, type Table } from '../tables/core/table.js';
-import { foldKey, isValidUtf8 } from '../tables/core/casefold.js';
+import { foldKey, passesUtf8Check } from '../tables/core/casefold.js';
+import { nonUtf8KeyWarning, nonUtf8ValueWarning } from '../tables/core/utf8layer.js';
 import type { Instance, InstanceKey, TableInstances } from './instances.js';
 
 export type Service = 'proxymap' | 'proxywrite';
@@ -178,8 +179,8 @@ export class RequestHandler {
         const key = this.prepareKey(req.key, plan, table, req.flags, spec);
         if (key === null) return fail(kind, dialect, PROXY_STAT.NOKEY, replyFlags(req));
         const flags = replyFlags(req);
-        if (kind === 'update' && plan.utf8 && !isValidUtf8(req.value)) {
-          log.warn(`${logBytes(spec)}: key "${logBytes(key)}": non-UTF-8 value "${logBytes(req.value)}": malformed UTF-8 or invalid codepoint`);
+        if (kind === 'update' && plan.utf8 && !passesUtf8Check(req.value)) {
+          log.warn(logBytes(nonUtf8ValueWarning(spec, key, req.value)));
           return fail(kind, dialect, PROXY_STAT.NOKEY, flags);
         }
         const call =
@@ -197,8 +198,8 @@ export class RequestHandler {
   /** Fold and check a key; null means "not found" (invalid UTF-8 key). */
   private prepareKey(key: string, plan: KeyPlan, table: Table, flags: number, spec: string): string | null {
     const fixed = (table.implFlags & DICT_FLAG.FIXED) !== 0;
-    if (plan.utf8 && !isValidUtf8(key)) {
-      log.warn(`${logBytes(spec)}: non-UTF-8 key "${logBytes(key)}": malformed UTF-8 or invalid codepoint`);
+    if (plan.utf8 && !passesUtf8Check(key)) {
+      log.warn(logBytes(nonUtf8KeyWarning(spec, key)));
       return null;
     }
     if (fixed) {
@@ -215,10 +216,8 @@ export class RequestHandler {
     const { kind, dialect } = req;
     const flags = replyFlags(req);
     if (r.found) {
-      if (plan.utf8 && !isValidUtf8(r.value)) {
-        log.warn(
-          `${logBytes(spec)}: key "${logBytes(key)}": non-UTF-8 value "${logBytes(r.value)}": malformed UTF-8 or invalid codepoint`,
-        );
+      if (plan.utf8 && !passesUtf8Check(r.value)) {
+        log.warn(logBytes(nonUtf8ValueWarning(spec, key, r.value)));
         return fail(kind, dialect, PROXY_STAT.CONFIG, flags);
       }
       return { kind, dialect, reply: { status: PROXY_STAT.OK, flags, value: r.value } };

@@ -22,7 +22,8 @@ import {
   type TableOpenOptions,
   type TableOpener,
 } from '../../src/tables/index.js';
-import { foldKey, passesUtf8Check, utf8Active } from '../../src/tables/core/casefold.js';
+import { utf8Active } from '../../src/tables/core/casefold.js';
+import { utf8LayerLookup } from '../../src/tables/core/utf8layer.js';
 
 /** Expected lookup outcome: a value, not found, or an error code. */
 export type Expect = { value: Bytes } | 'notfound' | { error: DictErr };
@@ -98,12 +99,7 @@ export function openOptions(
  * non-UTF-8 key is not found and a non-UTF-8 value is a CONFIG error.
  */
 export async function dictLookup(table: Table, key: Bytes, opts: TableOpenOptions, flags = 0): Promise<LookupResult> {
-  const utf8 = utf8Active(opts.fold, opts.openFlags);
-  if (utf8 && !passesUtf8Check(key)) return { found: false, error: DICT_ERR.NONE };
-  const folded = table.implFlags & DICT_FLAG.FIXED ? foldKey(key, opts.fold) : key;
-  const res = await table.lookup(folded, flags);
-  if (res.found && utf8 && !passesUtf8Check(res.value)) return { found: false, error: DICT_ERR.CONFIG };
-  return res;
+  return utf8LayerLookup(table, `${opts.type}:${opts.name}`, key, opts.fold, utf8Active(opts.fold, opts.openFlags), flags, () => {});
 }
 
 /** Describe a lookup result in Expect terms. */

@@ -10,7 +10,8 @@
  */
 import { DICT_FLAG } from '../../protocol/flags.js';
 import { balpar, tokenizeQ } from '../../util/braces.js';
-import { foldKey, passesUtf8Check, utf8Active } from '../core/casefold.js';
+import { utf8Active } from '../core/casefold.js';
+import { utf8LayerLookup } from '../core/utf8layer.js';
 import { openTable, splitAtColon } from '../core/registry.js';
 import {
   DICT_ERR,
@@ -25,13 +26,11 @@ import {
 import { requireReadOnly } from '../core/util.js';
 import type { TableType } from '../core/registry.js';
 
-const CONFIG_ERROR: LookupResult = Object.freeze({ found: false, error: DICT_ERR.CONFIG }) as LookupResult;
 
 /** A component: its table and "type:name" as given. */
 interface Component {
   spec: Bytes;
   table: Table;
-  fixed: boolean;
 }
 
 /**
@@ -60,7 +59,7 @@ async function openComponents(opts: TableOpenOptions): Promise<Component[]> {
       const parts = splitAtColon(spec);
       if (!parts) throw syntax();
       const table = await openTable({ ...opts, ...parts });
-      out.push({ spec, table, fixed: (table.implFlags & DICT_FLAG.FIXED) !== 0 });
+      out.push({ spec, table });
     }
   } catch (err) {
     await closeAll(out);
@@ -103,21 +102,7 @@ abstract class CompositeTable implements Table {
    * value check.
    */
   protected componentLookup(c: Component, key: Bytes, flags: number): LookupResult | Promise<LookupResult> {
-    if (this.utf8 && !passesUtf8Check(key)) {
-      this.opts.warn(`${c.spec}: non-UTF-8 key "${key}": malformed UTF-8 or invalid codepoint`);
-      return NOT_FOUND;
-    }
-    const k = c.fixed ? foldKey(key, this.opts.fold) : key;
-    const res = c.table.lookup(k, flags);
-    return res instanceof Promise ? res.then((r) => this.checkValue(c, k, r)) : this.checkValue(c, k, res);
-  }
-
-  private checkValue(c: Component, key: Bytes, res: LookupResult): LookupResult {
-    if (res.found && this.utf8 && !passesUtf8Check(res.value)) {
-      this.opts.warn(`${c.spec}: key "${key}": non-UTF-8 value "${res.value}": malformed UTF-8 or invalid codepoint`);
-      return CONFIG_ERROR;
-    }
-    return res;
+    return utf8LayerLookup(c.table, c.spec, key, this.opts.fold, this.utf8, flags, this.opts.warn);
   }
 
   /** True when any component's source changed. */

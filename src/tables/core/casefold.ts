@@ -58,7 +58,7 @@ function utf8SeqLen(s: Bytes, i: number): number {
   return c1 >= lo && c1 <= hi && c2 >= 0x80 && c2 <= 0xbf && c3 >= 0x80 && c3 <= 0xbf ? 4 : 0;
 }
 
-/** valid_utf8_string(): well-formed UTF-8 per RFC 3629 (NUL bytes allowed). */
+/** valid_utf8_string(): well-formed UTF-8 per RFC 3629 (NUL bytes allowed). The UTF-8 layer checks with passesUtf8Check. */
 export function isValidUtf8(s: Bytes): boolean {
   if (isAscii(s)) return true;
   for (let i = 0; i < s.length; ) {

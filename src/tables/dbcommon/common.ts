@@ -11,7 +11,7 @@
  *   if (!out.add(value)) { warn('...Expansion limit exceeded...'); return RETRY }
  *   return out.result();
  */
-import { isValidUtf8 } from '../core/casefold.js';
+import { passesUtf8Check } from '../core/casefold.js';
 import { DICT_ERR, NOT_FOUND, RETRY, found, type Bytes, type DictErr, type LookupResult, type TableOpenOptions } from '../core/table.js';
 import { utf8Active } from '../core/casefold.js';
 import { cString } from '../core/util.js';
@@ -117,7 +117,7 @@ export interface PlanOptions {
  * that lack what the templates need, and warns about an empty key).
  */
 export function planQuery(s: SqlSettings, key: Bytes, opts: PlanOptions): QueryPlan | Promise<QueryPlan> {
-  if (opts.utf8Check && !isValidUtf8(key)) return { kind: 'skip', result: NOT_FOUND };
+  if (opts.utf8Check && !passesUtf8Check(key)) return { kind: 'skip', result: NOT_FOUND };
   // without a domain list, no turn of the event loop
   if (s.domain === null) return expandPlan(s, key, opts);
   return s.domain.check(key).then((rc): QueryPlan => {

@@ -13,7 +13,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { DICT_FLAG } from '../../protocol/flags.js';
-import { foldUtf8, isValidUtf8, lowercaseAscii } from '../core/casefold.js';
+import { foldUtf8, passesUtf8Check, lowercaseAscii } from '../core/casefold.js';
 import { openTable, splitAtColon } from '../core/registry.js';
 import { strerror } from '../../util/strerror.js';
 import {
@@ -178,7 +178,7 @@ export class DomainList {
       return { found: false, error: DICT_ERR.RETRY };
     }
     // The UTF-8 layer of a table opened with UTF8_REQUEST: non-UTF-8 keys are not found.
-    if (this.opts.utf8 && !isValidUtf8(key)) return { found: false, error: DICT_ERR.NONE };
+    if (this.opts.utf8 && !passesUtf8Check(key)) return { found: false, error: DICT_ERR.NONE };
     try {
       return await item.table.lookup(key, 0);
     } catch {

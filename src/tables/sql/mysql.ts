@@ -94,4 +94,4 @@ export async function openMysql(opts: TableOpenOptions): Promise<Table> {
   }
 }
 
-export const mysqlType: TableType = { name: 'mysql', open: openMysql, implFlags: DICT_FLAG.FIXED, writable: false, warmUp: () => warmUpSql('mysql') };
+export const mysqlType: TableType = { name: 'mysql', open: openMysql, implFlags: DICT_FLAG.FIXED, writable: false, warmUp: () => warmUpSql('mysql', openMysql) };

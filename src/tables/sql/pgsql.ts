@@ -93,4 +93,4 @@ export async function openPgsql(opts: TableOpenOptions): Promise<Table> {
   }
 }
 
-export const pgsqlType: TableType = { name: 'pgsql', open: openPgsql, implFlags: DICT_FLAG.FIXED, writable: false, warmUp: () => warmUpSql('pgsql') };
+export const pgsqlType: TableType = { name: 'pgsql', open: openPgsql, implFlags: DICT_FLAG.FIXED, writable: false, warmUp: () => warmUpSql('pgsql', openPgsql) };

@@ -11,13 +11,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 // the tables' index, not the bare registry: it registers the types
-import { openTable } from '../core/registry.js';
+import type { TableOpener } from '../core/table.js';
 import { warmUpMysql } from './mysql-driver.js';
 import { warmUpPgsql } from './pgsql-driver.js';
 
 const ROUNDS = 30;
 
-export async function warmUpSql(type: 'mysql' | 'pgsql'): Promise<void> {
+export async function warmUpSql(type: 'mysql' | 'pgsql', open: TableOpener): Promise<void> {
   if (type === 'mysql') warmUpMysql();
   else warmUpPgsql();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'proxymapd-warm-'));
@@ -32,7 +32,7 @@ export async function warmUpSql(type: 'mysql' | 'pgsql'): Promise<void> {
     // Postfix (and the parameter-file reader) treat a file younger than a second as possibly still being written
     fs.utimesSync(file, 1_000_000_000, 1_000_000_000);
     for (let i = 0; i < ROUNDS; i++) {
-      const t = await openTable({ type, name: file, openFlags: 0, fold: 'ascii', writable: false, param: () => undefined, warn: () => undefined });
+      const t = await open({ type, name: file, openFlags: 0, fold: 'ascii', writable: false, param: () => undefined, warn: () => undefined });
       await t.close?.();
     }
   } finally {

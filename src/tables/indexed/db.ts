@@ -12,12 +12,12 @@
  * until it restarts, an open table notices that another process changed
  * the file and reopens it before the next operation.
  */
-import { existsSync, fstatSync, renameSync, rmSync, unlinkSync } from 'node:fs';
+import { existsSync, fstatSync, rmSync, unlinkSync } from 'node:fs';
 import { DICT_FLAG } from '../../protocol/flags.js';
 import { KV_KIND, KV_MODE, type KvHandle } from '../../addon/kv.js';
 import { BuildError, type BuildEntry, type BuildOptions } from '../build/buildtypes.js';
-import { bulkLoad, kvNative, numericParam, openKvTable, TRY_BOTH } from './kvtable.js';
-import { copyOwner, setNewFileOwner } from './lmdb.js';
+import { kvNative, numericParam, openKvTable, TRY_BOTH } from './kvtable.js';
+import { loadAndInstall, setNewFileOwner } from './lmdb.js';
 import { strerror } from '../../util/strerror.js';
 import type { Bytes, Table, TableOpenOptions } from '../core/table.js';
 import type { TableType } from '../core/registry.js';
@@ -117,16 +117,7 @@ export function buildDb(type: DbType, path: Bytes, entries: Iterable<BuildEntry>
       if (fd < 0) throw new BuildError(`lock ${file}: ${n.kvStrerror(-fd)}`);
       lockFd = fd;
     }
-    bulkLoad(n, h, entries, opts, file);
-    if (n.kvClose(h) !== 0) throw new BuildError(n.kvError(h).message);
-    if (!opts.inPlace) {
-      copyOwner(file, target);
-      try {
-        renameSync(toPath(target), toPath(file));
-      } catch (err) {
-        throw new BuildError(`rename database from ${target} to ${file}: ${strerror(err)}`);
-      }
-    }
+    loadAndInstall(n, h, entries, opts, file, target, opts.inPlace ? undefined : file);
     ok = true;
   } finally {
     if (h) n.kvClose(h);

@@ -57,6 +57,31 @@ const toPath = (p: Bytes) => Buffer.from(p, 'latin1');
  * with `lmdb:<path>: duplicate entry: "<key>"`. Throws BuildError with
  * Postfix's fatal text.
  */
+/**
+ * The end of a bulk build (lmdb, hash, btree): load the entries, close the
+ * handle (the flush), and, for a build made beside the file (`into`), give
+ * it the file's owner and mode and rename it into place.
+ */
+export function loadAndInstall(
+  n: ReturnType<typeof kvNative>,
+  h: KvHandle,
+  entries: Iterable<BuildEntry>,
+  opts: BuildOptions,
+  dupName: Bytes,
+  target: Bytes,
+  into: Bytes | undefined,
+): void {
+  bulkLoad(n, h, entries, opts, dupName);
+  if (n.kvClose(h) !== 0) throw new BuildError(n.kvError(h).message);
+  if (into === undefined) return;
+  copyOwner(into, target);
+  try {
+    renameSync(toPath(target), toPath(into));
+  } catch (err) {
+    throw new BuildError(`rename database from ${target} to ${into}: ${strerror(err)}`);
+  }
+}
+
 export function buildLmdb(path: Bytes, entries: Iterable<BuildEntry>, opts: LmdbBuildOptions): void {
   const n = kvNative();
   const file = path + '.lmdb';
@@ -76,16 +101,7 @@ export function buildLmdb(path: Bytes, entries: Iterable<BuildEntry>, opts: Lmdb
   let ok = false;
   try {
     if (created) setNewFileOwner(target, opts);
-    bulkLoad(n, handle, entries, opts, label);
-    if (n.kvClose(handle) !== 0) throw new BuildError(n.kvError(handle).message);
-    if (opts.replace) {
-      copyOwner(file, target);
-      try {
-        renameSync(toPath(target), toPath(file));
-      } catch (err) {
-        throw new BuildError(`rename database from ${target} to ${file}: ${strerror(err)}`);
-      }
-    }
+    loadAndInstall(n, handle, entries, opts, label, target, opts.replace ? file : undefined);
     ok = true;
   } finally {
     n.kvClose(handle);

@@ -54,6 +54,8 @@
 #include <lmdb.h>
 #include <node_api.h>
 
+#include "napi_util.h"
+
 /* ------------------------------------------------------------------ */
 /* Constants shared with src/addon/kv.ts                              */
 /* ------------------------------------------------------------------ */
@@ -1002,14 +1004,6 @@ static KvHandle *get_handle(napi_env env, napi_value v, int need_open) {
   return h;
 }
 
-#define ARGS(n)                                                                      \
-  size_t argc = (n);                                                                 \
-  napi_value argv[(n) > 0 ? (n) : 1];                                                \
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;  \
-  if (argc < (n)) {                                                                  \
-    napi_throw_type_error(env, NULL, "missing arguments");                           \
-    return NULL;                                                                     \
-  }
 
 static int arg_int(napi_env env, napi_value v, int64_t *out) {
   if (napi_get_value_int64(env, v, out) != napi_ok) {
@@ -1024,7 +1018,7 @@ static int arg_int(napi_env env, napi_value v, int64_t *out) {
 /* ------------------------------------------------------------------ */
 
 static napi_value KvOpen(napi_env env, napi_callback_info info) {
-  ARGS(9);
+  NAPI_ARGS(9);
   int64_t kind, mode, nul, raw, map_size, cache_size, lock_flags;
   if (!arg_int(env, argv[0], &kind) || !arg_int(env, argv[2], &mode) || !arg_int(env, argv[3], &nul) ||
       !arg_int(env, argv[4], &raw) || !arg_int(env, argv[5], &map_size) || !arg_int(env, argv[6], &cache_size) ||
@@ -1145,7 +1139,7 @@ static int lm_get_step(KvHandle *h, MDB_txn *txn, void *arg) {
  * next library call (Berkeley DB).
  */
 static napi_value KvGet(napi_env env, napi_callback_info info) {
-  ARGS(3);
+  NAPI_ARGS(3);
   KvHandle *h = get_handle(env, argv[0], 1);
   if (!h) return NULL;
   int64_t flags;
@@ -1254,7 +1248,7 @@ static int write_nul(KvHandle *h) {
 
 /* kvPut(h, key, value, flags) -> 0 stored, 1 key exists, 2 busy, 3 restart (bulk), -1 error */
 static napi_value KvPut(napi_env env, napi_callback_info info) {
-  ARGS(4);
+  NAPI_ARGS(4);
   KvHandle *h = get_handle(env, argv[0], 1);
   if (!h) return NULL;
   int64_t flags;
@@ -1371,7 +1365,7 @@ static int lm_del_step(KvHandle *h, MDB_txn *txn, void *arg) {
 
 /* kvDel(h, key, flags) -> 0 deleted, 1 not found, 2 busy, -1 error */
 static napi_value KvDel(napi_env env, napi_callback_info info) {
-  ARGS(3);
+  NAPI_ARGS(3);
   KvHandle *h = get_handle(env, argv[0], 1);
   if (!h) return NULL;
   int64_t flags;
@@ -1512,7 +1506,7 @@ static int lm_seq_step(KvHandle *h, MDB_txn *txn, void *arg) {
  * transaction per call that finds its place again from the last key.
  */
 static napi_value KvSeq(napi_env env, napi_callback_info info) {
-  ARGS(3);
+  NAPI_ARGS(3);
   KvHandle *h = get_handle(env, argv[0], 1);
   if (!h) return NULL;
   int64_t fn, flags;
@@ -1622,7 +1616,7 @@ static napi_value KvSeq(napi_env env, napi_callback_info info) {
 
 /* kvCommit(h) -> 0 | 3 (restart: load everything again) | -1. Bulk LMDB only; others: sync. */
 static napi_value KvCommit(napi_env env, napi_callback_info info) {
-  ARGS(1);
+  NAPI_ARGS(1);
   KvHandle *h = get_handle(env, argv[0], 1);
   if (!h) return NULL;
   if (h->closed) return mk_int(env, ST_ERROR);
@@ -1665,7 +1659,7 @@ static napi_value KvCommit(napi_env env, napi_callback_info info) {
 
 /* kvSync(h) -> 0 | -1: flush to disk (LMDB commits are durable already). */
 static napi_value KvSync(napi_env env, napi_callback_info info) {
-  ARGS(1);
+  NAPI_ARGS(1);
   KvHandle *h = get_handle(env, argv[0], 1);
   if (!h) return NULL;
   if (h->closed || h->broken) return mk_int(env, ST_ERROR);
@@ -1686,7 +1680,7 @@ static int kv_close_now(KvHandle *h);
 
 /* kvClose(h) -> 0 | -1. Bulk LMDB: an uncommitted transaction is abandoned (call kvCommit first). */
 static napi_value KvClose(napi_env env, napi_callback_info info) {
-  ARGS(1);
+  NAPI_ARGS(1);
   KvHandle *h = get_handle(env, argv[0], 0);
   if (!h) return NULL;
   if (h->closed) return mk_int(env, ST_OK);
@@ -1722,7 +1716,7 @@ static int kv_close_now(KvHandle *h) {
 }
 
 static napi_value KvFlags(napi_env env, napi_callback_info info) {
-  ARGS(1);
+  NAPI_ARGS(1);
   KvHandle *h = get_handle(env, argv[0], 0);
   if (!h) return NULL;
   return mk_int(env, h->nul_flags);
@@ -1730,7 +1724,7 @@ static napi_value KvFlags(napi_env env, napi_callback_info info) {
 
 /* kvError(h) -> { message, detail? } for the last failure. */
 static napi_value KvError(napi_env env, napi_callback_info info) {
-  ARGS(1);
+  NAPI_ARGS(1);
   KvHandle *h = get_handle(env, argv[0], 0);
   if (!h) return NULL;
   napi_value o;
@@ -1747,7 +1741,7 @@ static napi_value KvError(napi_env env, napi_callback_info info) {
  * skips the time check for MULTI_WRITER tables).
  */
 static napi_value KvChanged(napi_env env, napi_callback_info info) {
-  ARGS(2);
+  NAPI_ARGS(2);
   KvHandle *h = get_handle(env, argv[0], 0);
   if (!h) return NULL;
   bool content = false;
@@ -1770,7 +1764,7 @@ static napi_value KvChanged(napi_env env, napi_callback_info info) {
 
 /* kvLockFile(path, style, exclusive, nonblock) -> fd | -errno | -1000 busy: a whole-file lock on its own descriptor. */
 static napi_value KvLockFile(napi_env env, napi_callback_info info) {
-  ARGS(4);
+  NAPI_ARGS(4);
   Buf pb = {NULL, 0};
   size_t plen;
   int64_t style, excl, nb;
@@ -1790,7 +1784,7 @@ static napi_value KvLockFile(napi_env env, napi_callback_info info) {
 }
 
 static napi_value KvUnlockFile(napi_env env, napi_callback_info info) {
-  ARGS(1);
+  NAPI_ARGS(1);
   int64_t fd;
   if (!arg_int(env, argv[0], &fd)) return NULL;
   return mk_int(env, fd >= 0 && close((int)fd) == 0 ? 0 : -1);
@@ -1798,7 +1792,7 @@ static napi_value KvUnlockFile(napi_env env, napi_callback_info info) {
 
 /* kvStrerror(errno) -> the C library's text (what Postfix's %m prints). */
 static napi_value KvStrerror(napi_env env, napi_callback_info info) {
-  ARGS(1);
+  NAPI_ARGS(1);
   int64_t e;
   if (!arg_int(env, argv[0], &e)) return NULL;
   return mk_cstr(env, strerror((int)e));
@@ -2041,7 +2035,7 @@ static void batch_complete(napi_env env, napi_status status, void *data) {
  * flattened; flags: DUP_REPLACE, SYNC_UPDATE, KV_OP_DELETE. callback(statuses).
  */
 static napi_value KvBatch(napi_env env, napi_callback_info info) {
-  ARGS(3);
+  NAPI_ARGS(3);
   KvHandle *h = get_handle(env, argv[0], 1);
   if (!h) return NULL;
   napi_valuetype ft;

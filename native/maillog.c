@@ -23,13 +23,8 @@
 
 #include <node_api.h>
 
-#define ML_CHECK(env, call)                                                                   \
-  do {                                                                                        \
-    if ((call) != napi_ok) {                                                                  \
-      napi_throw_error((env), NULL, "maillog: N-API call failed");                           \
-      return NULL;                                                                            \
-    }                                                                                         \
-  } while (0)
+#include "napi_util.h"
+
 
 static char *ident_copy = NULL; /* openlog() keeps the pointer */
 static int dgram_fd = -1;
@@ -58,7 +53,7 @@ static char *get_string(napi_env env, napi_value v) {
 static napi_value SyslogOpen(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  ML_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 2) {
     napi_throw_type_error(env, NULL, "syslogOpen(ident, facility)");
     return NULL;
@@ -81,7 +76,7 @@ static napi_value SyslogOpen(napi_env env, napi_callback_info info) {
 static napi_value SyslogWrite(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  ML_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 2) {
     napi_throw_type_error(env, NULL, "syslogWrite(priority, text)");
     return NULL;
@@ -119,7 +114,7 @@ static int dgram_connect(const char *path) {
 static napi_value DgramSend(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  ML_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 2) {
     napi_throw_type_error(env, NULL, "dgramSend(path, bytes)");
     return NULL;
@@ -129,13 +124,13 @@ static napi_value DgramSend(napi_env env, napi_callback_info info) {
   bool is_buffer = false;
   void *data = NULL;
   size_t len = 0;
-  ML_CHECK(env, napi_is_buffer(env, argv[1], &is_buffer));
+  NAPI_CHECK(env, napi_is_buffer(env, argv[1], &is_buffer));
   if (!is_buffer) {
     free(path);
     napi_throw_type_error(env, NULL, "bytes must be a Buffer");
     return NULL;
   }
-  ML_CHECK(env, napi_get_buffer_info(env, argv[1], &data, &len));
+  NAPI_CHECK(env, napi_get_buffer_info(env, argv[1], &data, &len));
   int err = 0;
   if (dgram_fd >= 0 && strcmp(path, dgram_path) != 0) {
     close(dgram_fd);
@@ -153,7 +148,7 @@ static napi_value DgramSend(napi_env env, napi_callback_info info) {
   }
   free(path);
   napi_value result;
-  ML_CHECK(env, napi_create_int32(env, err, &result));
+  NAPI_CHECK(env, napi_create_int32(env, err, &result));
   return result;
 }
 
@@ -161,7 +156,7 @@ static napi_value DgramSend(napi_env env, napi_callback_info info) {
 static napi_value Setsid(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value result;
-  ML_CHECK(env, napi_create_int32(env, setsid() < 0 ? errno : 0, &result));
+  NAPI_CHECK(env, napi_create_int32(env, setsid() < 0 ? errno : 0, &result));
   return result;
 }
 

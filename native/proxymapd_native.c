@@ -34,6 +34,8 @@
 #include <string.h>
 
 #include <node_api.h>
+
+#include "napi_util.h"
 #include <pcre2.h>
 
 #include "patscan.h"
@@ -43,26 +45,7 @@
 /* Plumbing                                                            */
 /* ------------------------------------------------------------------ */
 
-#define CHECK(env, call)                                                   \
-  do {                                                                     \
-    if ((call) != napi_ok) {                                               \
-      const napi_extended_error_info *info_ = NULL;                        \
-      napi_get_last_error_info((env), &info_);                             \
-      bool pending_ = false;                                               \
-      napi_is_exception_pending((env), &pending_);                         \
-      if (!pending_)                                                       \
-        napi_throw_error((env), NULL,                                      \
-                         info_ && info_->error_message ? info_->error_message \
-                                                       : "N-API call failed"); \
-      return NULL;                                                         \
-    }                                                                      \
-  } while (0)
 
-#define THROW(env, msg)                     \
-  do {                                      \
-    napi_throw_type_error((env), NULL, (msg)); \
-    return NULL;                            \
-  } while (0)
 
 /*
  * Per-thread state (rule sets run on the main thread and on thread-pool
@@ -250,26 +233,26 @@ static _Thread_local pcre2_match_context *match_context = NULL;
 static napi_value RegexCompile(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) THROW(env, "regexCompile(pattern, cflags)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) NAPI_THROW_TYPE(env, "regexCompile(pattern, cflags)");
   Scratch pat = {NULL, 0};
   char *pattern = get_bytes(env, argv[0], &pat, NULL);
   if (!pattern) return NULL;
   int32_t cflags;
   if (napi_get_value_int32(env, argv[1], &cflags) != napi_ok) {
     free(pat.data);
-    THROW(env, "cflags must be a number");
+    NAPI_THROW_TYPE(env, "cflags must be a number");
   }
   RegexObj *r = calloc(1, sizeof(*r));
   if (!r) {
     free(pat.data);
-    THROW(env, "out of memory");
+    NAPI_THROW_TYPE(env, "out of memory");
   }
   r->h.kind = KIND_REGEX;
   locale_t saved = enter_c_locale();
   int err = regcomp(&r->re, pattern, cflags);
   napi_value result;
-  CHECK(env, napi_create_object(env, &result));
+  NAPI_CHECK(env, napi_create_object(env, &result));
   if (err != 0) {
     char errbuf[256];
     (void)regerror(err, &r->re, errbuf, sizeof(errbuf));
@@ -286,7 +269,7 @@ static napi_value RegexCompile(napi_env env, napi_callback_info info) {
   napi_value handle;
   if (napi_create_external(env, r, finalize_obj, NULL, &handle) != napi_ok) {
     regex_unref(r);
-    THROW(env, "cannot create handle");
+    NAPI_THROW_TYPE(env, "cannot create handle");
   }
   if (!set_prop(env, result, "handle", handle)) return NULL;
   if (!set_prop(env, result, "nsub", make_int(env, (int64_t)r->re.re_nsub))) return NULL;
@@ -300,23 +283,23 @@ static napi_value RegexCompile(napi_env env, napi_callback_info info) {
 static napi_value RegexExec(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 3) THROW(env, "regexExec(handle, subject, nmatch)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) NAPI_THROW_TYPE(env, "regexExec(handle, subject, nmatch)");
   RegexObj *r = get_obj(env, argv[0], KIND_REGEX);
   if (!r) return NULL;
   char *subject = get_bytes(env, argv[1], &subject_scratch, NULL);
   if (!subject) return NULL;
   uint32_t nmatch;
-  if (napi_get_value_uint32(env, argv[2], &nmatch) != napi_ok || nmatch > 100000) THROW(env, "bad nmatch");
+  if (napi_get_value_uint32(env, argv[2], &nmatch) != napi_ok || nmatch > 100000) NAPI_THROW_TYPE(env, "bad nmatch");
   regmatch_t *pm = nmatch ? calloc(nmatch, sizeof(regmatch_t)) : NULL;
-  if (nmatch && !pm) THROW(env, "out of memory");
+  if (nmatch && !pm) NAPI_THROW_TYPE(env, "out of memory");
   locale_t saved = enter_c_locale();
   int err = regexec(&r->re, subject, nmatch, pm, 0);
   napi_value result;
   if (err == REG_NOMATCH) {
     leave_c_locale(saved);
     free(pm);
-    CHECK(env, napi_get_null(env, &result));
+    NAPI_CHECK(env, napi_get_null(env, &result));
     return result;
   }
   if (err != 0) {
@@ -324,7 +307,7 @@ static napi_value RegexExec(napi_env env, napi_callback_info info) {
     (void)regerror(err, &r->re, errbuf, sizeof(errbuf));
     leave_c_locale(saved);
     free(pm);
-    CHECK(env, napi_create_object(env, &result));
+    NAPI_CHECK(env, napi_create_object(env, &result));
     if (!set_prop(env, result, "error", make_string(env, errbuf))) return NULL;
     if (!set_prop(env, result, "code", make_int(env, err))) return NULL;
     return result;
@@ -334,7 +317,7 @@ static napi_value RegexExec(napi_env env, napi_callback_info info) {
   void *data;
   if (napi_create_arraybuffer(env, (size_t)nmatch * 2 * sizeof(int32_t), &data, &ab) != napi_ok) {
     free(pm);
-    THROW(env, "out of memory");
+    NAPI_THROW_TYPE(env, "out of memory");
   }
   int32_t *out = data;
   for (uint32_t i = 0; i < nmatch; i++) {
@@ -342,7 +325,7 @@ static napi_value RegexExec(napi_env env, napi_callback_info info) {
     out[2 * i + 1] = (int32_t)pm[i].rm_eo;
   }
   free(pm);
-  CHECK(env, napi_create_typedarray(env, napi_int32_array, (size_t)nmatch * 2, ab, 0, &result));
+  NAPI_CHECK(env, napi_create_typedarray(env, napi_int32_array, (size_t)nmatch * 2, ab, 0, &result));
   return result;
 }
 
@@ -354,22 +337,22 @@ static napi_value RegexExec(napi_env env, napi_callback_info info) {
 static napi_value PcreCompile(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) THROW(env, "pcreCompile(pattern, options)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) NAPI_THROW_TYPE(env, "pcreCompile(pattern, options)");
   Scratch pat = {NULL, 0};
   char *pattern = get_bytes(env, argv[0], &pat, NULL);
   if (!pattern) return NULL;
   uint32_t options;
   if (napi_get_value_uint32(env, argv[1], &options) != napi_ok) {
     free(pat.data);
-    THROW(env, "options must be a number");
+    NAPI_THROW_TYPE(env, "options must be a number");
   }
   int errcode = 0;
   PCRE2_SIZE erroffset = 0;
   pcre2_code *code = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, options, &errcode, &erroffset, NULL);
   free(pat.data);
   napi_value result;
-  CHECK(env, napi_create_object(env, &result));
+  NAPI_CHECK(env, napi_create_object(env, &result));
   if (code == NULL) {
     char buf[256];
     pcre_error_text(errcode, buf, sizeof(buf));
@@ -381,19 +364,19 @@ static napi_value PcreCompile(napi_env env, napi_callback_info info) {
   PcreObj *p = calloc(1, sizeof(*p));
   if (!p) {
     pcre2_code_free(code);
-    THROW(env, "out of memory");
+    NAPI_THROW_TYPE(env, "out of memory");
   }
   p->h.kind = KIND_PCRE;
   p->h.refs = 1;
   p->code = code;
   if (pcre2_pattern_info(code, PCRE2_INFO_CAPTURECOUNT, &p->capture_count) != 0) {
     pcre_unref(p);
-    THROW(env, "pcre2 setup failed");
+    NAPI_THROW_TYPE(env, "pcre2 setup failed");
   }
   napi_value handle;
   if (napi_create_external(env, p, finalize_obj, NULL, &handle) != napi_ok) {
     pcre_unref(p);
-    THROW(env, "cannot create handle");
+    NAPI_THROW_TYPE(env, "cannot create handle");
   }
   if (!set_prop(env, result, "handle", handle)) return NULL;
   if (!set_prop(env, result, "captureCount", make_int(env, p->capture_count))) return NULL;
@@ -404,8 +387,8 @@ static napi_value PcreCompile(napi_env env, napi_callback_info info) {
 static napi_value PcreCaptureCount(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) THROW(env, "pcreCaptureCount(handle)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) NAPI_THROW_TYPE(env, "pcreCaptureCount(handle)");
   PcreObj *p = get_obj(env, argv[0], KIND_PCRE);
   if (!p) return NULL;
   return make_int(env, p->capture_count);
@@ -425,8 +408,8 @@ static int pcre_run(PcreObj *p, const char *subject, size_t len) {
 static napi_value PcreMatch(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) THROW(env, "pcreMatch(handle, subject)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) NAPI_THROW_TYPE(env, "pcreMatch(handle, subject)");
   PcreObj *p = get_obj(env, argv[0], KIND_PCRE);
   if (!p) return NULL;
   size_t len;
@@ -435,13 +418,13 @@ static napi_value PcreMatch(napi_env env, napi_callback_info info) {
   int rc = pcre_run(p, subject, len);
   napi_value result;
   if (rc == PCRE2_ERROR_NOMATCH) {
-    CHECK(env, napi_get_null(env, &result));
+    NAPI_CHECK(env, napi_get_null(env, &result));
     return result;
   }
   if (rc <= 0) {
     char buf[256];
     pcre_error_text(rc, buf, sizeof(buf));
-    CHECK(env, napi_create_object(env, &result));
+    NAPI_CHECK(env, napi_create_object(env, &result));
     if (!set_prop(env, result, "error", make_string(env, buf))) return NULL;
     if (!set_prop(env, result, "code", make_int(env, rc))) return NULL;
     return result;
@@ -449,11 +432,11 @@ static napi_value PcreMatch(napi_env env, napi_callback_info info) {
   size_t pairs = (size_t)p->capture_count + 1;
   napi_value ab;
   void *data;
-  CHECK(env, napi_create_arraybuffer(env, pairs * 2 * sizeof(int32_t), &data, &ab));
+  NAPI_CHECK(env, napi_create_arraybuffer(env, pairs * 2 * sizeof(int32_t), &data, &ab));
   int32_t *out = data;
   PCRE2_SIZE *ov = match_ovector();
   for (size_t i = 0; i < 2 * pairs; i++) out[i] = ov[i] == PCRE2_UNSET ? -1 : (int32_t)ov[i];
-  CHECK(env, napi_create_typedarray(env, napi_int32_array, pairs * 2, ab, 0, &result));
+  NAPI_CHECK(env, napi_create_typedarray(env, napi_int32_array, pairs * 2, ab, 0, &result));
   return result;
 }
 
@@ -520,22 +503,22 @@ static void *get_handle_elem(napi_env env, napi_value arr, uint32_t i, int kind)
 static napi_value RuleSetCreate(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) THROW(env, "ruleSetCreate(kind, rules)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) NAPI_THROW_TYPE(env, "ruleSetCreate(kind, rules)");
   int32_t kind;
   if (napi_get_value_int32(env, argv[0], &kind) != napi_ok || (kind != KIND_REGEX && kind != KIND_PCRE))
-    THROW(env, "bad rule set kind");
+    NAPI_THROW_TYPE(env, "bad rule set kind");
   bool is_array = false;
-  CHECK(env, napi_is_array(env, argv[1], &is_array));
-  if (!is_array) THROW(env, "rules must be an array");
+  NAPI_CHECK(env, napi_is_array(env, argv[1], &is_array));
+  if (!is_array) NAPI_THROW_TYPE(env, "rules must be an array");
   uint32_t count;
-  CHECK(env, napi_get_array_length(env, argv[1], &count));
+  NAPI_CHECK(env, napi_get_array_length(env, argv[1], &count));
   RuleSet *s = calloc(1, sizeof(*s));
   Rule *rules = count ? calloc(count, sizeof(Rule)) : NULL;
   if (!s || (count && !rules)) {
     free(s);
     free(rules);
-    THROW(env, "out of memory");
+    NAPI_THROW_TYPE(env, "out of memory");
   }
   s->kind = KIND_SET;
   s->engine = kind;
@@ -590,12 +573,12 @@ static napi_value RuleSetCreate(napi_env env, napi_callback_info info) {
   }
   if (bad) {
     finalize_set(env, s, NULL);
-    THROW(env, bad);
+    NAPI_THROW_TYPE(env, bad);
   }
   napi_value handle;
   if (napi_create_external(env, s, finalize_set, NULL, &handle) != napi_ok) {
     finalize_set(env, s, NULL);
-    THROW(env, "cannot create handle");
+    NAPI_THROW_TYPE(env, "cannot create handle");
   }
   return handle;
 }
@@ -763,36 +746,36 @@ static RuleSet *get_set(napi_env env, napi_value v) {
 static napi_value RuleSetExec(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) THROW(env, "ruleSetExec(set, subject, skipRegsub, offsets)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) NAPI_THROW_TYPE(env, "ruleSetExec(set, subject, skipRegsub, offsets)");
   RuleSet *s = get_set(env, argv[0]);
   if (!s) return NULL;
   size_t len;
   char *subject = get_bytes(env, argv[1], &subject_scratch, &len);
   if (!subject) return NULL;
   bool skip_regsub = false;
-  CHECK(env, napi_get_value_bool(env, argv[2], &skip_regsub));
+  NAPI_CHECK(env, napi_get_value_bool(env, argv[2], &skip_regsub));
   napi_typedarray_type ta_type;
   size_t ta_len = 0;
   void *ta_data = NULL;
   bool is_ta = false;
-  CHECK(env, napi_is_typedarray(env, argv[3], &is_ta));
-  if (!is_ta) THROW(env, "offsets must be an Int32Array");
-  CHECK(env, napi_get_typedarray_info(env, argv[3], &ta_type, &ta_len, &ta_data, NULL, NULL));
-  if (ta_type != napi_int32_array) THROW(env, "offsets must be an Int32Array");
+  NAPI_CHECK(env, napi_is_typedarray(env, argv[3], &is_ta));
+  if (!is_ta) NAPI_THROW_TYPE(env, "offsets must be an Int32Array");
+  NAPI_CHECK(env, napi_get_typedarray_info(env, argv[3], &ta_type, &ta_len, &ta_data, NULL, NULL));
+  if (ta_type != napi_int32_array) NAPI_THROW_TYPE(env, "offsets must be an Int32Array");
 
   ErrorList errs = {NULL, 0, 0};
   int32_t found = s->count >= SPLIT_MIN_RULES ? ruleset_run_split(s, subject, len, skip_regsub, ta_data, ta_len, &errs)
                                               : ruleset_run(s, subject, len, skip_regsub, ta_data, ta_len, &errs);
   if (found == -2) {
     free(errs.items);
-    THROW(env, "out of memory");
+    NAPI_THROW_TYPE(env, "out of memory");
   }
   if (errs.count == 0) return make_int(env, found);
   napi_value result, list = error_list(env, &errs);
   free(errs.items);
   if (list == NULL) return NULL;
-  CHECK(env, napi_create_object(env, &result));
+  NAPI_CHECK(env, napi_create_object(env, &result));
   if (!set_prop(env, result, "index", make_int(env, found))) return NULL;
   if (!set_prop(env, result, "errors", list)) return NULL;
   return result;
@@ -998,12 +981,12 @@ static ExecPool *exec_pool(napi_env env) {
 static napi_value ExecThreads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   uint32_t n;
   if (argc < 1 || napi_get_value_uint32(env, argv[0], &n) != napi_ok || n < 1 || n > MAX_EXEC_THREADS)
-    THROW(env, "execThreads(n): 1 <= n <= 64");
+    NAPI_THROW_TYPE(env, "execThreads(n): 1 <= n <= 64");
   ExecPool *p = exec_pool(env);
-  if (!p) THROW(env, "cannot set up the evaluation threads");
+  if (!p) NAPI_THROW_TYPE(env, "cannot set up the evaluation threads");
   pthread_mutex_lock(&p->lock);
   p->wanted = n;
   pthread_mutex_unlock(&p->lock);
@@ -1021,22 +1004,22 @@ static napi_value ExecThreads(napi_env env, napi_callback_info info) {
 static napi_value RuleSetExecAsync(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) THROW(env, "ruleSetExecAsync(set, subject, skipRegsub, callback)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) NAPI_THROW_TYPE(env, "ruleSetExecAsync(set, subject, skipRegsub, callback)");
   RuleSet *s = get_set(env, argv[0]);
   if (!s) return NULL;
   napi_valuetype t;
-  CHECK(env, napi_typeof(env, argv[3], &t));
-  if (t != napi_function) THROW(env, "callback must be a function");
+  NAPI_CHECK(env, napi_typeof(env, argv[3], &t));
+  if (t != napi_function) NAPI_THROW_TYPE(env, "callback must be a function");
   size_t len;
   char *subject = get_bytes(env, argv[1], &subject_scratch, &len);
   if (!subject) return NULL;
   bool skip_regsub = false;
-  CHECK(env, napi_get_value_bool(env, argv[2], &skip_regsub));
+  NAPI_CHECK(env, napi_get_value_bool(env, argv[2], &skip_regsub));
   ExecPool *p = exec_pool(env);
-  if (!p) THROW(env, "cannot set up the evaluation threads");
+  if (!p) NAPI_THROW_TYPE(env, "cannot set up the evaluation threads");
   ExecJob *j = calloc(1, sizeof(*j));
-  if (!j) THROW(env, "out of memory");
+  if (!j) NAPI_THROW_TYPE(env, "out of memory");
   j->set = s;
   j->skip_regsub = skip_regsub;
   j->len = len;
@@ -1046,7 +1029,7 @@ static napi_value RuleSetExecAsync(napi_env env, napi_callback_info info) {
   if (!j->subject || !j->offsets || napi_create_reference(env, argv[0], 1, &j->set_ref) != napi_ok ||
       napi_create_reference(env, argv[3], 1, &j->cb_ref) != napi_ok) {
     exec_job_free(env, j);
-    THROW(env, "out of memory");
+    NAPI_THROW_TYPE(env, "out of memory");
   }
   memcpy(j->subject, subject, len + 1);
   pthread_mutex_lock(&p->lock);
@@ -1056,7 +1039,7 @@ static napi_value RuleSetExecAsync(napi_env env, napi_callback_info info) {
   if (p->nthreads == 0) {
     pthread_mutex_unlock(&p->lock);
     exec_job_free(env, j);
-    THROW(env, "cannot start an evaluation thread");
+    NAPI_THROW_TYPE(env, "cannot start an evaluation thread");
   }
   if (p->tail)
     p->tail->next = j;
@@ -1242,9 +1225,9 @@ static atomic_long split_stats[2]; /* lookups offered to a helper, and taken by 
 static napi_value SplitStats(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value arr;
-  CHECK(env, napi_create_array_with_length(env, 2, &arr));
-  CHECK(env, napi_set_element(env, arr, 0, make_int(env, atomic_load(&split_stats[0]))));
-  CHECK(env, napi_set_element(env, arr, 1, make_int(env, atomic_load(&split_stats[1]))));
+  NAPI_CHECK(env, napi_create_array_with_length(env, 2, &arr));
+  NAPI_CHECK(env, napi_set_element(env, arr, 0, make_int(env, atomic_load(&split_stats[0]))));
+  NAPI_CHECK(env, napi_set_element(env, arr, 1, make_int(env, atomic_load(&split_stats[1]))));
   return arr;
 }
 typedef struct {
@@ -1569,13 +1552,13 @@ static CompileJob *compile_job_new(napi_env env, int engine, uint32_t cap, Chunk
 static napi_value PatternsCompileStart(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) THROW(env, "patternsCompileStart(engine, capacity)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) NAPI_THROW_TYPE(env, "patternsCompileStart(engine, capacity)");
   int32_t engine;
   uint32_t cap;
   if (napi_get_value_int32(env, argv[0], &engine) != napi_ok || (engine != KIND_REGEX && engine != KIND_PCRE))
-    THROW(env, "bad engine");
-  if (napi_get_value_uint32(env, argv[1], &cap) != napi_ok || cap > MAX_COMPILE_PATTERNS) THROW(env, "bad capacity");
+    NAPI_THROW_TYPE(env, "bad engine");
+  if (napi_get_value_uint32(env, argv[1], &cap) != napi_ok || cap > MAX_COMPILE_PATTERNS) NAPI_THROW_TYPE(env, "bad capacity");
   napi_value handle;
   if (!compile_job_new(env, engine, cap, NULL, &handle)) return NULL;
   return handle;
@@ -1652,27 +1635,27 @@ static bool scan_args(napi_env env, napi_value *argv, int32_t *engine, bool *fas
 static napi_value PatternsScan(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) THROW(env, "patternsScan(engine, text, fast, noRegsub)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) NAPI_THROW_TYPE(env, "patternsScan(engine, text, fast, noRegsub)");
   int32_t engine;
   bool fast = false, no_regsub = false;
   if (!scan_args(env, argv, &engine, &fast, &no_regsub)) return NULL;
   napi_valuetype t;
-  CHECK(env, napi_typeof(env, argv[1], &t));
-  if (t != napi_string) THROW(env, "text must be a string");
+  NAPI_CHECK(env, napi_typeof(env, argv[1], &t));
+  if (t != napi_string) NAPI_THROW_TYPE(env, "text must be a string");
   size_t len = 0;
-  CHECK(env, napi_get_value_string_latin1(env, argv[1], NULL, 0, &len));
-  if (len >= INT32_MAX) THROW(env, "table text too large");
+  NAPI_CHECK(env, napi_get_value_string_latin1(env, argv[1], NULL, 0, &len));
+  if (len >= INT32_MAX) NAPI_THROW_TYPE(env, "table text too large");
   Chunk *c = malloc(sizeof(Chunk) + len + 1);
-  if (!c) THROW(env, "out of memory");
+  if (!c) NAPI_THROW_TYPE(env, "out of memory");
   size_t copied = 0;
   if (napi_get_value_string_latin1(env, argv[1], c->text, len + 1, &copied) != napi_ok || copied != len) {
     free(c);
-    THROW(env, "cannot read string");
+    NAPI_THROW_TYPE(env, "cannot read string");
   }
   c->text[len] = 0;
   napi_value result;
-  CHECK(env, napi_create_object(env, &result));
+  NAPI_CHECK(env, napi_create_object(env, &result));
   return scan_chunk(env, engine, c, len, fast, no_regsub, result) ? result : NULL;
 }
 
@@ -1686,19 +1669,19 @@ static napi_value PatternsScan(napi_env env, napi_callback_info info) {
 static napi_value PatternsScanFile(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) THROW(env, "patternsScanFile(engine, path, fast, noRegsub)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) NAPI_THROW_TYPE(env, "patternsScanFile(engine, path, fast, noRegsub)");
   int32_t engine;
   bool fast = false, no_regsub = false;
   if (!scan_args(env, argv, &engine, &fast, &no_regsub)) return NULL;
   char path[4096];
   size_t plen = 0;
   napi_valuetype t;
-  CHECK(env, napi_typeof(env, argv[1], &t));
-  if (t != napi_string) THROW(env, "path must be a string");
-  CHECK(env, napi_get_value_string_latin1(env, argv[1], path, sizeof(path), &plen));
+  NAPI_CHECK(env, napi_typeof(env, argv[1], &t));
+  if (t != napi_string) NAPI_THROW_TYPE(env, "path must be a string");
+  NAPI_CHECK(env, napi_get_value_string_latin1(env, argv[1], path, sizeof(path), &plen));
   napi_value nothing;
-  CHECK(env, napi_get_null(env, &nothing));
+  NAPI_CHECK(env, napi_get_null(env, &nothing));
   if (plen == 0 || plen >= sizeof(path) - 1 || memchr(path, 0, plen) != NULL) return nothing;
   /* O_NONBLOCK: a FIFO must not block the server in open() */
   int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -1763,31 +1746,31 @@ static napi_value PatternsScanFile(napi_env env, napi_callback_info info) {
 static napi_value PatternsCompileAdd(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 3) THROW(env, "patternsCompileAdd(job, patterns, options)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) NAPI_THROW_TYPE(env, "patternsCompileAdd(job, patterns, options)");
   CompileJob *j = get_compile_job(env, argv[0], NULL);
   if (!j) return NULL;
   napi_typedarray_type ta_type;
   size_t n = 0;
   void *ta_data = NULL;
   bool is_ta = false;
-  CHECK(env, napi_is_typedarray(env, argv[2], &is_ta));
-  if (!is_ta) THROW(env, "options must be a Uint32Array");
-  CHECK(env, napi_get_typedarray_info(env, argv[2], &ta_type, &n, &ta_data, NULL, NULL));
-  if (ta_type != napi_uint32_array) THROW(env, "options must be a Uint32Array");
+  NAPI_CHECK(env, napi_is_typedarray(env, argv[2], &is_ta));
+  if (!is_ta) NAPI_THROW_TYPE(env, "options must be a Uint32Array");
+  NAPI_CHECK(env, napi_get_typedarray_info(env, argv[2], &ta_type, &n, &ta_data, NULL, NULL));
+  if (ta_type != napi_uint32_array) NAPI_THROW_TYPE(env, "options must be a Uint32Array");
   if (n == 0) return make_int(env, j->added);
-  if (n > (size_t)(j->cap - j->added)) THROW(env, "more patterns than the job's capacity");
+  if (n > (size_t)(j->cap - j->added)) NAPI_THROW_TYPE(env, "more patterns than the job's capacity");
   size_t len = 0;
   napi_valuetype t;
-  CHECK(env, napi_typeof(env, argv[1], &t));
-  if (t != napi_string) THROW(env, "patterns must be a string");
-  CHECK(env, napi_get_value_string_latin1(env, argv[1], NULL, 0, &len));
+  NAPI_CHECK(env, napi_typeof(env, argv[1], &t));
+  if (t != napi_string) NAPI_THROW_TYPE(env, "patterns must be a string");
+  NAPI_CHECK(env, napi_get_value_string_latin1(env, argv[1], NULL, 0, &len));
   Chunk *c = malloc(sizeof(Chunk) + len + 1);
-  if (!c) THROW(env, "out of memory");
+  if (!c) NAPI_THROW_TYPE(env, "out of memory");
   size_t copied = 0;
   if (napi_get_value_string_latin1(env, argv[1], c->text, len + 1, &copied) != napi_ok) {
     free(c);
-    THROW(env, "cannot read string");
+    NAPI_THROW_TYPE(env, "cannot read string");
   }
   c->text[copied] = 0;
   /* count the patterns first: exactly n */
@@ -1798,7 +1781,7 @@ static napi_value PatternsCompileAdd(napi_env env, napi_callback_info info) {
   }
   if (found != n || pos != copied + 1) {
     free(c);
-    THROW(env, "the number of patterns and of options differ");
+    NAPI_THROW_TYPE(env, "the number of patterns and of options differ");
   }
   uint32_t first = j->added;
   /* slots [count, count+n) are not visible to the helpers until count moves (under the lock) */
@@ -1825,8 +1808,8 @@ static napi_value PatternsCompileAdd(napi_env env, napi_callback_info info) {
 static napi_value PatternsCompileFinish(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) THROW(env, "patternsCompileFinish(job)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) NAPI_THROW_TYPE(env, "patternsCompileFinish(job)");
   CompileHandle *h = NULL;
   CompileJob *j = get_compile_job(env, argv[0], &h);
   if (!j) return NULL;
@@ -1911,22 +1894,22 @@ static napi_value PatternsCompileFinish(napi_env env, napi_callback_info info) {
 static napi_value RuleSetFromBatch(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) THROW(env, "ruleSetFromBatch(batch, program)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) NAPI_THROW_TYPE(env, "ruleSetFromBatch(batch, program)");
   napi_valuetype t;
   Batch *b = NULL;
-  CHECK(env, napi_typeof(env, argv[0], &t));
-  if (t != napi_external) THROW(env, "expected a pattern batch");
-  CHECK(env, napi_get_value_external(env, argv[0], (void **)&b));
-  if (!b || b->kind != KIND_BATCH) THROW(env, "expected a pattern batch");
+  NAPI_CHECK(env, napi_typeof(env, argv[0], &t));
+  if (t != napi_external) NAPI_THROW_TYPE(env, "expected a pattern batch");
+  NAPI_CHECK(env, napi_get_value_external(env, argv[0], (void **)&b));
+  if (!b || b->kind != KIND_BATCH) NAPI_THROW_TYPE(env, "expected a pattern batch");
   napi_typedarray_type ta_type;
   size_t n = 0;
   void *ta_data = NULL;
   bool is_ta = false;
-  CHECK(env, napi_is_typedarray(env, argv[1], &is_ta));
-  if (!is_ta) THROW(env, "program must be an Int32Array");
-  CHECK(env, napi_get_typedarray_info(env, argv[1], &ta_type, &n, &ta_data, NULL, NULL));
-  if (ta_type != napi_int32_array || n % 7 != 0) THROW(env, "program must be an Int32Array of 7 numbers per rule");
+  NAPI_CHECK(env, napi_is_typedarray(env, argv[1], &is_ta));
+  if (!is_ta) NAPI_THROW_TYPE(env, "program must be an Int32Array");
+  NAPI_CHECK(env, napi_get_typedarray_info(env, argv[1], &ta_type, &n, &ta_data, NULL, NULL));
+  if (ta_type != napi_int32_array || n % 7 != 0) NAPI_THROW_TYPE(env, "program must be an Int32Array of 7 numbers per rule");
   const int32_t *prog = ta_data;
   uint32_t count = (uint32_t)(n / 7);
   RuleSet *s = calloc(1, sizeof(*s));
@@ -1934,7 +1917,7 @@ static napi_value RuleSetFromBatch(napi_env env, napi_callback_info info) {
   if (!s || (count && !rules)) {
     free(s);
     free(rules);
-    THROW(env, "out of memory");
+    NAPI_THROW_TYPE(env, "out of memory");
   }
   s->kind = KIND_SET;
   s->engine = b->engine;
@@ -1981,12 +1964,12 @@ static napi_value RuleSetFromBatch(napi_env env, napi_callback_info info) {
   }
   if (bad) {
     finalize_set(env, s, NULL);
-    THROW(env, bad);
+    NAPI_THROW_TYPE(env, bad);
   }
   napi_value handle;
   if (napi_create_external(env, s, finalize_set, NULL, &handle) != napi_ok) {
     finalize_set(env, s, NULL);
-    THROW(env, "cannot create handle");
+    NAPI_THROW_TYPE(env, "cannot create handle");
   }
   return handle;
 }
@@ -2019,8 +2002,8 @@ int cdb_register(napi_env env, napi_value exports);
 
 static napi_value Init(napi_env env, napi_value exports) {
   napi_value reg, pcre;
-  CHECK(env, napi_create_object(env, &reg));
-  CHECK(env, napi_create_object(env, &pcre));
+  NAPI_CHECK(env, napi_create_object(env, &reg));
+  NAPI_CHECK(env, napi_create_object(env, &pcre));
   int ok = add_const(env, reg, "EXTENDED", REG_EXTENDED) && add_const(env, reg, "ICASE", REG_ICASE) &&
            add_const(env, reg, "NEWLINE", REG_NEWLINE) && add_const(env, reg, "NOSUB", REG_NOSUB) &&
            add_const(env, reg, "NOMATCH", REG_NOMATCH) &&
@@ -2032,8 +2015,8 @@ static napi_value Init(napi_env env, napi_value exports) {
            add_const(env, pcre, "ERROR_NOMATCH", PCRE2_ERROR_NOMATCH) &&
            add_const(env, pcre, "MAJOR", PCRE2_MAJOR) && add_const(env, pcre, "MINOR", PCRE2_MINOR);
   if (!ok) return NULL;
-  CHECK(env, napi_set_named_property(env, exports, "REG", reg));
-  CHECK(env, napi_set_named_property(env, exports, "PCRE2", pcre));
+  NAPI_CHECK(env, napi_set_named_property(env, exports, "REG", reg));
+  NAPI_CHECK(env, napi_set_named_property(env, exports, "PCRE2", pcre));
   if (!add_fn(env, exports, "regexCompile", RegexCompile) || !add_fn(env, exports, "regexExec", RegexExec) ||
       !add_fn(env, exports, "pcreCompile", PcreCompile) || !add_fn(env, exports, "pcreCaptureCount", PcreCaptureCount) ||
       !add_fn(env, exports, "pcreMatch", PcreMatch) || !add_fn(env, exports, "ruleSetCreate", RuleSetCreate) ||

@@ -36,6 +36,8 @@
 #include <unistd.h>
 
 #include <node_api.h>
+
+#include "napi_util.h"
 #include <uv.h>
 
 #define READ_CHUNK 65536
@@ -72,13 +74,6 @@ typedef struct {
   size_t scratch_cap;
 } sockset_t;
 
-#define SS_CHECK(env, call)                                                                   \
-  do {                                                                                        \
-    if ((call) != napi_ok) {                                                                  \
-      napi_throw_error((env), NULL, "sockset: N-API call failed");                           \
-      return NULL;                                                                            \
-    }                                                                                         \
-  } while (0)
 
 /*
  * Register what the connection waits for. A connection that waits for
@@ -272,14 +267,14 @@ static sockset_t *get_set(napi_env env, napi_value v) {
 static napi_value Create(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], ext, name, resource;
-  SS_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   napi_valuetype t;
   if (argc < 1 || napi_typeof(env, argv[0], &t) != napi_ok || t != napi_function) {
     napi_throw_type_error(env, NULL, "sockSetCreate: expected a callback");
     return NULL;
   }
   struct uv_loop_s *loop;
-  SS_CHECK(env, napi_get_uv_event_loop(env, &loop));
+  NAPI_CHECK(env, napi_get_uv_event_loop(env, &loop));
   sockset_t *s = calloc(1, sizeof(*s));
   if (!s || !(s->rbuf = malloc(READ_CHUNK))) {
     free(s);
@@ -298,14 +293,14 @@ static napi_value Create(napi_env env, napi_callback_info info) {
   }
   s->poll.data = s;
   s->owners = 2;
-  SS_CHECK(env, napi_create_reference(env, argv[0], 1, &s->callback));
-  SS_CHECK(env, napi_create_object(env, &resource));
-  SS_CHECK(env, napi_create_reference(env, resource, 1, &s->resource));
-  SS_CHECK(env, napi_create_string_utf8(env, "proxymapd:sockset", NAPI_AUTO_LENGTH, &name));
-  SS_CHECK(env, napi_async_init(env, resource, name, &s->actx));
+  NAPI_CHECK(env, napi_create_reference(env, argv[0], 1, &s->callback));
+  NAPI_CHECK(env, napi_create_object(env, &resource));
+  NAPI_CHECK(env, napi_create_reference(env, resource, 1, &s->resource));
+  NAPI_CHECK(env, napi_create_string_utf8(env, "proxymapd:sockset", NAPI_AUTO_LENGTH, &name));
+  NAPI_CHECK(env, napi_async_init(env, resource, name, &s->actx));
   uv_poll_start(&s->poll, UV_READABLE, on_poll);
   uv_unref((uv_handle_t *)&s->poll);
-  SS_CHECK(env, napi_create_external(env, s, finalize, NULL, &ext));
+  NAPI_CHECK(env, napi_create_external(env, s, finalize, NULL, &ext));
   return ext;
 }
 
@@ -319,7 +314,7 @@ static int int_arg(napi_env env, napi_value v, int32_t *out) {
 
 static napi_value ret_int(napi_env env, int v) {
   napi_value r;
-  SS_CHECK(env, napi_create_int32(env, v, &r));
+  NAPI_CHECK(env, napi_create_int32(env, v, &r));
   return r;
 }
 
@@ -390,7 +385,7 @@ static napi_value Write(napi_env env, napi_callback_info info) {
     s->scratch = nb;
     s->scratch_cap = len + 1;
   }
-  SS_CHECK(env, napi_get_value_string_latin1(env, argv[2], s->scratch, len + 1, &len));
+  NAPI_CHECK(env, napi_get_value_string_latin1(env, argv[2], s->scratch, len + 1, &len));
   const char *p = s->scratch;
   if (c->out_len == c->out_off) {
     /* nothing queued: write at once */
@@ -435,7 +430,7 @@ static napi_value Pause(napi_env env, napi_callback_info info) {
   bool paused;
   sockset_t *s = set_and_int(env, info, 3, argv, &id);
   if (!s) return NULL;
-  SS_CHECK(env, napi_get_value_bool(env, argv[2], &paused));
+  NAPI_CHECK(env, napi_get_value_bool(env, argv[2], &paused));
   conn_t *c = get_conn(s, id);
   if (!c) return ret_int(env, -EBADF);
   c->paused = paused;
@@ -469,7 +464,7 @@ static napi_value Close(napi_env env, napi_callback_info info) {
 static napi_value Destroy(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
-  SS_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   void *p = NULL;
   if (argc >= 1 && napi_get_value_external(env, argv[0], &p) == napi_ok && p) set_destroy(p);
   return NULL;

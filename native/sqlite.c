@@ -25,29 +25,17 @@
 #include <string.h>
 
 #include <node_api.h>
+
+#include "napi_util.h"
 #include <sqlite3.h>
 
 #include "sqlite.h"
 
 /* ------------------------------------------------------------------ */
-/* Small helpers (this file's own, so it does not depend on the rest)  */
+/* Small helpers                                                      */
 /* ------------------------------------------------------------------ */
 
-#define SQ_CHECK(env, call)                                                 \
-  do {                                                                      \
-    if ((call) != napi_ok) {                                                \
-      bool pending_ = false;                                                \
-      napi_is_exception_pending((env), &pending_);                          \
-      if (!pending_) napi_throw_error((env), NULL, "N-API call failed");    \
-      return NULL;                                                          \
-    }                                                                       \
-  } while (0)
 
-#define SQ_THROW(env, msg)                       \
-  do {                                           \
-    napi_throw_type_error((env), NULL, (msg));   \
-    return NULL;                                 \
-  } while (0)
 
 /* A JS byte string as a malloc'd NUL-terminated C string (NULL + exception on error). */
 static char *sq_get_bytes(napi_env env, napi_value v) {
@@ -100,7 +88,7 @@ static char *sq_strdup(const char *s) {
 /* { error, code } for an SQLite failure. */
 static napi_value sq_error_object(napi_env env, const char *message, int code) {
   napi_value obj;
-  SQ_CHECK(env, napi_create_object(env, &obj));
+  NAPI_CHECK(env, napi_create_object(env, &obj));
   if (!sq_set(env, obj, "error", sq_string(env, message, NAPI_AUTO_LENGTH)) || !sq_set_int(env, obj, "code", code))
     return NULL;
   return obj;
@@ -152,10 +140,10 @@ static SqConn *get_conn(napi_env env, napi_value v) {
 static napi_value SqliteOpen(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  SQ_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) SQ_THROW(env, "sqliteOpen(path, busyTimeoutMs)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) NAPI_THROW_TYPE(env, "sqliteOpen(path, busyTimeoutMs)");
   int32_t busy_ms;
-  if (napi_get_value_int32(env, argv[1], &busy_ms) != napi_ok) SQ_THROW(env, "busyTimeoutMs must be a number");
+  if (napi_get_value_int32(env, argv[1], &busy_ms) != napi_ok) NAPI_THROW_TYPE(env, "busyTimeoutMs must be a number");
   char *path = sq_get_bytes(env, argv[0]);
   if (path == NULL) return NULL;
 
@@ -176,7 +164,7 @@ static napi_value SqliteOpen(napi_env env, napi_callback_info info) {
   SqConn *c = calloc(1, sizeof(*c));
   if (c == NULL) {
     sqlite3_close_v2(db);
-    SQ_THROW(env, "out of memory");
+    NAPI_THROW_TYPE(env, "out of memory");
   }
   c->magic = SQ_MAGIC;
   c->db = db;
@@ -184,9 +172,9 @@ static napi_value SqliteOpen(napi_env env, napi_callback_info info) {
   if (napi_create_external(env, c, conn_finalize, NULL, &handle) != napi_ok) {
     conn_close_now(c);
     free(c);
-    SQ_THROW(env, "cannot create handle");
+    NAPI_THROW_TYPE(env, "cannot create handle");
   }
-  SQ_CHECK(env, napi_create_object(env, &result));
+  NAPI_CHECK(env, napi_create_object(env, &result));
   if (!sq_set(env, result, "handle", handle)) return NULL;
   return result;
 }
@@ -195,8 +183,8 @@ static napi_value SqliteOpen(napi_env env, napi_callback_info info) {
 static napi_value SqliteClose(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
-  SQ_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) SQ_THROW(env, "sqliteClose(handle)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) NAPI_THROW_TYPE(env, "sqliteClose(handle)");
   SqConn *c = get_conn(env, argv[0]);
   if (c == NULL) return NULL;
   c->closing = 1;
@@ -333,28 +321,28 @@ static void query_execute(napi_env env, void *data) {
 
 static napi_value query_result(napi_env env, SqQuery *q) {
   napi_value result, rows;
-  SQ_CHECK(env, napi_create_object(env, &result));
-  SQ_CHECK(env, napi_create_array_with_length(env, q->nrows, &rows));
+  NAPI_CHECK(env, napi_create_object(env, &result));
+  NAPI_CHECK(env, napi_create_array_with_length(env, q->nrows, &rows));
   for (size_t i = 0; i < q->nrows; i++) {
     napi_value row;
-    SQ_CHECK(env, napi_create_array_with_length(env, (size_t)q->rows[i].ncols, &row));
+    NAPI_CHECK(env, napi_create_array_with_length(env, (size_t)q->rows[i].ncols, &row));
     for (int j = 0; j < q->rows[i].ncols; j++) {
       SqValue *v = &q->rows[i].values[j];
       napi_value cell;
       if (v->len < 0)
-        SQ_CHECK(env, napi_get_null(env, &cell));
+        NAPI_CHECK(env, napi_get_null(env, &cell));
       else
-        SQ_CHECK(env, napi_create_string_latin1(env, v->data, (size_t)v->len, &cell));
-      SQ_CHECK(env, napi_set_element(env, row, (uint32_t)j, cell));
+        NAPI_CHECK(env, napi_create_string_latin1(env, v->data, (size_t)v->len, &cell));
+      NAPI_CHECK(env, napi_set_element(env, row, (uint32_t)j, cell));
     }
-    SQ_CHECK(env, napi_set_element(env, rows, (uint32_t)i, row));
+    NAPI_CHECK(env, napi_set_element(env, rows, (uint32_t)i, row));
   }
   if (!sq_set(env, result, "rows", rows)) return NULL;
   if (q->tail != NULL && !sq_set(env, result, "tail", sq_string(env, q->tail, NAPI_AUTO_LENGTH))) return NULL;
   if (q->stage != STAGE_NONE) {
     static const char *stages[] = {"", "prepare", "step", "closed", "nomem"};
     napi_value err;
-    SQ_CHECK(env, napi_create_object(env, &err));
+    NAPI_CHECK(env, napi_create_object(env, &err));
     if (!sq_set(env, err, "stage", sq_string(env, stages[q->stage], NAPI_AUTO_LENGTH)) ||
         !sq_set(env, err, "message", sq_string(env, q->message ? q->message : "", NAPI_AUTO_LENGTH)) ||
         !sq_set_int(env, err, "code", q->code) || !sq_set(env, result, "error", err))
@@ -404,8 +392,8 @@ static void query_complete(napi_env env, napi_status status, void *data) {
 static napi_value SqliteQuery(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  SQ_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) SQ_THROW(env, "sqliteQuery(handle, sql)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) NAPI_THROW_TYPE(env, "sqliteQuery(handle, sql)");
   SqConn *c = get_conn(env, argv[0]);
   if (c == NULL) return NULL;
   if (c->closing || c->db == NULL) {
@@ -413,7 +401,7 @@ static napi_value SqliteQuery(napi_env env, napi_callback_info info) {
     return NULL;
   }
   SqQuery *q = calloc(1, sizeof(*q));
-  if (q == NULL) SQ_THROW(env, "out of memory");
+  if (q == NULL) NAPI_THROW_TYPE(env, "out of memory");
   q->conn = c;
   q->sql = sq_get_bytes(env, argv[1]);
   if (q->sql == NULL) {
@@ -427,13 +415,13 @@ static napi_value SqliteQuery(napi_env env, napi_callback_info info) {
       napi_create_async_work(env, NULL, name, query_execute, query_complete, q, &q->work) != napi_ok) {
     if (q->conn_ref) napi_delete_reference(env, q->conn_ref);
     query_free(q);
-    SQ_THROW(env, "cannot start query");
+    NAPI_THROW_TYPE(env, "cannot start query");
   }
   if (napi_queue_async_work(env, q->work) != napi_ok) {
     napi_delete_async_work(env, q->work);
     napi_delete_reference(env, q->conn_ref);
     query_free(q);
-    SQ_THROW(env, "cannot queue query");
+    NAPI_THROW_TYPE(env, "cannot queue query");
   }
   c->inflight++;
   return promise;
@@ -447,8 +435,8 @@ static napi_value SqliteQuery(napi_env env, napi_callback_info info) {
 static napi_value SqliteExec(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  SQ_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) SQ_THROW(env, "sqliteExec(path, sql)");
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) NAPI_THROW_TYPE(env, "sqliteExec(path, sql)");
   char *path = sq_get_bytes(env, argv[0]);
   if (path == NULL) return NULL;
   char *sql = sq_get_bytes(env, argv[1]);

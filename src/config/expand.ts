@@ -15,6 +15,7 @@
  * gives up with "macro processing error".
  */
 import { isSpace } from '../util/braces.js';
+import { allDigits } from '../util/ctype.js';
 import { MacroError } from './errors.js';
 
 export { MacroError } from './errors.js';
@@ -54,10 +55,6 @@ function isAlnum(c: string | undefined): boolean {
 
 function isNameChar(c: string | undefined): boolean {
   return c === '_' || isAlnum(c);
-}
-
-function allDigits(s: string): boolean {
-  return /^[0-9]+$/.test(s);
 }
 
 /** Index of the first non-blank character at or after i. */

@@ -24,6 +24,7 @@ export { readLogicalLines, type LogicalLine } from '../util/lines.js';
 export { environOpener, type Environment } from './builtin/environ.js';
 export { unixOpener, type UnixTableOptions } from './builtin/unix.js';
 export { inetNtop, inetPton, inetPton4, inetPton6 } from './pattern/inet.js';
-export { CidrMatcher, CidrRules, parseCidrPattern, parseCidrRule, parseCidrText, type CidrRule } from './pattern/cidr.js';
+export { CidrRules, parseCidrPattern, parseCidrRule, parseCidrText, type CidrRule } from './pattern/cidr-parse.js';
+export { CidrMatcher } from './pattern/cidr-match.js';
 export { splitCompositeName } from './composite/composite.js';
 export { parseRandmapName } from './composite/randmap.js';

@@ -8,10 +8,6 @@ export function isSpace(c: string | undefined): boolean {
   return c === ' ' || c === '\t' || c === '\n' || c === '\v' || c === '\f' || c === '\r';
 }
 
-/** isSpace() by char code (NaN, the end of a string, is not). */
-export function isSpaceCode(c: number): boolean {
-  return c === 32 || (c >= 9 && c <= 13);
-}
 
 export function trimSpace(s: string): string {
   let a = 0;

@@ -4,7 +4,7 @@
  * for postmap source files that yields the records in source order, and a
  * registry of per-type builders that write the indexed file.
  *
- * The source grammar is texthash's (lines.ts, splitKeyValue in texthash.ts);
+ * The source grammar is texthash's (lines.ts, splitKeyValue in core/source.ts);
  * keys are folded as postmap folds them (UTF-8 casefolding when the UTF-8
  * layer is active, ASCII otherwise, none with -f). Duplicate handling and
  * the NUL-terminator default belong to each table type and are done by the
@@ -13,18 +13,13 @@
 import { readdirSync, readFileSync, statSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { DICT_FLAG } from '../../protocol/flags.js';
-import { BuildError, type BuildEntry, type BuildOptions, type TableBuilder } from './buildtypes.js';
-import { foldKey, passesUtf8Check } from '../core/casefold.js';
-import { buildCdb } from '../indexed/cdb.js';
-import { buildBtree, buildHash } from '../indexed/db.js';
-import { buildLmdb } from '../indexed/lmdb.js';
+import { BuildError, type BuildEntry, type BuildOptions } from './buildtypes.js';
+import { foldKey } from '../core/casefold.js';
 import { readLogicalLines } from '../../util/lines.js';
 import { defaultRegistry, type TableRegistry } from '../core/registry.js';
-import { filesToBase64 } from '../core/rhsfile.js';
 import { strerror } from '../../util/strerror.js';
 import type { Bytes, FoldMode } from '../core/table.js';
-import { splitKeyValue } from '../file/texthash.js';
-import { cString } from '../core/util.js';
+import { parseSourceLine, type SourceLineOptions } from '../core/source.js';
 
 export { BuildError, type BuildEntry, type BuildOptions, type TableBuilder } from './buildtypes.js';
 export { buildCdb } from '../indexed/cdb.js';
@@ -102,35 +97,11 @@ export function sourceFolding(dictFlags: number, smtputf8: boolean): { utf8: boo
 export function* parsePostmapSource(text: Bytes, origin: Bytes, opts: SourceOptions): Generator<BuildEntry> {
   const { warn, dictFlags } = opts;
   const { utf8, fold } = sourceFolding(dictFlags, opts.smtputf8);
-  const rhsIsFile = (dictFlags & DICT_FLAG.SRC_RHS_IS_FILE) !== 0;
+  const lineOpts: SourceLineOptions = { utf8Check: utf8, rhsIsFile: (dictFlags & DICT_FLAG.SRC_RHS_IS_FILE) !== 0, badFormatSuffix: '', warn };
   for (const { text: raw, lineNo } of readLogicalLines(text, origin, warn)) {
-    const at = `${origin}, line ${lineNo}`;
-    // C string semantics: bytes after a NUL are lost, except to the UTF-8 check.
-    const line = cString(raw);
-    if (utf8 && !passesUtf8Check(raw)) {
-      warn(`${at}: non-UTF-8 input "${line}" -- ignoring this line`);
-      continue;
-    }
-    const split = splitKeyValue(line);
-    if ('unbalanced' in split) {
-      warn(`${at}: unbalanced '"' in '${line}' -- ignoring this line`);
-      continue;
-    }
-    const { key } = split;
-    let { value } = split;
-    if (key === '' || value === '') {
-      warn(`${at}: expected format: key whitespace value`);
-      continue;
-    }
-    if (key.endsWith(':')) warn(`${at}: record is in "key: value" format; is this an alias file?`);
-    if (rhsIsFile) {
-      const res = filesToBase64(value);
-      if ('error' in res) {
-        warn(`${at}: ${res.error}: skipping this entry`);
-        continue;
-      }
-      value = res.value;
-    }
+    const rec = parseSourceLine(raw, `${origin}, line ${lineNo}`, lineOpts);
+    if (rec === null) continue;
+    const { key, value } = rec;
     yield { key: foldKey(key, fold), value, lineNo };
   }
 }

@@ -21,6 +21,7 @@ import {
 } from '../core/table.js';
 import { requireReadOnly } from '../core/util.js';
 import type { TableType } from '../core/registry.js';
+import { FileStamp } from '../core/filestamp.js';
 
 export interface UnixTableOptions {
   /** Default /etc/passwd. */
@@ -71,7 +72,7 @@ export function parseDbLine(kind: UnixDbKind, line: Bytes): Entry | undefined {
 
 /** One parsed database file, reloaded when its inode, size or times change. */
 class DbFile {
-  private stamp = '';
+  private stamp: FileStamp | undefined;
   private byName = new Map<Bytes, Entry>();
   private hasRoot = false;
   /** The error of the last failed read, if the file could not be read. */
@@ -85,8 +86,8 @@ class DbFile {
   private async refresh(): Promise<void> {
     try {
       const st = await stat(this.path);
-      const stamp = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
-      if (stamp === this.stamp) return;
+      if (this.stamp?.matches(st)) return;
+      const stamp = FileStamp.of(st);
       const text = (await readFile(this.path)).toString('latin1');
       const byName = new Map<Bytes, Entry>();
       let hasRoot = false;
@@ -103,7 +104,7 @@ class DbFile {
     } catch (err) {
       this.byName = new Map();
       this.hasRoot = false;
-      this.stamp = '';
+      this.stamp = undefined;
       this.error = err;
     }
   }

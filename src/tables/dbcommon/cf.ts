@@ -16,13 +16,13 @@
  * "try again"; postmap would exit with the same text after "fatal: ").
  */
 import { closeSync, fstatSync, openSync, readFileSync, type Stats } from 'node:fs';
-import { stat } from 'node:fs/promises';
 import { isSpace } from '../../util/braces.js';
 import { readLogicalLines } from '../../util/lines.js';
 import { strerror } from '../../util/strerror.js';
 import { splitNameVal } from '../../util/nameval.js';
 import { TableOpenError, type Bytes, type TableOpenOptions } from '../core/table.js';
 import { cString } from '../core/util.js';
+import { FileStamp } from '../core/filestamp.js';
 
 /** What a parser needs from the table's open options. */
 export type CfOpenOptions = Pick<TableOpenOptions, 'param' | 'warn'>;
@@ -95,7 +95,7 @@ export class CfParser {
     /** The parameter file's owner (main.cf form: undefined). */
     readonly owner?: CfOwner,
     /** Identity of the parameter file as read (main.cf form: undefined). */
-    readonly fileStamp?: string,
+    readonly fileStamp?: FileStamp,
   ) {}
 
   /** True for the parameter-file form. */
@@ -143,8 +143,7 @@ export class CfParser {
       const after = Math.floor(Date.now() / 1000);
       const mtime = Math.floor(st.mtimeMs / 1000);
       if (mtime < before - 1 || mtime > after) {
-        const stamp = `${st.dev}:${st.ino}:${st.mtimeMs}:${st.ctimeMs}:${st.size}`;
-        return new CfParser(name, values, null, { uid: st.uid, trusted: st.uid === 0 }, stamp);
+        return new CfParser(name, values, null, { uid: st.uid, trusted: st.uid === 0 }, FileStamp.of(st));
       }
       await new Promise((r) => setTimeout(r, 300));
     }
@@ -162,13 +161,7 @@ export class CfParser {
 
   /** Has the parameter file changed since it was read (replaced, rewritten, removed)? Always false for the main.cf form. */
   async changed(): Promise<boolean> {
-    if (this.fileStamp === undefined) return false;
-    try {
-      const st = await stat(Buffer.from(this.name, 'latin1'));
-      return `${st.dev}:${st.ino}:${st.mtimeMs}:${st.ctimeMs}:${st.size}` !== this.fileStamp;
-    } catch {
-      return true;
-    }
+    return this.fileStamp !== undefined && this.fileStamp.changedAt(this.name);
   }
 
   /** The raw value or undefined (main.cf form: `NAME_P`, already $-expanded). */

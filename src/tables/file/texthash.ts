@@ -2,45 +2,19 @@
  * texthash: a postmap(1) source file read into memory at open time
  * (src/util/dict_thash.c, Postfix 3.7 semantics).
  */
-import { open, stat } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { DICT_FLAG } from '../../protocol/flags.js';
-import { foldKey, passesUtf8Check, utf8Active } from '../core/casefold.js';
+import { foldKey, utf8Active } from '../core/casefold.js';
 import { readLogicalLines } from '../../util/lines.js';
 import { MemoryTable } from '../core/memory.js';
-import { filesToBase64 } from '../core/rhsfile.js';
+import { parseSourceLine, type SourceLineOptions } from '../core/source.js';
+import { isSpaceCode } from '../../util/ctype.js';
 import { strerror } from '../../util/strerror.js';
 import { TableOpenError, type Bytes, type Table, type TableOpenOptions } from '../core/table.js';
-import { cString, requireReadOnly } from '../core/util.js';
+import { requireReadOnly } from '../core/util.js';
 import type { TableType } from '../core/registry.js';
-
-/** ISSPACE by char code: SP HT LF VT FF CR. */
-function isSpaceCode(c: number): boolean {
-  return c === 32 || (c >= 9 && c <= 13);
-}
-
-/** Split a source line into key and value (the key keeps quotes and backslashes). */
-export function splitKeyValue(line: Bytes): { key: Bytes; value: Bytes } | { unbalanced: true } {
-  const n = line.length;
-  let inQuotes = false;
-  let i = 0;
-  for (; i < n; i++) {
-    const c = line.charCodeAt(i);
-    if (c === 0x5c) {
-      if (++i >= n) break;
-    } else if (isSpaceCode(c)) {
-      if (!inQuotes) break;
-    } else if (c === 0x22) {
-      inQuotes = !inQuotes;
-    }
-  }
-  if (inQuotes) return { unbalanced: true };
-  let a = i + 1;
-  let b = n;
-  while (a < b && isSpaceCode(line.charCodeAt(a))) a++;
-  while (b > a && isSpaceCode(line.charCodeAt(b - 1))) b--;
-  return { key: line.slice(0, i), value: a < b ? line.slice(a, b) : '' };
-}
+import { FileStamp } from '../core/filestamp.js';
 
 /**
  * For a line of ASCII bytes without NUL, '"' or '\\' whose key is followed by
@@ -72,6 +46,15 @@ export function parseTextHash(text: Bytes, path: string, opts: TableOpenOptions)
   const checkUtf8 = utf8Active(fold, openFlags);
   const entries = new Map<Bytes, Bytes>();
   const at = (lineNo: number) => `${path}, line ${lineNo}`;
+  const store = (stored: Bytes, key: Bytes, value: Bytes, lineNo: number): void => {
+    if (!entries.has(stored)) entries.set(stored, value);
+    else if (openFlags & DICT_FLAG.DUP_IGNORE) {
+      // keep the first silently
+    } else if (openFlags & DICT_FLAG.DUP_REPLACE) entries.set(stored, value);
+    // Postfix makes the table a surrogate when no dup flag is set; we always warn and keep the first.
+    else warn(`${at(lineNo)}: duplicate entry: "${key}"`);
+  };
+  const lineOpts: SourceLineOptions = { utf8Check: checkUtf8, rhsIsFile: (openFlags & DICT_FLAG.SRC_RHS_IS_FILE) !== 0, badFormatSuffix: ' -- ignoring this line', warn };
   for (const { text: raw, lineNo } of readLogicalLines(text, path, warn)) {
     // Fast path, the same result for the common line: ASCII, no NUL, quote or backslash (so the UTF-8 check
     // passes and folding is ASCII lower-casing), key and value separated by whitespace.
@@ -84,60 +67,16 @@ export function parseTextHash(text: Bytes, path: string, opts: TableOpenOptions)
       while (b > a && isSpaceCode(raw.charCodeAt(b - 1))) b--;
       if (a < b && key.charCodeAt(key.length - 1) !== 0x3a) {
         const value = raw.slice(a, b);
-        const stored = fold === 'none' || simple < 0x40000000 ? key : key.toLowerCase();
-        if (!entries.has(stored)) entries.set(stored, value);
-        else if (openFlags & DICT_FLAG.DUP_IGNORE) {
-          // keep the first silently
-        } else if (openFlags & DICT_FLAG.DUP_REPLACE) entries.set(stored, value);
-        else warn(`${at(lineNo)}: duplicate entry: "${key}"`);
+        store(fold === 'none' || simple < 0x40000000 ? key : key.toLowerCase(), key, value, lineNo);
         continue;
       }
     }
-    // C string semantics: bytes after a NUL are lost, except to the UTF-8 check.
-    const line = cString(raw);
-    if (checkUtf8 && !passesUtf8Check(raw)) {
-      warn(`${at(lineNo)}: non-UTF-8 input "${line}" -- ignoring this line`);
-      continue;
-    }
-    const split = splitKeyValue(line);
-    if ('unbalanced' in split) {
-      warn(`${at(lineNo)}: unbalanced '"' in '${line}' -- ignoring this line`);
-      continue;
-    }
-    const { key } = split;
-    let { value } = split;
-    if (key === '' || value === '') {
-      warn(`${at(lineNo)}: expected format: key whitespace value -- ignoring this line`);
-      continue;
-    }
-    if (key.endsWith(':')) warn(`${at(lineNo)}: record is in "key: value" format; is this an alias file?`);
-    if (openFlags & DICT_FLAG.SRC_RHS_IS_FILE) {
-      const res = filesToBase64(value);
-      if ('error' in res) {
-        warn(`${at(lineNo)}: ${res.error}: skipping this entry`);
-        continue;
-      }
-      value = res.value;
-    }
-    const stored = foldKey(key, fold);
-    if (!entries.has(stored)) {
-      entries.set(stored, value);
-    } else if (openFlags & DICT_FLAG.DUP_IGNORE) {
-      // keep the first silently
-    } else if (openFlags & DICT_FLAG.DUP_REPLACE) {
-      entries.set(stored, value);
-    } else {
-      // Postfix makes the table a surrogate when no dup flag is set; we always warn and keep the first.
-      warn(`${at(lineNo)}: duplicate entry: "${key}"`);
-    }
+    const rec = parseSourceLine(raw, at(lineNo), lineOpts);
+    if (rec === null) continue;
+    const { key, value } = rec;
+    store(foldKey(key, fold), key, value, lineNo);
   }
   return entries;
-}
-
-type FileId = Pick<Stats, 'ino' | 'dev' | 'size' | 'mtimeMs' | 'ctimeMs'>;
-
-function sameFile(a: FileId, b: FileId): boolean {
-  return a.ino === b.ino && a.dev === b.dev && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
 }
 
 /** Read a whole file as bytes plus its stat, with Postfix's error texts. */
@@ -164,18 +103,14 @@ class TextHashTable extends MemoryTable {
   constructor(
     name: string,
     entries: Map<Bytes, Bytes>,
-    private readonly id: FileId,
+    private readonly id: FileStamp,
   ) {
     super('texthash', name, entries);
   }
 
   /** True when the file was replaced, modified or removed since it was read. */
-  async changed(): Promise<boolean> {
-    try {
-      return !sameFile(this.id, await stat(Buffer.from(this.name, 'latin1')));
-    } catch {
-      return true;
-    }
+  changed(): Promise<boolean> {
+    return this.id.changedAt(this.name);
   }
 }
 
@@ -183,7 +118,7 @@ class TextHashTable extends MemoryTable {
 export async function openTextHash(opts: TableOpenOptions): Promise<Table> {
   requireReadOnly(opts);
   const { text, st } = await readSource(opts.name);
-  return new TextHashTable(opts.name, parseTextHash(text, opts.name, opts), st);
+  return new TextHashTable(opts.name, parseTextHash(text, opts.name, opts), FileStamp.of(st));
 }
 
 /**

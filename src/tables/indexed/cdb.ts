@@ -32,6 +32,7 @@ import { strerror } from '../../util/strerror.js';
 import { DICT_ERR, TableOpenError, type Bytes, type LookupResult, type Table, type TableOpenOptions } from '../core/table.js';
 import { cString } from '../core/util.js';
 import type { TableType } from '../core/registry.js';
+import { FileStamp } from '../core/filestamp.js';
 
 const { TRY0NULL, TRY1NULL, FIXED } = DICT_FLAG;
 const TRY_BOTH = TRY0NULL | TRY1NULL;
@@ -83,7 +84,6 @@ const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([name, n]) =>
 /** A read error with its strerror() text (EPROTO: the file is not a valid cdb). */
 class CdbReadError extends Error {}
 
-type FileId = Pick<Stats, 'ino' | 'dev' | 'size' | 'mtimeMs'>;
 
 function toPath(name: Bytes): Buffer {
   return Buffer.from(name, 'latin1');
@@ -115,7 +115,7 @@ export class CdbTable implements Table {
   private tryFlags: number;
   private readonly slotBuf = Buffer.allocUnsafe(SLOTS_PER_READ * 8);
   private recBuf = Buffer.allocUnsafe(RECORD_READ);
-  private readonly id: FileId;
+  private readonly id: FileStamp;
   /** The value of the last successful find. */
   private value: Bytes = '';
 
@@ -130,7 +130,7 @@ export class CdbTable implements Table {
     this.path = name + '.cdb';
     this.fd = fd;
     this.header = header;
-    this.id = { ino: st.ino, dev: st.dev, size: st.size, mtimeMs: st.mtimeMs };
+    this.id = FileStamp.of(st, false);
     this.fsize = st.size % 2 ** 32;
     const first = header.readUInt32LE(0);
     this.dend = first < HEADER_SIZE ? HEADER_SIZE : first >= this.fsize ? this.fsize : first;
@@ -245,13 +245,7 @@ export class CdbTable implements Table {
 
   /** True when `<name>.cdb` was replaced, modified or removed since it was opened. */
   changed(): boolean {
-    try {
-      const st = statSync(toPath(this.path));
-      const id = this.id;
-      return st.ino !== id.ino || st.dev !== id.dev || st.size !== id.size || st.mtimeMs !== id.mtimeMs;
-    } catch {
-      return true;
-    }
+    return this.id.changedAtSync(toPath(this.path));
   }
 
   close(): void {

@@ -12,20 +12,14 @@
  * default; toggling gives basic REs), m = REG_NEWLINE (off by default).
  */
 import { RULE_OP, ENGINE, type NativeEngines } from '../../addon/index.js';
-import {
-  isSpaceCode,
-  openPatternTable,
-  parseReplacement,
-  scanDelimited,
-  skipSpace,
-  type ParsedRule,
-  type PatternDialect,
-  type RuleContext,
-} from './pattern.js';
+import { isSpaceCode } from '../../util/ctype.js';
+import { parseReplacement, scanDelimited, skipSpace, type RuleContext } from './syntax.js';
+import type { ParsedRule, PatternDialect } from './rules.js';
+import { openPatternTable } from './table.js';
 import type { Bytes, Table, TableOpenOptions } from '../core/table.js';
 import { DICT_FLAG } from '../../protocol/flags.js';
 import type { TableType } from '../core/registry.js';
-import { configurePatternThreads, patternWorkPending } from './pattern.js';
+import { configurePatternThreads, patternWorkPending } from './threads.js';
 import { warmUpPatternTypes } from './warmup.js';
 
 interface RegexpPattern {

@@ -4,7 +4,7 @@
  * the indexed matcher and for differential runs against postmap.
  */
 import { inetNtop, inetPton } from '../../../src/tables/pattern/inet.js';
-import type { CidrRules } from '../../../src/tables/pattern/cidr.js';
+import type { CidrRules } from '../../../src/tables/pattern/cidr-parse.js';
 import type { Bytes } from '../../../src/tables/core/table.js';
 
 /** mulberry32: a small deterministic PRNG. */

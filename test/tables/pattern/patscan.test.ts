@@ -1,7 +1,7 @@
 /**
  * The native scanner (native/patscan.c) takes the regexp/pcre rules that
  * parse without a warning; everything else goes to the full parser in
- * src/tables/pattern/pattern.ts. Both must give the same table: for curated odd
+ * src/tables/pattern/rules.ts. Both must give the same table: for curated odd
  * lines and for seeded random tables (the difftest generator's rules, mutated
  * line by line), parseRules() with the scanner and without it must give the
  * same rules (pattern texts, compile options, values, line numbers, IF/ENDIF
@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ENGINE, PATSCAN, loadNative } from '../../../src/addon/index.js';
 import { DICT_FLAG } from '../../../src/protocol/flags.js';
-import { parseRules, type PatternDialect } from '../../../src/tables/pattern/pattern.js';
+import { parseRules, type PatternDialect } from '../../../src/tables/pattern/rules.js';
 import { pcreDialect } from '../../../src/tables/pattern/pcre.js';
 import { regexpDialect } from '../../../src/tables/pattern/regexp.js';
 import type { TableOpenOptions } from '../../../src/tables/core/table.js';

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { loadNative } from '../../../src/addon/index.js';
-import { patternThreads, setPatternThreads } from '../../../src/tables/pattern/pattern.js';
+import { patternThreads, setPatternThreads } from '../../../src/tables/pattern/threads.js';
 import { generateCase } from '../../difftest/generate.js';
 import { direct, ours } from '../../difftest/run.js';
 import { configDirFor, skipPostmap } from '../../support/postmap.js';

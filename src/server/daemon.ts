@@ -9,7 +9,7 @@ import { Config } from '../config/params.js';
 import { authorizedTables } from '../config/authorize.js';
 import { log } from '../log.js';
 import { defaultRegistry, type TableRegistry } from '../tables/index.js';
-import { readIntParam } from '../tables/core/params.js';
+import { intParam } from '../tables/core/params.js';
 import { ProxyServer } from './server.js';
 import type { Service } from './handler.js';
 import type { ConnectionOptions } from './connection.js';
@@ -40,7 +40,7 @@ export function createServer(opts: DaemonOptions): ProxyServer {
     loadsSource: (type) => registry.loadsSource(type),
     typeFixed: (spec) => registry.typeFixed(spec),
     connection: opts.connection,
-    busyPollUsec: readIntParam({ param: (n) => config.lookup(n), warn: log.warn }, 'proxymapd_busy_poll_usec', 10_000, 'the default'),
+    busyPollUsec: intParam({ param: (n) => config.lookup(n), warn: log.warn }, 'proxymapd_busy_poll_usec', undefined, { max: 10_000, fallback: 'the default' }),
     offThreadWork: registry.offThreadWork,
     reload: { checkIntervalMs: config.getTime('proxymapd_table_check_interval', 's', 1) * 1000 },
   });

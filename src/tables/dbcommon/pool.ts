@@ -29,6 +29,7 @@
  * down; a lookup that runs out of time answers RETRY (Postfix would block
  * as long as the client library does).
  */
+import { intParam, timeParam } from '../core/params.js';
 
 export type HostKind = 'unix' | 'inet' | 'uri';
 
@@ -688,14 +689,6 @@ export const POOL_PARAMS = {
   pipeline: 'proxymapd_sql_pipeline',
 } as const;
 
-/** Parse a Postfix time value: digits with an optional s/m/h/d/w unit (default seconds). */
-export function parseTimeSeconds(text: string): number | undefined {
-  const m = /^\s*(\d+)\s*([smhdw]?)\s*$/.exec(text);
-  if (!m) return undefined;
-  const mult = { '': 1, s: 1, m: 60, h: 3600, d: 86400, w: 604800 }[m[2] as '' | 's'];
-  return Number(m[1]) * mult;
-}
-
 export interface PoolSettings {
   maxConnections: number;
   timeoutMs: number;
@@ -704,26 +697,10 @@ export interface PoolSettings {
 
 /** Read the pool settings from main.cf (invalid values: warning, default). */
 export function poolSettings(param: (name: string) => string | undefined, warn: (t: string) => void): PoolSettings {
-  let maxConnections = 4;
-  const mc = param(POOL_PARAMS.maxConnections);
-  if (mc !== undefined && mc.trim() !== '') {
-    const n = /^\s*\d+\s*$/.test(mc) ? Number(mc) : NaN;
-    if (Number.isSafeInteger(n) && n >= 1) maxConnections = n;
-    else warn(`${POOL_PARAMS.maxConnections}: bad value "${mc}", using ${maxConnections}`);
-  }
-  let timeoutMs = 10_000;
-  const to = param(POOL_PARAMS.timeout);
-  if (to !== undefined && to.trim() !== '') {
-    const s = parseTimeSeconds(to);
-    if (s !== undefined && s >= 1) timeoutMs = s * 1000;
-    else warn(`${POOL_PARAMS.timeout}: bad value "${to}", using ${timeoutMs / 1000}s`);
-  }
-  let pipeline = 16;
-  const pl = param(POOL_PARAMS.pipeline);
-  if (pl !== undefined && pl.trim() !== '') {
-    const n = /^\s*\d+\s*$/.test(pl) ? Number(pl) : NaN;
-    if (Number.isSafeInteger(n) && n >= 1 && n <= 1024) pipeline = n;
-    else warn(`${POOL_PARAMS.pipeline}: bad value "${pl}", using ${pipeline}`);
-  }
-  return { maxConnections, timeoutMs, pipeline };
+  const src = { param, warn };
+  return {
+    maxConnections: intParam(src, POOL_PARAMS.maxConnections, 4, { min: 1 }),
+    timeoutMs: timeParam(src, POOL_PARAMS.timeout, 10, { min: 1 }) * 1000,
+    pipeline: intParam(src, POOL_PARAMS.pipeline, 16, { min: 1, max: 1024 }),
+  };
 }

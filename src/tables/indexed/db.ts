@@ -16,7 +16,8 @@ import { existsSync, fstatSync, rmSync, unlinkSync } from 'node:fs';
 import { DICT_FLAG } from '../../protocol/flags.js';
 import { KV_KIND, KV_MODE, type KvHandle } from '../../addon/kv.js';
 import { BuildError, type BuildEntry, type BuildOptions } from '../build/buildtypes.js';
-import { kvNative, numericParam, openKvTable, TRY_BOTH } from './kvtable.js';
+import { kvNative, openKvTable, TRY_BOTH } from './kvtable.js';
+import { intParam } from '../core/params.js';
 import { loadAndInstall, setNewFileOwner } from './lmdb.js';
 import { strerror } from '../../util/strerror.js';
 import type { Bytes, Table, TableOpenOptions } from '../core/table.js';
@@ -40,7 +41,7 @@ function openDb(type: DbType, opts: TableOpenOptions): Table | Promise<Table> {
     label: path,
     dupName: path,
     multiWriter: false,
-    cacheSize: numericParam(opts, 'berkeley_db_read_buffer_size', DB_READ_BUFFER_SIZE),
+    cacheSize: intParam(opts, 'berkeley_db_read_buffer_size', DB_READ_BUFFER_SIZE, { min: 1 }),
   });
 }
 

@@ -77,14 +77,6 @@ export function kvNative(): NativeKv {
   }
 }
 
-/** A numeric main.cf parameter, or the default when unset or not a number. */
-export function numericParam(opts: TableOpenOptions, name: string, dflt: number): number {
-  const v = opts.param(name);
-  if (v === undefined || !/^\s*\d+\s*$/.test(v)) return dflt;
-  const n = Number(v);
-  return Number.isSafeInteger(n) && n > 0 ? n : dflt;
-}
-
 export interface KvTableInfo {
   kind: KvKind;
   /** The file (suffix included). */

@@ -11,7 +11,8 @@ import { existsSync, chmodSync, chownSync, renameSync, rmSync, statSync } from '
 import { DICT_FLAG } from '../../protocol/flags.js';
 import { KV_KIND, KV_MODE, type KvHandle } from '../../addon/kv.js';
 import { BuildError, type BuildEntry, type BuildOptions } from '../build/buildtypes.js';
-import { bulkLoad, kvNative, newFileMode, numericParam, openKvTable, TRY_BOTH } from './kvtable.js';
+import { bulkLoad, kvNative, newFileMode, openKvTable, TRY_BOTH } from './kvtable.js';
+import { intParam } from '../core/params.js';
 import { strerror } from '../../util/strerror.js';
 import type { Bytes, Table, TableOpenOptions } from '../core/table.js';
 import type { TableType } from '../core/registry.js';
@@ -28,7 +29,7 @@ export function openLmdb(opts: TableOpenOptions): Table | Promise<Table> {
     label: `lmdb:${opts.name}`,
     dupName: `lmdb:${opts.name}`,
     multiWriter: true,
-    mapSize: numericParam(opts, 'lmdb_map_size', LMDB_MAP_SIZE),
+    mapSize: intParam(opts, 'lmdb_map_size', LMDB_MAP_SIZE, { min: 1 }),
   });
 }
 

@@ -6,7 +6,7 @@ import { availableParallelism } from 'node:os';
 import { type NativeEngines, type RuleSetHandle } from '../../addon/index.js';
 import { type Bytes } from '../core/table.js';
 import type { TypeContext } from '../core/registry.js';
-import { readIntParam } from '../core/params.js';
+import { intParam } from '../core/params.js';
 
 type ExecResult = { index: number; offsets: Int32Array | null; errors: Array<[number, string]> | null };
 
@@ -99,5 +99,5 @@ const MAX_PATTERN_THREADS = 64;
 /** proxymapd_pattern_threads: rule-set evaluations on the thread pool at once (0: main thread only). */
 export function configurePatternThreads(ctx: TypeContext): void {
   const dflt = defaultPatternThreads();
-  setPatternThreads(readIntParam(ctx, 'proxymapd_pattern_threads', MAX_PATTERN_THREADS, `the default (${dflt})`) ?? dflt);
+  setPatternThreads(intParam(ctx, 'proxymapd_pattern_threads', dflt, { max: MAX_PATTERN_THREADS, fallback: `the default (${dflt})` }));
 }

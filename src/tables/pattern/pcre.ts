@@ -13,62 +13,26 @@
  * with a warning.
  */
 import { RULE_OP, ENGINE, type NativeEngines } from '../../addon/index.js';
-import { isSpaceCode } from '../../util/ctype.js';
-import { parseReplacement, scanDelimited, skipSpace, type RuleContext } from './syntax.js';
-import type { ParsedRule, PatternDialect } from './rules.js';
+import { parseReplacement, scanFlaggedPattern, type FlagSyntax } from './syntax.js';
+import { parseIfStatement, type ParsedRule, type PatternDialect } from './rules.js';
 import { openPatternTable } from './table.js';
-import type { Bytes, Table, TableOpenOptions } from '../core/table.js';
+import type { Table, TableOpenOptions } from '../core/table.js';
 import { DICT_FLAG } from '../../protocol/flags.js';
 import type { TableType } from '../core/registry.js';
 import { configurePatternThreads, patternWorkPending } from './threads.js';
 import { warmUpPatternTypes } from './warmup.js';
 
-interface PcrePattern {
-  pattern: Bytes;
-  options: number;
-  match: boolean;
-}
+let flags: FlagSyntax | undefined;
 
-/** The pattern with its flags at line[pos]; flags end at whitespace or the end. */
-function getPattern(native: NativeEngines, ctx: RuleContext, line: Bytes, pos: number): { pat: PcrePattern; pos: number } | null {
-  const d = scanDelimited(ctx, line, pos);
-  if (d === null) return null;
+/** pcre flags: i m s x A E U toggle PCRE2 options (CASELESS and DOTALL on by default); X is obsolete. */
+function flagSyntax(native: NativeEngines): FlagSyntax {
+  if (flags) return flags;
   const { PCRE2 } = native;
-  let options = PCRE2.CASELESS | PCRE2.DOTALL;
-  let p = d.pos;
-  for (; p < line.length && !isSpaceCode(line.charCodeAt(p)); p++) {
-    switch (line[p]) {
-      case 'i':
-        options ^= PCRE2.CASELESS;
-        break;
-      case 'm':
-        options ^= PCRE2.MULTILINE;
-        break;
-      case 's':
-        options ^= PCRE2.DOTALL;
-        break;
-      case 'x':
-        options ^= PCRE2.EXTENDED;
-        break;
-      case 'A':
-        options ^= PCRE2.ANCHORED;
-        break;
-      case 'E':
-        options ^= PCRE2.DOLLAR_ENDONLY;
-        break;
-      case 'U':
-        options ^= PCRE2.UNGREEDY;
-        break;
-      case 'X':
-        ctx.warn(`ignoring obsolete regexp option "${line[p]}"`);
-        break;
-      default:
-        ctx.warn(`unknown regexp option "${line[p]}": skipping this rule`);
-        return null;
-    }
-  }
-  // ANCHORED is bit 31: keep the options an unsigned 32-bit number.
-  return { pat: { pattern: d.pattern, options: options >>> 0, match: d.match }, pos: p };
+  return (flags = {
+    initial: PCRE2.CASELESS | PCRE2.DOTALL,
+    bits: { i: PCRE2.CASELESS, m: PCRE2.MULTILINE, s: PCRE2.DOTALL, x: PCRE2.EXTENDED, A: PCRE2.ANCHORED, E: PCRE2.DOLLAR_ENDONLY, U: PCRE2.UNGREEDY },
+    obsolete: 'X',
+  });
 }
 
 export const pcreDialect: PatternDialect = {
@@ -76,7 +40,7 @@ export const pcreDialect: PatternDialect = {
   engine: ENGINE.PCRE,
 
   parseMatch(native, ctx, line, patterns): ParsedRule | null {
-    const got = getPattern(native, ctx, line, 0);
+    const got = scanFlaggedPattern(ctx, line, 0, flagSyntax(native));
     if (got === null) return null;
     const value = parseReplacement(ctx, line, got.pos, got.pat.match);
     if (value === null) return null;
@@ -86,14 +50,7 @@ export const pcreDialect: PatternDialect = {
   },
 
   parseIf(native, ctx, line, pos, patterns): ParsedRule | null {
-    const got = getPattern(native, ctx, line, skipSpace(line, pos));
-    if (got === null) return null;
-    const rest = skipSpace(line, got.pos);
-    if (rest < line.length) {
-      ctx.warn(`ignoring extra text after IF statement: "${line.slice(rest)}"`);
-      ctx.warn('do not prepend whitespace to statements between IF and ENDIF');
-    }
-    return { op: RULE_OP.IF, lineNo: ctx.lineNo, first: patterns.add(got.pat.pattern, got.pat.options), match: got.pat.match };
+    return parseIfStatement(ctx, line, pos, flagSyntax(native), patterns);
   },
 
   // pcre2_compile failed: the offset and PCRE2's message

@@ -12,48 +12,22 @@
  * default; toggling gives basic REs), m = REG_NEWLINE (off by default).
  */
 import { RULE_OP, ENGINE, type NativeEngines } from '../../addon/index.js';
-import { isSpaceCode } from '../../util/ctype.js';
-import { parseReplacement, scanDelimited, skipSpace, type RuleContext } from './syntax.js';
-import type { ParsedRule, PatternDialect } from './rules.js';
+import { parseReplacement, scanFlaggedPattern, type FlaggedPattern, type FlagSyntax } from './syntax.js';
+import { parseIfStatement, type ParsedRule, type PatternDialect } from './rules.js';
 import { openPatternTable } from './table.js';
-import type { Bytes, Table, TableOpenOptions } from '../core/table.js';
+import type { Table, TableOpenOptions } from '../core/table.js';
 import { DICT_FLAG } from '../../protocol/flags.js';
 import type { TableType } from '../core/registry.js';
 import { configurePatternThreads, patternWorkPending } from './threads.js';
 import { warmUpPatternTypes } from './warmup.js';
 
-interface RegexpPattern {
-  pattern: Bytes;
-  cflags: number;
-  match: boolean;
-}
+let flags: FlagSyntax | undefined;
 
-/** One pattern with its flags at line[pos]; flags end at whitespace, '!' or the end. */
-function getPattern(native: NativeEngines, ctx: RuleContext, line: Bytes, pos: number): { pat: RegexpPattern; pos: number } | null {
-  const d = scanDelimited(ctx, line, pos);
-  if (d === null) return null;
+/** regexp flags: i m x toggle REG_ICASE, REG_NEWLINE, REG_EXTENDED (ICASE and EXTENDED on by default); '!' ends them. */
+function flagSyntax(native: NativeEngines): FlagSyntax {
+  if (flags) return flags;
   const { REG } = native;
-  let cflags = REG.EXTENDED | REG.ICASE;
-  let p = d.pos;
-  for (; p < line.length; p++) {
-    const c = line.charCodeAt(p);
-    if (isSpaceCode(c) || c === 0x21) break;
-    switch (line[p]) {
-      case 'i':
-        cflags ^= REG.ICASE;
-        break;
-      case 'm':
-        cflags ^= REG.NEWLINE;
-        break;
-      case 'x':
-        cflags ^= REG.EXTENDED;
-        break;
-      default:
-        ctx.warn(`unknown regexp option "${line[p]}": skipping this rule`);
-        return null;
-    }
-  }
-  return { pat: { pattern: d.pattern, cflags, match: d.match }, pos: p };
+  return (flags = { initial: REG.EXTENDED | REG.ICASE, bits: { i: REG.ICASE, m: REG.NEWLINE, x: REG.EXTENDED }, stop: 0x21 });
 }
 
 export const regexpDialect: PatternDialect = {
@@ -61,12 +35,13 @@ export const regexpDialect: PatternDialect = {
   engine: ENGINE.REGEX,
 
   parseMatch(native, ctx, line, patterns): ParsedRule | null {
-    const first = getPattern(native, ctx, line, 0);
+    const syntax = flagSyntax(native);
+    const first = scanFlaggedPattern(ctx, line, 0, syntax);
     if (first === null) return null;
     let pos = first.pos;
-    let second: RegexpPattern | null = null;
+    let second: FlaggedPattern | null = null;
     if (line[pos] === '!') {
-      const s = getPattern(native, ctx, line, pos);
+      const s = scanFlaggedPattern(ctx, line, pos, syntax);
       if (s === null) return null;
       second = s.pat;
       pos = s.pos;
@@ -75,27 +50,20 @@ export const regexpDialect: PatternDialect = {
     if (value === null) return null;
     const { REG } = native;
     // regcomp happens later, for the whole table at once (parseRules)
-    const cflags = value.maxSub === 0n ? first.pat.cflags | REG.NOSUB : first.pat.cflags;
+    const cflags = value.maxSub === 0n ? first.pat.options | REG.NOSUB : first.pat.options;
     return {
       op: RULE_OP.MATCH,
       lineNo: ctx.lineNo,
       first: patterns.add(first.pat.pattern, cflags),
       match: first.pat.match,
-      second: second === null ? -1 : patterns.add(second.pattern, second.cflags | REG.NOSUB),
+      second: second === null ? -1 : patterns.add(second.pattern, second.options | REG.NOSUB),
       secondMatch: second?.match ?? true,
       value,
     };
   },
 
   parseIf(native, ctx, line, pos, patterns): ParsedRule | null {
-    const got = getPattern(native, ctx, line, skipSpace(line, pos));
-    if (got === null) return null;
-    const rest = skipSpace(line, got.pos);
-    if (rest < line.length) {
-      ctx.warn(`ignoring extra text after IF statement: "${line.slice(rest)}"`);
-      ctx.warn('do not prepend whitespace to statements between IF and ENDIF');
-    }
-    return { op: RULE_OP.IF, lineNo: ctx.lineNo, first: patterns.add(got.pat.pattern, got.pat.cflags), match: got.pat.match };
+    return parseIfStatement(ctx, line, pos, flagSyntax(native), patterns);
   },
 
   // regcomp failed: the regerror() text

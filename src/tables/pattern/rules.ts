@@ -9,7 +9,7 @@ import { readLogicalLines } from '../../util/lines.js';
 import { type Bytes, type TableOpenOptions } from '../core/table.js';
 import { cString } from '../core/util.js';
 import { isAlnumCode, isSpaceCode } from '../../util/ctype.js';
-import { RuleContext, parseReplacement, sizeTAsInt, skipSpace, type PatternKind, type Replacement } from './syntax.js';
+import { RuleContext, parseReplacement, scanFlaggedPattern, sizeTAsInt, skipSpace, type FlagSyntax, type PatternKind, type Replacement } from './syntax.js';
 
 /** A rule as parsed, its patterns named by their index in the compile batch (-1: none). */
 export type ParsedRule =
@@ -69,6 +69,22 @@ export interface PatternDialect {
   parseIf(native: NativeEngines, ctx: RuleContext, line: Bytes, pos: number, patterns: PatternList): ParsedRule | null;
   /** Postfix's warning text (without the map/line prefix) for a pattern that did not compile. */
   compileError(e: CompileFailure): string;
+}
+
+/**
+ * An IF statement's test, `pos` just after "if": one pattern (flags per
+ * `syntax`), with Postfix's warnings for text after it. The same for both
+ * dialects.
+ */
+export function parseIfStatement(ctx: RuleContext, line: Bytes, pos: number, syntax: FlagSyntax, patterns: PatternList): ParsedRule | null {
+  const got = scanFlaggedPattern(ctx, line, skipSpace(line, pos), syntax);
+  if (got === null) return null;
+  const rest = skipSpace(line, got.pos);
+  if (rest < line.length) {
+    ctx.warn(`ignoring extra text after IF statement: "${line.slice(rest)}"`);
+    ctx.warn('do not prepend whitespace to statements between IF and ENDIF');
+  }
+  return { op: RULE_OP.IF, lineNo: ctx.lineNo, first: patterns.add(got.pat.pattern, got.pat.options), match: got.pat.match };
 }
 
 /** True when line starts with `word` (ASCII case-insensitive) followed by a non-alphanumeric byte. */

@@ -311,3 +311,50 @@ export function parseReplacement(ctx: RuleContext, line: Bytes, pos: number, mat
 // Postfix reports them while it reads the file line by line (an IF whose
 // pattern did not compile is no IF, as in Postfix).
 
+
+/** A delimited pattern with the compile options its flag letters gave it. */
+export interface FlaggedPattern {
+  pattern: Bytes;
+  /** regcomp cflags / pcre2_compile options, as an unsigned 32-bit number */
+  options: number;
+  /** false for a negated (!) pattern */
+  match: boolean;
+}
+
+/** How a dialect reads the flag letters after a pattern's closing delimiter. */
+export interface FlagSyntax {
+  /** the options before any letter */
+  initial: number;
+  /** letter -> the option bits it toggles */
+  bits: Readonly<Record<string, number>>;
+  /** letters accepted with Postfix's "ignoring obsolete" warning and no effect */
+  obsolete?: string;
+  /** a byte that ends the flags besides whitespace ('!' before regexp's second pattern) */
+  stop?: number;
+}
+
+/**
+ * The pattern and its flags at line[pos]: null after Postfix's warning for
+ * a bad delimiter or an unknown flag letter. pos in the result is just past
+ * the flags.
+ */
+export function scanFlaggedPattern(ctx: RuleContext, line: Bytes, pos: number, syntax: FlagSyntax): { pat: FlaggedPattern; pos: number } | null {
+  const d = scanDelimited(ctx, line, pos);
+  if (d === null) return null;
+  let options = syntax.initial;
+  let p = d.pos;
+  for (; p < line.length; p++) {
+    const c = line.charCodeAt(p);
+    if (isSpaceCode(c) || c === syntax.stop) break;
+    const letter = line[p];
+    const bits = Object.hasOwn(syntax.bits, letter) ? syntax.bits[letter] : undefined;
+    if (bits !== undefined) options ^= bits;
+    else if (syntax.obsolete?.includes(letter)) ctx.warn(`ignoring obsolete regexp option "${letter}"`);
+    else {
+      ctx.warn(`unknown regexp option "${letter}": skipping this rule`);
+      return null;
+    }
+  }
+  // pcre's ANCHORED is bit 31: keep the options an unsigned 32-bit number.
+  return { pat: { pattern: d.pattern, options: options >>> 0, match: d.match }, pos: p };
+}

@@ -7,16 +7,7 @@ import { DICT_FLAG } from '../../protocol/flags.js';
 import { loadNative, type NativeEngines, type PatternScan, type RuleSetHandle } from '../../addon/index.js';
 import { lowercaseAscii } from '../core/casefold.js';
 import { readTableSource } from '../core/stream.js';
-import {
-  DICT_ERR,
-  NOT_FOUND,
-  TableOpenError,
-  found,
-  type Bytes,
-  type LookupResult,
-  type Table,
-  type TableOpenOptions,
-} from '../core/table.js';
+import { DICT_ERR, NOT_FOUND, TableOpenError, found, type Bytes, type LookupResult, type Table, type TableOpenOptions } from '../core/table.js';
 import { cString, requireReadOnly } from '../core/util.js';
 import { type PatternKind } from './syntax.js';
 import { noRegsub, parseRules, scanFast, type PatternDialect, type RuleInfos } from './rules.js';

@@ -1,12 +1,14 @@
 /*
  * The N-API helpers every file of the addon uses: a checked call that
- * returns NULL with a pending exception, a type-error throw, and argument
- * fetching.
+ * returns NULL with a pending exception, a type-error throw, argument
+ * fetching, and small value makers (number, byte string, property,
+ * exported function).
  */
 #ifndef PROXYMAPD_NAPI_UTIL_H
 #define PROXYMAPD_NAPI_UTIL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <node_api.h>
 
 /* Run an N-API call; on failure throw (unless an exception is already pending) and return NULL. */
@@ -39,5 +41,31 @@
     napi_throw_type_error(env, NULL, "missing arguments");                           \
     return NULL;                                                                     \
   }
+
+/* A JS number for n; NULL on failure. */
+static inline napi_value js_int(napi_env env, int64_t n) {
+  napi_value v;
+  if (napi_create_int64(env, n, &v) != napi_ok) return NULL;
+  return v;
+}
+
+/* A JS byte string (latin1) for a NUL-terminated C string; NULL on failure. */
+static inline napi_value js_latin1(napi_env env, const char *text) {
+  napi_value v;
+  if (napi_create_string_latin1(env, text, NAPI_AUTO_LENGTH, &v) != napi_ok) return NULL;
+  return v;
+}
+
+/* obj[name] = v; 0 when v is NULL (a failed js_* call) or the store fails. */
+static inline int js_set_prop(napi_env env, napi_value obj, const char *name, napi_value v) {
+  return v != NULL && napi_set_named_property(env, obj, name, v) == napi_ok;
+}
+
+/* exports[name] = a function calling cb; 0 on failure. */
+static inline int js_add_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
+  napi_value fn;
+  return napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn) == napi_ok &&
+         napi_set_named_property(env, exports, name, fn) == napi_ok;
+}
 
 #endif

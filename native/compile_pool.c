@@ -258,13 +258,8 @@ static void finalize_batch(napi_env env, void *data, void *hint) {
 }
 
 static CompileJob *get_compile_job(napi_env env, napi_value v, CompileHandle **hout) {
-  napi_valuetype t;
-  CompileHandle *h = NULL;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, (void **)&h) != napi_ok ||
-      !h || h->kind != KIND_COMPILE) {
-    napi_throw_type_error(env, NULL, "expected a compile job");
-    return NULL;
-  }
+  CompileHandle *h = get_handle(env, v, KIND_COMPILE, "expected a compile job");
+  if (!h) return NULL;
   if (h->job == NULL) {
     napi_throw_error(env, NULL, "compile job already finished");
     return NULL;
@@ -316,10 +311,7 @@ static CompileJob *compile_job_new(napi_env env, int engine, uint32_t cap, Chunk
 
 /* patternsCompileStart(engine, capacity) -> job: room for `capacity` patterns, offered to the compiler threads. */
 static napi_value PatternsCompileStart(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) NAPI_THROW_TYPE(env, "patternsCompileStart(engine, capacity)");
+  NAPI_ARGS_USAGE(2, "patternsCompileStart(engine, capacity)");
   int32_t engine;
   uint32_t cap;
   if (napi_get_value_int32(env, argv[0], &engine) != napi_ok || (engine != KIND_REGEX && engine != KIND_PCRE))
@@ -399,10 +391,7 @@ static bool scan_args(napi_env env, napi_value *argv, int32_t *engine, bool *fas
  * caller.
  */
 static napi_value PatternsScan(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) NAPI_THROW_TYPE(env, "patternsScan(engine, text, fast, noRegsub)");
+  NAPI_ARGS_USAGE(4, "patternsScan(engine, text, fast, noRegsub)");
   int32_t engine;
   bool fast = false, no_regsub = false;
   if (!scan_args(env, argv, &engine, &fast, &no_regsub)) return NULL;
@@ -433,10 +422,7 @@ static napi_value PatternsScan(napi_env env, napi_callback_info info) {
  * regular file (the caller then reads it its own way, and reports why).
  */
 static napi_value PatternsScanFile(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) NAPI_THROW_TYPE(env, "patternsScanFile(engine, path, fast, noRegsub)");
+  NAPI_ARGS_USAGE(4, "patternsScanFile(engine, path, fast, noRegsub)");
   int32_t engine;
   bool fast = false, no_regsub = false;
   if (!scan_args(env, argv, &engine, &fast, &no_regsub)) return NULL;
@@ -510,20 +496,12 @@ static napi_value PatternsScanFile(napi_env env, napi_callback_info info) {
  * options (Uint32Array, one per pattern). Returns the index of the first.
  */
 static napi_value PatternsCompileAdd(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 3) NAPI_THROW_TYPE(env, "patternsCompileAdd(job, patterns, options)");
+  NAPI_ARGS_USAGE(3, "patternsCompileAdd(job, patterns, options)");
   CompileJob *j = get_compile_job(env, argv[0], NULL);
   if (!j) return NULL;
-  napi_typedarray_type ta_type;
   size_t n = 0;
   void *ta_data = NULL;
-  bool is_ta = false;
-  NAPI_CHECK(env, napi_is_typedarray(env, argv[2], &is_ta));
-  if (!is_ta) NAPI_THROW_TYPE(env, "options must be a Uint32Array");
-  NAPI_CHECK(env, napi_get_typedarray_info(env, argv[2], &ta_type, &n, &ta_data, NULL, NULL));
-  if (ta_type != napi_uint32_array) NAPI_THROW_TYPE(env, "options must be a Uint32Array");
+  if (!js_typed_array(env, argv[2], napi_uint32_array, &ta_data, &n, "options must be a Uint32Array")) return NULL;
   if (n == 0) return js_int(env, j->added);
   if (n > (size_t)(j->cap - j->added)) NAPI_THROW_TYPE(env, "more patterns than the job's capacity");
   size_t len = 0;
@@ -572,10 +550,7 @@ static napi_value PatternsCompileAdd(napi_env env, napi_callback_info info) {
  * else 0).
  */
 static napi_value PatternsCompileFinish(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) NAPI_THROW_TYPE(env, "patternsCompileFinish(job)");
+  NAPI_ARGS_USAGE(1, "patternsCompileFinish(job)");
   CompileHandle *h = NULL;
   CompileJob *j = get_compile_job(env, argv[0], &h);
   if (!j) return NULL;
@@ -671,16 +646,7 @@ void cpool_withdraw(CpoolSideJob *job) {
   pthread_mutex_unlock(&cpool.lock);
 }
 
-Batch *get_batch(napi_env env, napi_value v) {
-  napi_valuetype t;
-  Batch *b = NULL;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, (void **)&b) != napi_ok ||
-      !b || b->kind != KIND_BATCH) {
-    napi_throw_type_error(env, NULL, "expected a pattern batch");
-    return NULL;
-  }
-  return b;
-}
+Batch *get_batch(napi_env env, napi_value v) { return get_handle(env, v, KIND_BATCH, "expected a pattern batch"); }
 
 int compile_pool_register(napi_env env, napi_value exports) {
   return js_add_fn(env, exports, "patternsCompileStart", PatternsCompileStart) &&

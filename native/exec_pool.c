@@ -235,10 +235,7 @@ static napi_value ExecThreads(napi_env env, napi_callback_info info) {
  * Evaluations start in submission order.
  */
 static napi_value RuleSetExecAsync(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) NAPI_THROW_TYPE(env, "ruleSetExecAsync(set, subject, skipRegsub, callback)");
+  NAPI_ARGS_USAGE(4, "ruleSetExecAsync(set, subject, skipRegsub, callback)");
   RuleSet *s = get_set(env, argv[0]);
   if (!s) return NULL;
   napi_valuetype t;

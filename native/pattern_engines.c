@@ -14,6 +14,15 @@
 #include "napi_util.h"
 #include "pattern_engines.h"
 
+void *get_handle(napi_env env, napi_value v, int kind, const char *msg) {
+  void *data = js_external_data(env, v);
+  if (data == NULL || *(int *)data != kind) {
+    napi_throw_type_error(env, NULL, msg);
+    return NULL;
+  }
+  return data;
+}
+
 static void regex_unref(RegexObj *r) {
   if (r && --r->h.refs == 0) {
     regfree(&r->re);

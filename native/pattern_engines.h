@@ -34,6 +34,9 @@
  */
 enum { KIND_REGEX = 1, KIND_PCRE = 2, KIND_SET = 3, KIND_BATCH = 4, KIND_COMPILE = 5 };
 
+/* The object behind a handle whose first int is `kind`; NULL with a TypeError(msg) otherwise. */
+void *get_handle(napi_env env, napi_value v, int kind, const char *msg);
+
 /* Common head of both compiled-pattern objects. */
 typedef struct {
   int kind; /* KIND_REGEX or KIND_PCRE */

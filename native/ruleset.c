@@ -29,15 +29,7 @@ static _Thread_local Scratch subject_scratch = {NULL, 0};
 char *get_subject(napi_env env, napi_value v, size_t *len_out) {
   Scratch *s = &subject_scratch;
   size_t len = 0;
-  napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_string) {
-    napi_throw_type_error(env, NULL, "expected a string");
-    return NULL;
-  }
-  if (napi_get_value_string_latin1(env, v, NULL, 0, &len) != napi_ok) {
-    napi_throw_error(env, NULL, "cannot read string");
-    return NULL;
-  }
+  if (!js_string_length(env, v, &len)) return NULL;
   if (s->cap < len + 1) {
     size_t cap = s->cap ? s->cap : 256;
     while (cap < len + 1) cap *= 2;
@@ -201,16 +193,7 @@ napi_value error_list(napi_env env, ErrorList *errs) {
   return list;
 }
 
-RuleSet *get_set(napi_env env, napi_value v) {
-  napi_valuetype t;
-  RuleSet *s = NULL;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, (void **)&s) != napi_ok ||
-      !s || s->kind != KIND_SET) {
-    napi_throw_type_error(env, NULL, "expected a rule set");
-    return NULL;
-  }
-  return s;
-}
+RuleSet *get_set(napi_env env, napi_value v) { return get_handle(env, v, KIND_SET, "expected a rule set"); }
 
 /*
  * ruleSetExec(set, subject, skipRegsub, offsets) -> number | { index, errors }
@@ -222,10 +205,7 @@ RuleSet *get_set(napi_env env, napi_value v) {
  * { index, errors: [[ruleIndex, text], ...] }.
  */
 static napi_value RuleSetExec(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) NAPI_THROW_TYPE(env, "ruleSetExec(set, subject, skipRegsub, offsets)");
+  NAPI_ARGS_USAGE(4, "ruleSetExec(set, subject, skipRegsub, offsets)");
   RuleSet *s = get_set(env, argv[0]);
   if (!s) return NULL;
   size_t len;
@@ -233,14 +213,9 @@ static napi_value RuleSetExec(napi_env env, napi_callback_info info) {
   if (!subject) return NULL;
   bool skip_regsub = false;
   NAPI_CHECK(env, napi_get_value_bool(env, argv[2], &skip_regsub));
-  napi_typedarray_type ta_type;
   size_t ta_len = 0;
   void *ta_data = NULL;
-  bool is_ta = false;
-  NAPI_CHECK(env, napi_is_typedarray(env, argv[3], &is_ta));
-  if (!is_ta) NAPI_THROW_TYPE(env, "offsets must be an Int32Array");
-  NAPI_CHECK(env, napi_get_typedarray_info(env, argv[3], &ta_type, &ta_len, &ta_data, NULL, NULL));
-  if (ta_type != napi_int32_array) NAPI_THROW_TYPE(env, "offsets must be an Int32Array");
+  if (!js_typed_array(env, argv[3], napi_int32_array, &ta_data, &ta_len, "offsets must be an Int32Array")) return NULL;
 
   ErrorList errs = {NULL, 0, 0};
   int32_t found = s->count >= SPLIT_MIN_RULES ? ruleset_run_split(s, subject, len, skip_regsub, ta_data, ta_len, &errs)
@@ -397,20 +372,13 @@ static int32_t ruleset_run_split(RuleSet *s, const char *subject, size_t len, in
  * none). The rule set holds its own references to the patterns it uses.
  */
 static napi_value RuleSetFromBatch(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) NAPI_THROW_TYPE(env, "ruleSetFromBatch(batch, program)");
+  NAPI_ARGS_USAGE(2, "ruleSetFromBatch(batch, program)");
   Batch *b = get_batch(env, argv[0]);
   if (!b) return NULL;
-  napi_typedarray_type ta_type;
   size_t n = 0;
   void *ta_data = NULL;
-  bool is_ta = false;
-  NAPI_CHECK(env, napi_is_typedarray(env, argv[1], &is_ta));
-  if (!is_ta) NAPI_THROW_TYPE(env, "program must be an Int32Array");
-  NAPI_CHECK(env, napi_get_typedarray_info(env, argv[1], &ta_type, &n, &ta_data, NULL, NULL));
-  if (ta_type != napi_int32_array || n % 7 != 0) NAPI_THROW_TYPE(env, "program must be an Int32Array of 7 numbers per rule");
+  if (!js_typed_array(env, argv[1], napi_int32_array, &ta_data, &n, "program must be an Int32Array")) return NULL;
+  if (n % 7 != 0) NAPI_THROW_TYPE(env, "program must be an Int32Array of 7 numbers per rule");
   const int32_t *prog = ta_data;
   uint32_t count = (uint32_t)(n / 7);
   RuleSet *s = calloc(1, sizeof(*s));

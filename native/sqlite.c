@@ -39,16 +39,8 @@
 
 /* A JS byte string as a malloc'd NUL-terminated C string (NULL + exception on error). */
 static char *sq_get_bytes(napi_env env, napi_value v) {
-  napi_valuetype t;
   size_t len = 0, copied = 0;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_string) {
-    napi_throw_type_error(env, NULL, "expected a string");
-    return NULL;
-  }
-  if (napi_get_value_string_latin1(env, v, NULL, 0, &len) != napi_ok) {
-    napi_throw_error(env, NULL, "cannot read string");
-    return NULL;
-  }
+  if (!js_string_length(env, v, &len)) return NULL;
   char *buf = malloc(len + 1);
   if (buf == NULL) {
     napi_throw_error(env, NULL, "out of memory");

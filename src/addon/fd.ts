@@ -4,7 +4,7 @@
  * reusable buffer (net.Socket's `onread`) instead of allocating a Buffer and
  * going through the stream machinery for every request.
  */
-import { nativeWith } from './index.js';
+import { nativeWith } from './load.js';
 
 interface NativeFd {
   dupFd(fd: number): number;

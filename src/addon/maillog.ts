@@ -9,7 +9,7 @@
  * Both need the native addon (native/maillog.c): Node has neither syslog(3)
  * nor datagram UNIX sockets. When it cannot be loaded, lines go to stderr.
  */
-import { loadNative } from './index.js';
+import { loadNative } from './load.js';
 import type { LogLevel, LogSink } from '../log.js';
 
 interface NativeMaillog {

@@ -3,7 +3,7 @@
  * libsqlite3, the library Postfix's sqlite: tables use. Queries run on the
  * libuv thread pool, never on the main thread.
  */
-import { loadNative } from './index.js';
+import { loadNative } from './load.js';
 
 declare const brand: unique symbol;
 /** An open read-only database connection (closed by sqliteClose or the garbage collector). */

@@ -5,19 +5,8 @@
  * written with one write(2) from the call that produces it. Used for every
  * accepted connection when the addon is available; net.Socket otherwise.
  */
-import { nativeWith } from '../addon/index.js';
+import { loadSockSet, type NativeSockSet } from '../addon/sockset.js';
 import type { Connection, Transport } from './connection.js';
-
-interface NativeSockSet {
-  sockSetCreate(onEvents: (events: unknown[]) => void): object;
-  sockSetAdd(set: object, fd: number): number;
-  sockSetWrite(set: object, id: number, bytes: string): number;
-  sockSetPause(set: object, id: number, paused: boolean): number;
-  sockSetEnd(set: object, id: number): number;
-  sockSetClose(set: object, id: number): number;
-  sockSetDestroy(set: object): void;
-  loopSpin(usec: number): number;
-}
 
 const EV_DATA = 0;
 const EV_END = 1;
@@ -28,7 +17,7 @@ const EV_CLOSED = 4;
 let native: NativeSockSet | null | undefined;
 
 function nativeSockSet(): NativeSockSet | null {
-  return native === undefined ? (native = nativeWith<NativeSockSet>('sockSetCreate')) : native;
+  return native === undefined ? (native = loadSockSet()) : native;
 }
 
 /**

@@ -25,7 +25,7 @@ import {
   type Stats,
 } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { nativeWith } from '../../addon/index.js';
+import { loadCdb, type NativeCdb } from '../../addon/cdb.js';
 import { DICT_FLAG } from '../../protocol/flags.js';
 import { BuildError, type BuildEntry, type BuildOptions } from '../build/buildtypes.js';
 import { strerror } from '../../util/strerror.js';
@@ -57,16 +57,11 @@ function cdbHashBuf(b: Buffer): number {
   return h;
 }
 
-interface NativeCdb {
-  /** value, 0 not found, -1 not a valid cdb, -errno */
-  cdbFind(fd: number, header: Buffer, fsize: number, dend: number, key: Bytes): string | number;
-}
-
 let native: NativeCdb | null | undefined;
 
 /** native/cdb.c: the lookup's reads without fs.readSync's per-call cost; null without the addon. */
 function nativeCdb(): NativeCdb | null {
-  return native === undefined ? (native = nativeWith<NativeCdb>('cdbFind')) : native;
+  return native === undefined ? (native = loadCdb()) : native;
 }
 
 /**

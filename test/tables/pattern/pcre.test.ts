@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ENGINE, RULE_OP, loadNative } from '../../../src/addon/index.js';
+import { compileAll, compileOne, matcher } from './engine-probe.js';
 import { DICT_FLAG } from '../../../src/protocol/flags.js';
 import { DICT_ERR, openTable, utf8ToBytes as u, type Table, type TableOpenOptions } from '../../../src/tables/index.js';
 import { openOptions, runConformance, type ConformanceCase } from '../conformance.js';
@@ -445,7 +446,7 @@ test('pcre: FOLD_MUL lowercases the key (ASCII only)', async () => {
   });
 });
 
-describe('native PCRE2 binding', () => {
+describe('native PCRE2 engine, through compile jobs and rule sets', () => {
   const n = loadNative();
   const { PCRE2 } = n;
 
@@ -453,36 +454,33 @@ describe('native PCRE2 binding', () => {
     assert.deepEqual([PCRE2.MAJOR, PCRE2.MINOR], [10, 42]);
   });
 
-  test('compile: handle and capture count, or message and offset', () => {
-    const ok = n.pcreCompile('^(?<nm>na)(me)?', PCRE2.CASELESS);
-    assert.ok(!('error' in ok));
-    assert.equal(ok.captureCount, 2);
-    assert.equal(n.pcreCaptureCount(ok.handle), 2);
-    assert.deepEqual(n.pcreCompile('^e\\i$', 0), { error: 'unrecognized character follows \\', code: 103, offset: 3 });
+  test('compile: capture count, or message, code and offset', () => {
+    assert.deepEqual(compileOne(n, ENGINE.PCRE, '^(?<nm>na)(me)?', PCRE2.CASELESS), { groups: 2 });
+    assert.deepEqual(compileOne(n, ENGINE.PCRE, '^e\\i$', 0), { error: 'unrecognized character follows \\', code: 103, offset: 3 });
   });
 
   test('match: leftmost-first offsets, -1 for unset groups; errors with PCRE2 text', () => {
-    const c = n.pcreCompile('^p(foo|foobar)(x)?', 0);
-    assert.ok(!('error' in c));
-    assert.deepEqual([...(n.pcreMatch(c.handle, 'pfoobar') as Int32Array)], [0, 4, 1, 4, -1, -1]);
-    assert.equal(n.pcreMatch(c.handle, 'xpfoo'), null);
-    const slow = n.pcreCompile('^(a|aa)+$', 0);
-    assert.ok(!('error' in slow));
-    assert.deepEqual(n.pcreMatch(slow.handle, LIMIT_KEY), { error: 'match limit exceeded', code: -47 });
+    const m = matcher(n, ENGINE.PCRE, '^p(foo|foobar)(x)?', 0, 2);
+    assert.deepEqual(m('pfoobar'), [0, 4, 1, 4, -1, -1]);
+    assert.equal(m('xpfoo'), null);
+    // the runtime error (PCRE2_ERROR_MATCHLIMIT) makes the test fail and comes back with the rule's index
+    assert.deepEqual(matcher(n, ENGINE.PCRE, '^(a|aa)+$', 0, 0)(LIMIT_KEY), { errors: [[0, 'match limit exceeded']] });
   });
 
   test('ANCHORED (bit 31) passes through', () => {
-    const c = n.pcreCompile('b', PCRE2.ANCHORED);
-    assert.ok(!('error' in c));
-    assert.equal(n.pcreMatch(c.handle, 'ab'), null);
-    assert.notEqual(n.pcreMatch(c.handle, 'ba'), null);
+    const m = matcher(n, ENGINE.PCRE, 'b', PCRE2.ANCHORED, 0);
+    assert.equal(m('ab'), null);
+    assert.notEqual(m('ba'), null);
   });
 
   test('bad arguments throw TypeError', () => {
-    const r = n.regexCompile('a', 1);
-    assert.ok(!('error' in r));
-    assert.throws(() => n.pcreMatch(r.handle as never, 'a'), TypeError);
-    assert.throws(() => n.ruleSetCreate(ENGINE.PCRE, [[RULE_OP.MATCH, r.handle as never, 1, null, 1, 0, -1]]), TypeError);
+    const regex = compileAll(n, ENGINE.REGEX, ['a'], 1);
+    const { batch } = compileAll(n, ENGINE.PCRE, ['a'], 0);
+    const set = n.ruleSetFromBatch(batch, new Int32Array([RULE_OP.MATCH, 0, 1, -1, 1, 0, -1]));
+    assert.throws(() => n.ruleSetExec(regex.batch as never, 'a', false, new Int32Array(2)), TypeError);
+    assert.throws(() => n.ruleSetFromBatch(set as never, new Int32Array([RULE_OP.MATCH, 0, 1, -1, 1, 0, -1])), TypeError);
+    assert.throws(() => n.ruleSetExec(set, 42 as never, false, new Int32Array(2)), TypeError);
+    assert.throws(() => n.ruleSetExec(set, 'a', false, new Uint32Array(2) as never), TypeError);
   });
 });
 

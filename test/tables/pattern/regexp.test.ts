@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ENGINE, NATIVE_ADDON_PATH, RULE_OP, loadNative } from '../../../src/addon/index.js';
+import { UNWRITTEN, compileAll, compileOne, matcher } from './engine-probe.js';
 import { DICT_FLAG } from '../../../src/protocol/flags.js';
 import { DICT_ERR, openTable, utf8ToBytes as u, type Table, type TableOpenOptions } from '../../../src/tables/index.js';
 import { openOptions, runConformance, type ConformanceCase } from '../conformance.js';
@@ -588,55 +589,64 @@ test('regexp: changed() follows the file; inline tables never change', async () 
   assert.equal(await inline.changed?.(), false);
 });
 
-describe('native POSIX regex binding', () => {
+describe('native POSIX regex engine, through compile jobs and rule sets', () => {
   const n = loadNative();
   const { REG } = n;
 
-  test('compile: handle and group count, or the regerror text', () => {
-    const ok = n.regexCompile('^p(foo|foobar)(x)?', REG.EXTENDED | REG.ICASE);
-    assert.ok(!('error' in ok));
-    assert.equal(ok.nsub, 2);
-    assert.deepEqual(n.regexCompile('a\\{1', 0), { error: 'Unmatched \\{', code: 9 });
-    assert.deepEqual(n.regexCompile('(', REG.EXTENDED), { error: 'Unmatched ( or \\(', code: 8 });
+  test('compile: group count, or the regerror text and code', () => {
+    assert.deepEqual(compileOne(n, ENGINE.REGEX, '^p(foo|foobar)(x)?', REG.EXTENDED | REG.ICASE), { groups: 2 });
+    assert.deepEqual(compileOne(n, ENGINE.REGEX, 'a\\{1', 0), { error: 'Unmatched \\{', code: 9, offset: 0 });
+    assert.deepEqual(compileOne(n, ENGINE.REGEX, '(', REG.EXTENDED), { error: 'Unmatched ( or \\(', code: 8, offset: 0 });
   });
 
   test('exec: leftmost-longest offsets, -1 for groups that did not take part', () => {
-    const c = n.regexCompile('^p(foo|foobar)(x)?', REG.EXTENDED);
-    assert.ok(!('error' in c));
-    assert.deepEqual([...(n.regexExec(c.handle, 'pfoobar', 3) as Int32Array)], [0, 7, 1, 7, -1, -1]);
-    assert.equal(n.regexExec(c.handle, 'xpfoo', 3), null);
-    assert.deepEqual([...(n.regexExec(c.handle, 'pfoo', 0) as Int32Array)], []);
+    const m = matcher(n, ENGINE.REGEX, '^p(foo|foobar)(x)?', REG.EXTENDED, 2);
+    assert.deepEqual(m('pfoobar'), [0, 7, 1, 7, -1, -1]);
+    assert.equal(m('xpfoo'), null);
+    // no $n in the value: a match, and no offsets asked for or written
+    assert.deepEqual(matcher(n, ENGINE.REGEX, '^p(foo|foobar)(x)?', REG.EXTENDED, 0)('pfoo'), [UNWRITTEN, UNWRITTEN]);
   });
 
   test('C locale whatever the environment: bytes, ASCII-only case folding', () => {
-    const c = n.regexCompile('^x.y$', REG.EXTENDED);
-    const e = n.regexCompile('^\xe9$', REG.EXTENDED | REG.ICASE);
-    assert.ok(!('error' in c) && !('error' in e));
-    assert.equal(n.regexExec(c.handle, u('xéy'), 0), null);
-    assert.notEqual(n.regexExec(c.handle, 'x\xe9y', 0), null);
-    assert.equal(n.regexExec(e.handle, '\xc9', 0), null);
+    const c = matcher(n, ENGINE.REGEX, '^x.y$', REG.EXTENDED, 0);
+    const e = matcher(n, ENGINE.REGEX, '^\xe9$', REG.EXTENDED | REG.ICASE, 0);
+    assert.equal(c(u('xéy')), null);
+    assert.notEqual(c('x\xe9y'), null);
+    assert.equal(e('\xc9'), null);
+    assert.notEqual(e('\xe9'), null);
   });
 
   test('bad arguments throw TypeError instead of crashing', () => {
-    const p = n.pcreCompile('a', 0);
-    assert.ok(!('error' in p));
-    assert.throws(() => n.regexExec(p.handle as never, 'a', 0), TypeError);
-    assert.throws(() => n.regexExec({} as never, 'a', 0), TypeError);
-    assert.throws(() => n.regexCompile(42 as never, 0), TypeError);
-    assert.throws(() => n.ruleSetCreate(ENGINE.REGEX, [[RULE_OP.MATCH, null, 1, null, 1, 0, -1]]), TypeError);
-    assert.throws(() => n.ruleSetCreate(ENGINE.REGEX, [[RULE_OP.MATCH, p.handle as never, 1, null, 1, 0, -1]]), TypeError);
+    const { batch } = compileAll(n, ENGINE.REGEX, ['a'], REG.EXTENDED);
+    const pcre = compileAll(n, ENGINE.PCRE, ['a'], 0).batch;
+    const set = n.ruleSetFromBatch(batch, new Int32Array([RULE_OP.MATCH, 0, 1, -1, 1, 0, -1]));
+    // a handle of another kind where a rule set, a batch or a compile job belongs
+    assert.throws(() => n.ruleSetExec(batch as never, 'a', false, new Int32Array(2)), TypeError);
     assert.throws(() => n.ruleSetExec({} as never, 'a', false, new Int32Array(2)), TypeError);
+    assert.throws(() => n.ruleSetFromBatch(set as never, new Int32Array([RULE_OP.MATCH, 0, 1, -1, 1, 0, -1])), TypeError);
+    assert.throws(() => n.patternsCompileAdd(batch as never, 'a', new Uint32Array(1)), TypeError);
+    assert.throws(() => n.patternsCompileFinish(set as never), TypeError);
+    // a pattern that is not a string
+    assert.throws(() => n.patternsCompileAdd(n.patternsCompileStart(ENGINE.REGEX, 1), 42 as never, new Uint32Array(1)), TypeError);
+    // a MATCH rule without a pattern; a second pattern in a pcre set
+    assert.throws(() => n.ruleSetFromBatch(batch, new Int32Array([RULE_OP.MATCH, -1, 1, -1, 1, 0, -1])), TypeError);
+    assert.throws(() => n.ruleSetFromBatch(pcre, new Int32Array([RULE_OP.MATCH, 0, 1, 0, 1, 0, -1])), TypeError);
   });
 
-  test('rule sets keep their patterns alive after the JS handles are collected', () => {
+  test('rule sets keep their patterns alive after the batch and job handles are collected', () => {
     const script = `
       const n = require(${JSON.stringify(NATIVE_ADDON_PATH)});
+      const compile = (pats) => {
+        const job = n.patternsCompileStart(1, pats.length);
+        n.patternsCompileAdd(job, pats.join('\\0'), new Uint32Array(pats.length).fill(3));
+        return n.patternsCompileFinish(job).batch;
+      };
       let set;
       {
-        const a = n.regexCompile('^(a+)', 3), b = n.regexCompile('b', 3);
-        set = n.ruleSetCreate(1, [[2, b.handle, 0, null, 1, 0, 2], [1, a.handle, 1, null, 1, 1, -1], [3, null, 1, null, 1, 0, -1]]);
+        const batch = compile(['^(a+)', 'b']);
+        set = n.ruleSetFromBatch(batch, new Int32Array([2, 1, 0, -1, 1, 0, 2, 1, 0, 1, -1, 1, 1, -1, 3, -1, 1, -1, 1, 0, -1]));
       }
-      for (let i = 0; i < 5; i++) { for (let j = 0; j < 10000; j++) n.regexCompile('x' + j, 1); global.gc(); }
+      for (let i = 0; i < 5; i++) { compile(Array.from({ length: 10000 }, (_, j) => 'x' + j)); global.gc(); }
       const off = new Int32Array(4);
       const r = [n.ruleSetExec(set, 'aab', false, off), n.ruleSetExec(set, 'aa', false, off), [...off]];
       set = null; global.gc();

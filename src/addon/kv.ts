@@ -15,7 +15,7 @@
  * Calls are synchronous except kvBatch (writes on a worker thread). With `nonblock`, a lock held by another process
  * makes a call return KV.BUSY at once instead of waiting.
  */
-import { loadNative } from './index.js';
+import { loadNative } from './load.js';
 
 declare const brand: unique symbol;
 /** An open file in the addon (closed by kvClose or the garbage collector). */

@@ -12,34 +12,8 @@ import { DICT_FLAG } from '../../../src/protocol/flags.js';
 import { DICT_ERR, TableOpenError, openTable } from '../../../src/tables/index.js';
 import { NET_LIMITS } from '../../../src/tables/network/client.js';
 import { openOptions, outcome, runConformance } from '../conformance.js';
-import { netstringFramer, ns, startServer, type Responder, type TestServer } from './servers.js';
-
-/** The replies by key (requests are "mapname key"). */
-export const SOCKMAP_REPLIES: Record<string, string> = {
-  ok: ns('OK value with spaces'),
-  'a b%c': ns('OK spaced'),
-  'caf\xc3\xa9': ns('OK caf\xc3\xa9-value'),
-  empty: ns('OK '),
-  bare: ns('OK'),
-  nf: ns('NOTFOUND '),
-  nf2: ns('NOTFOUND'),
-  temp: ns('TEMP db down'),
-  timeout: ns('TIMEOUT  slow backend'),
-  perm: ns('PERM broken'),
-  what: ns('WHAT ever'),
-  lower: ns('ok lowercase status'),
-  nul: ns('OK a\0b'),
-  exact: ns('OK ' + 'x'.repeat(99_997)),
-  big: ns('OK ' + 'x'.repeat(100_001)),
-  malformed: '5:OK ab;',
-  badlen: 'x5:OK ab,',
-  ctl: ns('TEMP \x01bad\xffbytes'),
-};
-
-export const sockmapResponder: Responder = (req) => {
-  const key = req.slice(req.indexOf(' ') + 1);
-  return SOCKMAP_REPLIES[key] ?? ns('NOTFOUND');
-};
+import { sockmapResponder } from './fixtures.js';
+import { netstringFramer, ns, startServer, type TestServer } from './servers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sockmap-'));
 let server: TestServer;

@@ -10,31 +10,8 @@ import { DICT_ERR, openTable } from '../../../src/tables/index.js';
 import { NET_LIMITS } from '../../../src/tables/network/client.js';
 import { hexQuote, hexUnquote } from '../../../src/tables/network/tcp.js';
 import { openOptions, outcome, runConformance } from '../conformance.js';
-import { lineFramer, startServer, type Responder, type TestServer } from './servers.js';
-
-/** Replies by (unquoted) key; requests are "get QUOTED". */
-export const TCP_REPLIES: Record<string, string> = {
-  ok: '200 value%20with%20space\n',
-  'a b%c': '200 spaced\n',
-  'caf\xc3\xa9': '200 caf%C3%A9-value\n',
-  tab: '200\tval\n',
-  crlf: '200 val\r\n',
-  empty: '200 \n',
-  comma: '200 a b%2Cc\n',
-  lowerhex: '200 %c3%a9\n',
-  nf: '500 not found\n',
-  temp: '400 try later\n',
-  bad: '300 what\n',
-  short: '200\n',
-  mal: '200 %zz\n',
-  ctl: '300 \x01x\xff\n',
-  nul: '200 a%00b\n',
-};
-
-export const tcpResponder: Responder = (req) => {
-  const key = hexUnquote(req.slice(4)) ?? '';
-  return TCP_REPLIES[key] ?? '500 no\n';
-};
+import { tcpResponder } from './fixtures.js';
+import { lineFramer, startServer, type TestServer } from './servers.js';
 
 let server: TestServer;
 before(async () => {

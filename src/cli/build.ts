@@ -11,29 +11,12 @@ import { BuildError, buildTable, POSTMAP_BUILD_FLAGS } from '../tables/build/bui
 import { splitAtColon } from '../tables/index.js';
 import type { Bytes } from '../tables/core/table.js';
 import { loadConfig } from './common.js';
+import { postfixPrintable } from '../util/printable.js';
 
 const PROG = 'proxymapd';
 export const BUILD_USAGE = `${PROG} build [-fFNnruw] [-c config_dir] [-o name=value ...] [type:]file ...`;
 
-/**
- * Postfix's printable(): non-printable ASCII becomes '?'; with SMTPUTF8
- * enabled, a lead byte followed by continuation bytes passes as UTF-8.
- */
-export function postfixPrintable(s: Bytes, utf8: boolean): Bytes {
-  let out = '';
-  let copied = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 0x20 && c < 0x7f) continue;
-    if (utf8 && c >= 194 && c <= 254 && (s.charCodeAt(i + 1) & 0xc0) === 0x80) {
-      while ((s.charCodeAt(i + 1) & 0xc0) === 0x80) i++;
-      continue;
-    }
-    out += s.slice(copied, i) + '?';
-    copied = i + 1;
-  }
-  return copied === 0 ? s : out + s.slice(copied);
-}
+export { postfixPrintable };
 
 function emit(level: 'warning' | 'fatal', text: Bytes, utf8: boolean): void {
   process.stderr.write(Buffer.from(`${PROG}: ${level}: ${postfixPrintable(text, utf8)}\n`, 'latin1'));

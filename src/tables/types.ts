@@ -15,6 +15,8 @@ import { texthashType } from './file/texthash.js';
 import { cdbType } from './indexed/cdb.js';
 import { btreeType, hashType } from './indexed/db.js';
 import { lmdbType } from './indexed/lmdb.js';
+import { socketmapType } from './network/socketmap.js';
+import { tcpType } from './network/tcp.js';
 import { cidrType } from './pattern/cidr.js';
 import { pcreType } from './pattern/pcre.js';
 import { regexpType } from './pattern/regexp.js';
@@ -36,6 +38,8 @@ export const TABLE_TYPES: readonly TableType[] = [
   mysqlType,
   pgsqlType,
   sqliteType,
+  socketmapType,
+  tcpType,
   cdbType,
   lmdbType,
   hashType,

@@ -27,6 +27,19 @@ const MESSAGES: Record<string, string> = {
   EOVERFLOW: 'Value too large for defined data type',
   ESTALE: 'Stale file handle',
   ETIMEDOUT: 'Connection timed out',
+  EPIPE: 'Broken pipe',
+  EMSGSIZE: 'Message too long',
+  ENOTSOCK: 'Socket operation on non-socket',
+  EADDRINUSE: 'Address already in use',
+  EADDRNOTAVAIL: 'Cannot assign requested address',
+  ENETDOWN: 'Network is down',
+  ENETUNREACH: 'Network is unreachable',
+  ECONNABORTED: 'Software caused connection abort',
+  ECONNRESET: 'Connection reset by peer',
+  ECONNREFUSED: 'Connection refused',
+  EHOSTDOWN: 'Host is down',
+  EHOSTUNREACH: 'No route to host',
+  EINPROGRESS: 'Operation now in progress',
 };
 
 /**

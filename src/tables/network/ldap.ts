@@ -235,7 +235,8 @@ export async function openLdap(opts: TableOpenOptions): Promise<Table> {
   // the order in which Postfix reads (and so complains about) parameters
   const serverHostRaw = cf.getStr('server_host', 'localhost', 1, 0);
   const serverPort = cf.getInt('server_port', 389, 0, 0);
-  const version = { v: cf.getInt('version', 2, 2, 0) };
+  // Debian's Postfix 3.7 (the oracle) defaults to 3; upstream's dict_ldap.c has 2
+  const version = { v: cf.getInt('version', 3, 2, 0) };
   if (version.v !== 2 && version.v !== 3) {
     warn(`dict_ldap_open: ${src} Unknown version ${version.v}, using 2.`);
     version.v = 2;

@@ -20,6 +20,7 @@ import { tcpType } from './network/tcp.js';
 import { cidrType } from './pattern/cidr.js';
 import { pcreType } from './pattern/pcre.js';
 import { regexpType } from './pattern/regexp.js';
+import { ldapType } from './network/ldap.js';
 import { mysqlType } from './sql/mysql.js';
 import { pgsqlType } from './sql/pgsql.js';
 import { sqliteType } from './sql/sqlite.js';
@@ -40,6 +41,7 @@ export const TABLE_TYPES: readonly TableType[] = [
   sqliteType,
   socketmapType,
   tcpType,
+  ldapType,
   cdbType,
   lmdbType,
   hashType,

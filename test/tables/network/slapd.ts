@@ -1,0 +1,211 @@
+/**
+ * A throwaway OpenLDAP slapd for the ldap: table tests
+ * (shared/spec/test-servers.md): its own slapd.conf (mdb backend, a monitor
+ * database), data loaded offline with slapadd, listening on
+ * ldap://127.0.0.1:PORT and on an ldapi:// socket, all in a temporary
+ * directory. It can be stopped and started again on the same data (outage
+ * tests). Every wait is bounded.
+ *
+ * Outside CI a missing slapd makes the tests skip; in CI (CI=true) it fails.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { skipUnlessPresent } from '../../support/skip.js';
+import { freePort } from '../../sql/servers.js';
+
+const SLAPD = '/usr/sbin/slapd';
+const SLAPADD = '/usr/sbin/slapadd';
+const LDAPSEARCH = '/usr/bin/ldapsearch';
+const SCHEMA = '/etc/ldap/schema';
+
+export const SUFFIX = 'dc=example,dc=com';
+export const READER_DN = `cn=reader,${SUFFIX}`;
+export const READER_PW = 'reader-secret';
+
+/** Why slapd tests must skip (outside CI), or false. */
+export function slapdSkipReason(): string | false {
+  const missing =
+    ![SLAPD, SLAPADD, LDAPSEARCH].every((p) => fs.existsSync(p)) ? 'OpenLDAP slapd is not installed (apt-get install slapd ldap-utils)'
+    : !fs.existsSync(path.join(SCHEMA, 'misc.schema')) ? 'OpenLDAP schemas are missing'
+    : process.getuid?.() !== 0 ? 'slapd test servers need root'
+    : '';
+  return skipUnlessPresent(missing);
+}
+
+const b64 = (s: string | Buffer) => (typeof s === 'string' ? Buffer.from(s, 'utf8') : s).toString('base64');
+
+/**
+ * The directory: people (multi-valued mail, non-ASCII cn, keys that need
+ * filter escaping), a secret branch only the reader DN may read, groups
+ * whose members are DNs (one missing) or an LDAP URL, an alias, and
+ * `extra` generated users (for size limits and load).
+ */
+export function testLdif(extra = 0): string {
+  const e: string[] = [];
+  const add = (dn: string, lines: string[]) => e.push([`dn: ${dn}`, ...lines].join('\n'));
+  add(SUFFIX, ['objectClass: dcObject', 'objectClass: organization', 'dc: example', 'o: Example']);
+  add(READER_DN, ['objectClass: simpleSecurityObject', 'objectClass: organizationalRole', 'cn: reader', `userPassword: ${READER_PW}`]);
+  for (const ou of ['people', 'groups', 'secret', 'aliases', 'bulk']) {
+    add(`ou=${ou},${SUFFIX}`, ['objectClass: organizationalUnit', `ou: ${ou}`]);
+  }
+  const person = (uid: string, attrs: string[], ou = 'people') =>
+    add(`uid=${uid},ou=${ou},${SUFFIX}`, ['objectClass: inetOrgPerson', 'objectClass: inetLocalMailRecipient', 'objectClass: labeledURIObject', `uid: ${uid}`, `sn: ${uid}`, ...attrs]);
+  person('alice', ['cn: Alice', 'mail: alice@example.com', 'mail: alice.alt@example.com', 'mailRoutingAddress: alice@mail.example.com',
+    'mailLocalAddress: alice@example.com', 'mailLocalAddress: postmaster@example.com', 'description: leafdesc-alice']);
+  person('bob', ['cn: Bob', 'mail: bob@example.com', 'mailRoutingAddress: bob@mail.example.com', 'employeeNumber: 77',
+    'mailLocalAddress: bob@example.com', 'mailLocalAddress: postmaster@example.com', 'description: term-bob']);
+  person('carol', ['cn: Carol', 'mail: carol@other.example', 'mailLocalAddress: carol@other.example', 'mailRoutingAddress: carol@mail.other.example']);
+  person('juergen', [`cn:: ${b64('Jürgen Müller')}`, 'mail: juergen@example.com', `description:: ${b64('Grüße aus Köln')}`]);
+  person('star', ['cn: star', 'mail: st*r@example.com', 'mailRoutingAddress: star-literal@example.com']);
+  person('paren', ['cn: paren', 'mail: a(b)c@example.com', 'mailRoutingAddress: paren-literal@example.com']);
+  person('bslash', ['cn: bslash', 'mail: back\\slash@example.com', 'mailRoutingAddress: bslash-literal@example.com']);
+  person('comma', ['cn: comma', 'mail: a,b@example.com', 'mailRoutingAddress: comma-literal@example.com']);
+  // a value holding a NUL byte (Postfix's C strings end there)
+  person('nul', ['cn: nul', 'mail: nul@example.com', `description:: ${b64(Buffer.from('before\0after', 'latin1'))}`]);
+  person('empty', ['cn: empty', 'mail: empty@example.com', 'mailLocalAddress: @example.com', 'mailLocalAddress: plainvalue', 'mailLocalAddress: u2@']);
+  person('spy', ['cn: spy', 'mail: spy@example.com', 'mailRoutingAddress: spy-secret@example.com'], 'secret');
+  for (const n of ['dup1', 'dup2', 'dup3']) person(n, [`cn: ${n}`, 'mail: dup@example.com', `mailRoutingAddress: ${n}@example.com`]);
+  add(`cn=grp,ou=groups,${SUFFIX}`, ['objectClass: groupOfNames', 'objectClass: inetLocalMailRecipient', 'objectClass: extensibleObject', 'cn: grp', 'mail: grp@example.com',
+    'mailLocalAddress: grp@example.com', `member: uid=alice,ou=people,${SUFFIX}`, `member: uid=bob,ou=people,${SUFFIX}`, `member: uid=ghost,ou=people,${SUFFIX}`,
+    'description: group-desc']);
+  add(`cn=urlgrp,ou=groups,${SUFFIX}`, ['objectClass: groupOfNames', 'objectClass: labeledURIObject', 'cn: urlgrp', `member: cn=grp,ou=groups,${SUFFIX}`,
+    `labeledURI: ldap:///ou=people,${SUFFIX}?mail?one?(uid=bob)`]);
+  add(`cn=nested,ou=groups,${SUFFIX}`, ['objectClass: groupOfNames', 'cn: nested', `member: cn=grp,ou=groups,${SUFFIX}`, `member: uid=carol,ou=people,${SUFFIX}`]);
+  add(`cn=loop,ou=groups,${SUFFIX}`, ['objectClass: groupOfNames', 'cn: loop', `member: cn=loop,ou=groups,${SUFFIX}`]);
+  add(`uid=alias-alice,ou=aliases,${SUFFIX}`, ['objectClass: alias', 'objectClass: extensibleObject', 'uid: alias-alice', `aliasedObjectName: uid=alice,ou=people,${SUFFIX}`]);
+  for (let i = 0; i < extra; i++) {
+    person(`u${i}`, [`cn: u${i}`, `mail: u${i}@bulk.example.com`, `mailRoutingAddress: u${i}@mail.example.com`], 'bulk');
+  }
+  return `${e.join('\n\n')}\n`;
+}
+
+export interface Slapd {
+  readonly dir: string;
+  readonly port: number;
+  /** ldap://127.0.0.1:PORT */
+  readonly url: string;
+  /** the ldapi:// URL of its socket (percent-encoded path) */
+  readonly ldapi: string;
+  readonly socket: string;
+  /** Client connections open on the TCP port right now (counted on the server side with ss). */
+  connections(): Promise<number>;
+  /** Stop (keeps the data) / start again on the same port and socket. */
+  halt(): Promise<void>;
+  start(): Promise<void>;
+  /** Stop for good and remove the directory. */
+  stop(): Promise<void>;
+}
+
+async function runCmd(cmd: string, args: string[], timeoutMs = 30_000): Promise<{ status: number; out: string }> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
+  let out = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString('utf8')));
+  child.stderr.on('data', (b: Buffer) => (out += b.toString('utf8')));
+  const [code] = (await once(child, 'close')) as [number | null];
+  return { status: code ?? -1, out };
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Start a slapd with the test directory (plus `extra` bulk users). */
+export async function startSlapd(extra = 0): Promise<Slapd> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pmd-ldap-'));
+  fs.chmodSync(dir, 0o755);
+  const data = path.join(dir, 'data');
+  fs.mkdirSync(data);
+  const socket = path.join(dir, 'ldapi.sock');
+  const pidfile = path.join(dir, 'slapd.pid');
+  const conf = path.join(dir, 'slapd.conf');
+  const port = await freePort();
+  const url = `ldap://127.0.0.1:${port}`;
+  const ldapi = `ldapi://${encodeURIComponent(socket)}`;
+  fs.writeFileSync(conf, [
+    ...['core', 'cosine', 'inetorgperson', 'nis', 'misc'].map((s) => `include ${SCHEMA}/${s}.schema`),
+    `pidfile ${pidfile}`,
+    'modulepath /usr/lib/ldap',
+    'moduleload back_mdb',
+    'moduleload back_monitor',
+    'sizelimit unlimited',
+    'database mdb',
+    `suffix "${SUFFIX}"`,
+    `rootdn "cn=admin,${SUFFIX}"`,
+    'rootpw admin-secret',
+    `directory ${data}`,
+    'maxsize 104857600',
+    'index objectClass,uid,mail,cn,mailLocalAddress eq',
+    'access to attrs=userPassword by anonymous auth by * none',
+    `access to dn.subtree="ou=secret,${SUFFIX}" by dn.exact="${READER_DN}" read by * none`,
+    'access to * by * read',
+    'database monitor',
+    '',
+  ].join('\n'));
+  const ldif = path.join(dir, 'data.ldif');
+  fs.writeFileSync(ldif, testLdif(extra));
+  let pid = 0;
+  const server: Slapd = {
+    dir, port, url, ldapi, socket,
+    async connections() {
+      const r = await runCmd('ss', ['-Htn', 'state', 'established', `( sport = :${port} )`]);
+      if (r.status !== 0) throw new Error(`ss failed: ${r.out}`);
+      return r.out.split('\n').filter((l) => l.trim() !== '').length;
+    },
+    async halt() {
+      if (pid === 0) return;
+      const p = pid;
+      pid = 0;
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      const deadline = Date.now() + 15_000;
+      while (alive(p)) {
+        if (Date.now() > deadline) throw new Error('slapd did not exit');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      fs.rmSync(socket, { force: true });
+    },
+    async start() {
+      if (pid !== 0) return;
+      fs.rmSync(pidfile, { force: true });
+      const r = await runCmd(SLAPD, ['-f', conf, '-h', `${url}/ ${ldapi}`]);
+      if (r.status !== 0) throw new Error(`slapd failed to start: ${r.out}`);
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        if (fs.existsSync(pidfile)) pid = Number(fs.readFileSync(pidfile, 'utf8').trim()) || 0;
+        if (pid !== 0) {
+          const q = await runCmd(LDAPSEARCH, ['-x', '-H', url, '-b', SUFFIX, '-s', 'base', 'dn'], 10_000);
+          if (q.status === 0) return;
+        }
+        if (Date.now() > deadline) throw new Error(`slapd did not answer within 30 s`);
+        await new Promise((res) => setTimeout(res, 100));
+      }
+    },
+    async stop() {
+      try {
+        await server.halt();
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  };
+  try {
+    const r = await runCmd(SLAPADD, ['-q', '-f', conf, '-l', ldif], 120_000);
+    if (r.status !== 0) throw new Error(`slapadd failed: ${r.out}`);
+    await server.start();
+    return server;
+  } catch (e) {
+    await server.stop();
+    throw e;
+  }
+}

@@ -18,6 +18,7 @@ import { lmdbType } from './indexed/lmdb.js';
 import { cidrType } from './pattern/cidr.js';
 import { pcreType } from './pattern/pcre.js';
 import { regexpType } from './pattern/regexp.js';
+import { memcacheType } from './network/memcache.js';
 import { mysqlType } from './sql/mysql.js';
 import { pgsqlType } from './sql/pgsql.js';
 import { sqliteType } from './sql/sqlite.js';
@@ -36,6 +37,7 @@ export const TABLE_TYPES: readonly TableType[] = [
   mysqlType,
   pgsqlType,
   sqliteType,
+  memcacheType,
   cdbType,
   lmdbType,
   hashType,

@@ -241,14 +241,15 @@ class MemcacheTable implements Table {
     return table.implFlags & DICT_FLAG.FIXED ? foldKey(key, this.opts.fold) : key;
   }
 
-  async lookup(key: Bytes, flags: number): Promise<LookupResult> {
+  async lookup(key: Bytes, _flags: number): Promise<LookupResult> {
     const name = cString(key);
     const p = await this.prepare(name);
     if (!p.ok) return p.error === DICT_ERR.NONE ? NOT_FOUND : { found: false, error: p.error };
     const res = await this.get(p.key);
     if (res.found || !this.backup) return res;
     const b = this.backup;
-    const r = await utf8LayerLookup(b.table, b.spec, name, this.opts.fold, this.utf8, flags, this.opts.warn);
+    // Postfix calls the backup with its own flags only (backup->lookup(backup, name)): no request bits.
+    const r = await utf8LayerLookup(b.table, b.spec, name, this.opts.fold, this.utf8, 0, this.opts.warn);
     if (r.found) await this.set(p.key, r.value);
     return r;
   }

@@ -21,6 +21,7 @@ import { cidrType } from './pattern/cidr.js';
 import { pcreType } from './pattern/pcre.js';
 import { regexpType } from './pattern/regexp.js';
 import { ldapType } from './network/ldap.js';
+import { memcacheType } from './network/memcache.js';
 import { mysqlType } from './sql/mysql.js';
 import { pgsqlType } from './sql/pgsql.js';
 import { sqliteType } from './sql/sqlite.js';
@@ -42,6 +43,7 @@ export const TABLE_TYPES: readonly TableType[] = [
   socketmapType,
   tcpType,
   ldapType,
+  memcacheType,
   cdbType,
   lmdbType,
   hashType,

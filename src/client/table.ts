@@ -115,15 +115,25 @@ export class ProxyTable {
       flags: this.wireFlags(flags),
       key: k,
     });
-    if (this.opts.dialect === 'new' && r.flags !== undefined && r.status !== PROXY_STAT.BAD && r.status !== PROXY_STAT.DENY) {
-      this.flags = r.flags;
-    }
+    this.adoptReplyFlags(r, layer ? this.flags & FOLD_ANY : 0);
     if (r.status === PROXY_STAT.OK) {
       const value = r.value ?? '';
       if (layer && !passesUtf8Check(value)) return { status: 'error', code: PROXY_STAT.CONFIG, reason: 'non-UTF-8 value' };
       return { status: 'found', value };
     }
     return statusResult(r.status, 'lookup');
+  }
+
+  /**
+   * New dialect: the reply's flags become the table's flags, as dict_proxy
+   * stores them; the fold bits the client's UTF-8 layer took off the request
+   * (it folded the key itself) are put back, as dict_utf8 restores them after
+   * each call, so later requests fold too.
+   */
+  private adoptReplyFlags(r: Reply, keptFold: number): void {
+    if (this.opts.dialect === 'new' && r.flags !== undefined && r.status !== PROXY_STAT.BAD && r.status !== PROXY_STAT.DENY) {
+      this.flags = (r.flags | keptFold) >>> 0;
+    }
   }
 
   /** update (proxywrite only): the key is folded and checked as for a lookup; OK, NOKEY or an error. */
@@ -143,7 +153,8 @@ export class ProxyTable {
     }
     let flags = this.flags;
     let k = key;
-    if (this.clientUtf8Layer) {
+    const layer = this.clientUtf8Layer;
+    if (layer) {
       // dict_utf8: a non-UTF-8 key or value is skipped with a warning.
       if (!passesUtf8Check(k) || (kind === 'update' && !passesUtf8Check(value))) return { status: 'notfound' };
       const fixed = (flags & DICT_FLAG.FIXED) !== 0;
@@ -152,9 +163,7 @@ export class ProxyTable {
     }
     const base = { dialect: this.opts.dialect, table: this.name, instanceFlags: this.instFlags, flags: this.wireFlags(flags), key: k };
     const r = await this.conn.request(kind === 'update' ? { ...base, kind, value } : { ...base, kind });
-    if (this.opts.dialect === 'new' && r.flags !== undefined && r.status !== PROXY_STAT.BAD && r.status !== PROXY_STAT.DENY) {
-      this.flags = r.flags;
-    }
+    this.adoptReplyFlags(r, layer ? this.flags & FOLD_ANY : 0);
     if (r.status === PROXY_STAT.OK) return { status: 'ok' };
     return statusResult(r.status, kind) as WriteClientResult;
   }

@@ -283,6 +283,12 @@ static napi_value KvGet(napi_env env, napi_callback_info info) {
   st = h->ops->acquire(h, c.op, (flags & KV_NONBLOCK) != 0);
   if (st != ST_OK) return mk_int(env, st);
   st = kv_nul_passes(h, klen, get_try, &c);
+  if (st == ST_ERROR && h->broken && h->ops->recover && h->ops->recover(h)) {
+    /* Faulted on a file rewritten under it: once more on the file as it is now (or busy while the rewrite holds its lock). */
+    st = h->ops->acquire(h, c.op, (flags & KV_NONBLOCK) != 0);
+    if (st != ST_OK) return mk_int(env, st);
+    st = kv_nul_passes(h, klen, get_try, &c);
+  }
   napi_value result = st == ST_OK ? mk_str(env, c.val.data, c.val.len) : mk_int(env, st);
   h->ops->release(h, c.op);
   return result;

@@ -132,6 +132,12 @@ typedef struct KvOps {
   int (*batch)(KvHandle *h, KvBatchOp *ops, size_t n);
   /* Back on the main thread after a batch: release the exclusive lock. */
   void (*batch_end)(KvHandle *h);
+  /*
+   * Optional: after a fault, make a read-only handle usable again (its
+   * library state abandoned, the file to be opened afresh); 0 when it
+   * cannot be (the handle stays broken).
+   */
+  int (*recover)(KvHandle *h);
 } KvOps;
 
 extern const KvOps kv_lmdb_ops;

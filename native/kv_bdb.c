@@ -620,6 +620,19 @@ static void bdb_batch_end(KvHandle *h) {
   if (h->lock_fd >= 0) (void)lock_flock(h->lock_fd, LK_NONE, 0);
 }
 
+/*
+ * A read-only handle that faulted (the file was truncated under its memory
+ * map, as postmap's in-place rewrite does): the library state is leaked (it
+ * may be inconsistent), the descriptors closed, and the next acquire opens
+ * the file again, waiting for the rewrite's lock like any other open.
+ */
+static int bdb_recover(KvHandle *h) {
+  if (!h->broken || h->mode != MODE_READ) return 0;
+  bdb_close_handles(h);
+  h->broken = 0;
+  return 1;
+}
+
 const KvOps kv_bdb_ops = {
     .version = bdb_version,
     .open = bdb_open_op,
@@ -637,4 +650,5 @@ const KvOps kv_bdb_ops = {
     .close = bdb_close,
     .batch = bdb_batch,
     .batch_end = bdb_batch_end,
+    .recover = bdb_recover,
 };

@@ -95,7 +95,7 @@ for (const { type, builder } of CASES) {
     await build(1);
     const table = `${type}:${file}`;
     try {
-      await withServer([table], async (sock) => {
+      await withServer([table], async (sock, _server, logs) => {
         let stop = false;
         let lookups = 0;
         let last = 0;
@@ -105,7 +105,7 @@ for (const { type, builder } of CASES) {
           for (let i = n; !stop; i += 7) {
             const k = i % KEYS;
             const r = await c.exchangeRaw(lookupRequest(table, `key${k}`, FLAGS[n % 2]));
-            assert.equal(r[0][1], '0', `lookup key${k} failed: ${JSON.stringify(r)}`);
+            assert.equal(r[0][1], '0', `lookup key${k} failed: ${JSON.stringify(r)}; log: ${logs.slice(-6).join(" | ")}`);
             const m = /^v(\d+)-(\d+)(\.*)$/.exec(r[1][1]);
             assert.ok(m && Number(m[2]) === k && m[3].length === k % 37, `answer ${r[1][1]} for key${k}`);
             const v = Number(m[1]);

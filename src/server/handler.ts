@@ -8,7 +8,7 @@ import { log, logBytes } from '../log.js';
 import { DICT_ERR, type FoldMode, type LookupResult, type Table } from '../tables/core/table.js';
 import { foldKey, passesUtf8Check } from '../tables/core/casefold.js';
 import { nonUtf8KeyWarning, nonUtf8ValueWarning } from '../tables/core/utf8layer.js';
-import type { Instance, InstanceKey, TableInstances } from './instances.js';
+import { INSTANCE_BITS, type Instance, type InstanceKey, type TableInstances } from './instances.js';
 
 export type Service = 'proxymap' | 'proxywrite';
 
@@ -86,7 +86,7 @@ export class RequestHandler {
       fold: plan.instanceFold,
       dup: req.flags & (DICT_FLAG.DUP_IGNORE | DICT_FLAG.DUP_REPLACE),
       // Instance flags: a legacy client repeats them in every request's flags, a new one sends instance_flags.
-      nul: (dialect === 'new' ? req.instanceFlags : req.flags) & (DICT_FLAG.TRY0NULL | DICT_FLAG.TRY1NULL),
+      bits: (dialect === 'new' ? req.instanceFlags : req.flags) & INSTANCE_BITS,
     };
     const inst = this.o.instances.peek(ik);
     if (inst) return this.execute(req, inst, plan, spec);

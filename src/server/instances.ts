@@ -23,11 +23,16 @@ export interface InstanceKey {
   /** DUP_IGNORE / DUP_REPLACE bits (0: warn and keep first) */
   dup: number;
   /**
-   * TRY0NULL / TRY1NULL bits the client opened its table with (postmap -n / -N):
-   * instance flags, so each NUL mode gets its own instance, as in Postfix.
+   * Instance flags that give an instance of its own, as in Postfix (which
+   * opens one instance per name and flags): TRY0NULL / TRY1NULL (postmap
+   * -n / -N) and NO_UNAUTH (a client that must not get unauthenticated
+   * data: socketmap, tcp and memcache refuse such an open).
    */
-  nul?: number;
+  bits?: number;
 }
+
+/** The instance flags that InstanceKey.bits carries. */
+export const INSTANCE_BITS = DICT_FLAG.TRY0NULL | DICT_FLAG.TRY1NULL | DICT_FLAG.NO_UNAUTH;
 
 export type Instance =
   | { ok: true; table: Table; openedAt: number }
@@ -95,16 +100,16 @@ export class TableInstances {
     // Consecutive requests nearly always name the same instance: comparing the fields is cheaper than building
     // and hashing the key string again.
     const last = this.lastKey;
-    if (last && last.spec === k.spec && last.writable === k.writable && last.fold === k.fold && last.dup === k.dup && last.nul === (k.nul ?? 0)) {
+    if (last && last.spec === k.spec && last.writable === k.writable && last.fold === k.fold && last.dup === k.dup && last.bits === (k.bits ?? 0)) {
       return last.ks;
     }
-    const nul = k.nul ?? 0;
-    const ks = this.isSplit(k) ? `r\0${k.fold}\0${k.dup}\0${nul}\0${k.spec}` : `${k.writable ? 'w' : 'r'}\0\0\0${nul}\0${k.spec}`;
-    this.lastKey = { spec: k.spec, writable: k.writable, fold: k.fold, dup: k.dup, nul, ks };
+    const bits = k.bits ?? 0;
+    const ks = this.isSplit(k) ? `r\0${k.fold}\0${k.dup}\0${bits}\0${k.spec}` : `${k.writable ? 'w' : 'r'}\0\0\0${bits}\0${k.spec}`;
+    this.lastKey = { spec: k.spec, writable: k.writable, fold: k.fold, dup: k.dup, bits, ks };
     return ks;
   }
 
-  private lastKey?: { spec: string; writable: boolean; fold: FoldMode; dup: number; nul: number; ks: string };
+  private lastKey?: { spec: string; writable: boolean; fold: FoldMode; dup: number; bits: number; ks: string };
 
   /** The type bits of a table opened before (any instance), or undefined. */
   knownImplFlags(spec: string): number | undefined {
@@ -199,7 +204,7 @@ export class TableInstances {
       name,
       openFlags:
         k.dup |
-        ((k.nul ?? 0) & (DICT_FLAG.TRY0NULL | DICT_FLAG.TRY1NULL)) |
+        ((k.bits ?? 0) & INSTANCE_BITS) |
         (k.fold !== 'none' ? DICT_FLAG.FOLD_FIX : 0) |
         (k.fold === 'utf8' ? DICT_FLAG.UTF8_REQUEST : 0),
       fold: k.fold,

@@ -7,9 +7,13 @@ import { DICT_FLAG } from '../../src/protocol/flags.js';
 import { setLogSink } from '../../src/log.js';
 import { TableOpenError, found, NOT_FOUND, type Table, type TableOpenOptions } from '../../src/tables/core/table.js';
 
-/** A FIXED in-memory table: "mem:a=1,b=2"; "slow:MS" answers after MS ms; "broken:x" fails to open. */
+/** A FIXED in-memory table: "mem:a=1,b=2" ("unauth:a=1" refuses NO_UNAUTH opens); "slow:MS" answers after MS ms; "broken:x" fails to open. */
 export function testOpener(opts: TableOpenOptions): Table {
   if (opts.type === 'broken') throw new TableOpenError(`broken:${opts.name}: cannot open`);
+  if (opts.type === 'unauth' && opts.openFlags & DICT_FLAG.NO_UNAUTH) {
+    // like socketmap, tcp and memcache: no open for a client that must not get unauthenticated data
+    throw new TableOpenError(`unauth:${opts.name} map is not allowed for security-sensitive data`);
+  }
   if (opts.type === 'slow') {
     const ms = Number(opts.name);
     return {

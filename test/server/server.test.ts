@@ -5,6 +5,7 @@ import net from 'node:net';
 import { ProxyConnection } from '../../src/client/client.js';
 import { encodeRecord } from '../../src/protocol/codec.js';
 import { startTestServer } from './helpers.js';
+import { DICT_FLAG } from '../../src/protocol/flags.js';
 
 const b = (s: string) => Buffer.from(s.replace(/\|/g, '\0'), 'latin1');
 const rec = (s: string) => s.split('|').reduce<Array<[string, string]>>((acc, _x, i, a) => {
@@ -229,6 +230,24 @@ test('busy polling runs only while clients come back quickly, and stops when idl
     for (let i = 0; i < 50; i++) await c.exchangeRaw(b('request|lookup|table|mem:a=1|flags|0|key|a||'));
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(ts.server.busyPolling, false, 'no spinning once the client is idle');
+    c.close();
+  } finally {
+    await ts.close();
+  }
+});
+
+test('NO_UNAUTH is an instance flag: a table that refuses such opens is not served to such a client, though open for others', async () => {
+  const ts = await startTestServer(['unauth:a=1']);
+  try {
+    const c = await ProxyConnection.connect(ts.proxymap);
+    // legacy: the instance bits ride in every request's flags
+    assert.equal(show(await c.exchangeRaw(b('request|lookup|table|unauth:a=1|flags|524353|key|a||'))), 'status|0|value|1');
+    assert.equal(show(await c.exchangeRaw(b(`request|lookup|table|unauth:a=1|flags|${524353 | DICT_FLAG.NO_UNAUTH}|key|a||`))), 'status|2|value|');
+    // new dialect: instance_flags
+    const r = await c.exchangeRaw(b(`request|lookup|table|unauth:a=1|instance_flags|${524352 | DICT_FLAG.NO_UNAUTH}|flags|524353|key|a||`));
+    assert.equal(r[0]![1], '2');
+    assert.equal(show(await c.exchangeRaw(b('request|lookup|table|unauth:a=1|flags|524353|key|a||'))), 'status|0|value|1');
+    assert.ok(ts.logs.some((l) => l.includes('unauth:a=1 is unavailable. unauth:a=1 map is not allowed for security-sensitive data')), ts.logs.join('\n'));
     c.close();
   } finally {
     await ts.close();

@@ -60,6 +60,7 @@ export async function startLdapScenario(dir: string, entries: number, copies: nu
       describe: `ldap (OpenLDAP slapd, mdb, on 127.0.0.1), ${entries} entries, (mail=%s) with an equality index, simple bind`,
       keys,
       tables,
+      serverPids: () => [slapd.pid],
       connections,
       // what the samples saw: a connection opened and closed between two samples is missed
       async opened(target) {

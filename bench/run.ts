@@ -392,26 +392,30 @@ function machineTicks(): number {
   }
 }
 
-type Snapshot = { at: bigint; server: Map<number, number>; self: number; machine: number };
+type Snapshot = { at: bigint; server: Map<number, number>; backend: Map<number, number>; self: number; machine: number };
 
-function snapshot(serverPids: number[]): Snapshot {
+/** `backendPids`: the database / directory server behind the tables (slapd), counted apart from "other". */
+function snapshot(serverPids: number[], backendPids: number[] = []): Snapshot {
   return {
     at: process.hrtime.bigint(),
     server: new Map(serverPids.map((p) => [p, procTicks(p)])),
+    backend: new Map(backendPids.map((p) => [p, procTicks(p)])),
     self: procTicks(process.pid),
     machine: machineTicks(),
   };
 }
 
-/** CPU use between two snapshots, in % of one core: server, load generator, everything else. */
-function cpuBetween(a: Snapshot, b: Snapshot): { server: number; client: number; other: number } {
+/** CPU use between two snapshots, in % of one core: server, load generator, backend, everything else. */
+function cpuBetween(a: Snapshot, b: Snapshot): { server: number; client: number; backend: number; other: number } {
   const wallSec = Number(b.at - a.at) / 1e9;
   let server = 0;
   for (const [pid, t] of b.server) server += t - (a.server.get(pid) ?? 0);
+  let backend = 0;
+  for (const [pid, t] of b.backend) backend += t - (a.backend.get(pid) ?? 0);
   const client = b.self - a.self;
-  const other = Math.max(0, b.machine - a.machine - server - client);
+  const other = Math.max(0, b.machine - a.machine - server - client - backend);
   const pct = (ticks: number) => (ticks / CLK_TCK / wallSec) * 100;
-  return { server: pct(server), client: pct(client), other: pct(other) };
+  return { server: pct(server), client: pct(client), backend: pct(backend), other: pct(other) };
 }
 
 // ---- memory (/proc) ---------------------------------------------------------------
@@ -460,6 +464,8 @@ interface RunResult extends LoadResult {
   serverCpuPct: number;
   clientCpuPctProc: number;
   otherCpuPct: number;
+  /** ldap: slapd's CPU (then not in otherCpuPct) */
+  backendCpuPct?: number;
   /** SQL and ldap scenarios: the most database (LDAP) connections the target held during the run (counted on the server) */
   dbConns?: number;
 }
@@ -731,7 +737,8 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
         for (const gen of args.loadgens) {
         for (const t of live) {
           if (interrupted) throw new Error('interrupted');
-          const before = snapshot(t.pids());
+          const backendPids = sql?.serverPids?.() ?? [];
+          const before = snapshot(t.pids(), backendPids);
           const counting = sql ? peakWhile(() => sql!.connections(t.target)) : undefined;
           const r =
             gen === 'c'
@@ -754,16 +761,17 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
                   warmupMs: args.warmupSec * 1000,
                   workers: args.workers,
                 });
-          const after = snapshot([...new Set([...before.server.keys(), ...t.pids()])]);
+          const after = snapshot([...new Set([...before.server.keys(), ...t.pids()])], backendPids);
           const dbConns = await counting?.stop();
           const cpu = cpuBetween(before, after);
           if (interrupted) throw new Error('interrupted');
-          sr.results.push({ ...r, target: t.target, loadgen: gen, round, serverCpuPct: cpu.server, clientCpuPctProc: cpu.client, otherCpuPct: cpu.other, dbConns });
+          sr.results.push({ ...r, target: t.target, loadgen: gen, round, serverCpuPct: cpu.server, clientCpuPctProc: cpu.client, otherCpuPct: cpu.other, dbConns,
+            ...(backendPids.length ? { backendCpuPct: cpu.backend } : {}) });
           const mem = sr.memory?.find((m) => m.target === t.target);
           if (mem) mem.after = memorySum(t.tablePids());
           console.error(
             `[${name}] round ${round}: ${gen.padEnd(4)} ${t.target.padEnd(9)} ${String(conns).padStart(3)} conn  ${fmt(r.lookupsPerSec).padStart(7)}/s  ` +
-              `p50 ${fmt(r.p50Us, 1)} µs  p99 ${fmt(r.p99Us, 1)} µs  cpu server ${fmt(cpu.server)}% client ${fmt(cpu.client)}% other ${fmt(cpu.other)}%` +
+              `p50 ${fmt(r.p50Us, 1)} µs  p99 ${fmt(r.p99Us, 1)} µs  cpu server ${fmt(cpu.server)}% client ${fmt(cpu.client)}%${backendPids.length ? ` slapd ${fmt(cpu.backend)}%` : ''} other ${fmt(cpu.other)}%` +
               (dbConns !== undefined ? `  db connections ${dbConns}` : '') +
               (r.errors ? `  ERRORS ${r.errors}: ${r.errorSamples.join('; ')}` : ''),
           );
@@ -791,6 +799,8 @@ interface Agg {
   server: number;
   client: number;
   other: number;
+  /** ldap: slapd's CPU */
+  backend?: number;
   errors: number;
   /** SQL: the most database connections held in any run */
   dbConns?: number;
@@ -806,6 +816,7 @@ function agg(sr: ScenarioResult, target: Target, conns: number, gen: LoadGen): A
     server: median(rs.map((r) => r.serverCpuPct)),
     client: median(rs.map((r) => r.clientCpuPctProc)),
     other: median(rs.map((r) => r.otherCpuPct)),
+    backend: rs.some((r) => r.backendCpuPct !== undefined) ? median(rs.map((r) => r.backendCpuPct ?? NaN)) : undefined,
     errors: rs.reduce((a, r) => a + r.errors, 0),
     dbConns: rs.some((r) => r.dbConns !== undefined) ? Math.max(...rs.map((r) => r.dbConns ?? 0)) : undefined,
   };
@@ -856,15 +867,18 @@ function printLoad(sr: ScenarioResult, args: Args, gen: LoadGen): void {
   if (!sr.results.some((r) => r.loadgen === gen)) return;
   console.log(`-- ${GEN_TITLE[gen]}`);
   const sqlCols = isServer(sr.name);
-  const w = [10, 6, 10, 9, 9, 11, 11, 11, 9, 7, ...(sqlCols ? [9] : [])];
-  console.log(pad(['target', 'conns', 'lookups/s', 'p50 µs', 'p99 µs', 'server CPU', 'µs CPU/lkp', 'client CPU', 'other CPU', 'errors', ...(sqlCols ? [sr.name === 'ldap' ? 'ldap conns' : 'db conns'] : [])], w));
+  const backCol = sr.results.some((r) => r.backendCpuPct !== undefined);
+  const w = [10, 6, 10, 9, 9, 11, 11, 11, ...(backCol ? [10] : []), 9, 7, ...(sqlCols ? [10] : [])];
+  console.log(pad(['target', 'conns', 'lookups/s', 'p50 µs', 'p99 µs', 'server CPU', 'µs CPU/lkp', 'client CPU', ...(backCol ? ['slapd CPU'] : []), 'other CPU', 'errors',
+    ...(sqlCols ? [sr.name === 'ldap' ? 'ldap conns' : 'db conns'] : [])], w));
   for (const conns of connsFor(sr.name, args)) {
     for (const t of sr.targets) {
       const a = agg(sr, t, conns, gen);
       if (!a) continue;
       console.log(
         pad(
-          [t, String(conns), fmt(a.rate), fmt(a.p50, 1), fmt(a.p99, 1), fmt(a.server) + '%', fmt(((a.server / 100) * 1e6) / a.rate, 1), fmt(a.client) + '%', fmt(a.other) + '%', String(a.errors),
+          [t, String(conns), fmt(a.rate), fmt(a.p50, 1), fmt(a.p99, 1), fmt(a.server) + '%', fmt(((a.server / 100) * 1e6) / a.rate, 1), fmt(a.client) + '%',
+            ...(backCol ? [fmt(a.backend ?? NaN) + '%'] : []), fmt(a.other) + '%', String(a.errors),
             ...(sqlCols ? [a.dbConns === undefined ? '-' : String(a.dbConns)] : [])],
           w,
         ),
@@ -1168,7 +1182,7 @@ async function main(): Promise<number> {
     else printScenario(sr, args);
   }
   console.log('');
-  console.log('(medians over rounds; CPU in % of one core over warm-up + measurement; "other" = rest of the machine;');
+  console.log('(medians over rounds; CPU in % of one core over warm-up + measurement; "other" = rest of the machine (ldap: slapd apart);');
   console.log(' postfix server CPU = all of the instance\'s processes: master handles proxymap\'s busy/idle notices around every request;');
   console.log(' open = client-side time from the open request to its reply, on a connection that already served a lookup)');
   printSummary(scenarios, args);

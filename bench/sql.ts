@@ -24,6 +24,8 @@ export interface ServerScenario {
   keys: string[];
   /** per target: the .cf copies (the first is the measured table), as `TYPE:FILE` */
   tables: Record<BenchTarget, string[]>;
+  /** the server's processes, whose CPU the report shows apart from the rest of the machine's (when known) */
+  serverPids?(): number[];
   /** connections the target's database user holds now (counted on the server) */
   connections(target: BenchTarget): Promise<number>;
   /** connections the target's database user has opened so far (MariaDB: USER_STATISTICS; PostgreSQL: log_connections) */

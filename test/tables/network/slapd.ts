@@ -121,6 +121,8 @@ export interface Slapd {
   /** the ldapi:// URL of its socket (percent-encoded path) */
   readonly ldapi: string;
   readonly socket: string;
+  /** slapd's process id (0 while halted) */
+  readonly pid: number;
   /** Client connections open on the TCP port right now (counted on the server side with ss). */
   connections(): Promise<number>;
   /**
@@ -193,6 +195,9 @@ export async function startSlapd(extra = 0, opts: SlapdOptions = {}): Promise<Sl
   let pid = 0;
   const server: Slapd = {
     dir, port, url, ldapi, socket,
+    get pid() {
+      return pid;
+    },
     async connections() {
       const r = await runCmd('ss', ['-Htn', 'state', 'established', `( sport = :${port} )`]);
       if (r.status !== 0) throw new Error(`ss failed: ${r.out}`);

@@ -34,6 +34,12 @@
  * server first; each target gets its own .cf files (same query, its own
  * database user), and during every load run the connections that user holds
  * are counted on the server (column `db conns`: the most seen).
+ *
+ * The ldap scenario (bench/ldap.ts) does the same with a throwaway slapd:
+ * one .cf per target differing only in the bind DN, and the connections
+ * bound as each DN counted on slapd's side (cn=Monitor) during every run
+ * (column `ldap conns`). It runs at --sql-conns, with --sql-rows entries and
+ * --sql-pool (proxymapd_sql_max_connections sizes the LDAP pool too).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -45,7 +51,8 @@ import { buildLoadgen, runCLoad, writePlan } from './cload.js';
 import { ANNOUNCEMENT, postmapOracle, runLoad, timeOpens, type LoadResult, type OpenTiming } from './load.js';
 import { buildScenario, INDEXED_SCENARIOS, SCENARIOS, type ScenarioData, type ScenarioName as FileScenario } from './scenarios.js';
 import { runUpdates, type UpdateLoadResult } from './updates.js';
-import { peakWhile, startSqlScenario, type SqlKind, type SqlScenario } from './sql.js';
+import { startLdapScenario } from './ldap.js';
+import { peakWhile, startSqlScenario, type ServerScenario, type SqlKind } from './sql.js';
 import {
   postfixAvailable,
   postfixUnavailableReason,
@@ -56,11 +63,13 @@ import {
 type Target = 'proxymapd' | 'postfix';
 type LoadGen = 'node' | 'c';
 const LOADGENS: readonly LoadGen[] = ['node', 'c'];
-type ScenarioName = FileScenario | SqlKind;
+type ScenarioName = FileScenario | SqlKind | 'ldap';
 const SQL_SCENARIOS: readonly SqlKind[] = ['mysql', 'pgsql'];
 const isSql = (n: ScenarioName): n is SqlKind => (SQL_SCENARIOS as readonly string[]).includes(n);
+/** Scenarios on a throwaway server whose connections are counted: mysql, pgsql, ldap. */
+const isServer = (n: ScenarioName): n is SqlKind | 'ldap' => isSql(n) || n === 'ldap';
 /** The connection counts a scenario runs at. */
-const connsFor = (name: ScenarioName, args: Args): number[] => (isSql(name) ? args.sqlConns : args.conns);
+const connsFor = (name: ScenarioName, args: Args): number[] => (isServer(name) ? args.sqlConns : args.conns);
 
 interface Args {
   scenarios: ScenarioName[];
@@ -94,7 +103,7 @@ interface Args {
 const USAGE = `usage: npm run bench -- [options]
   --scenario NAME    texthash (default) | regexp | pcre | cidr | cdb | lmdb | hash | proxywrite | all (all of
                      these) | mysql | pgsql | sql (mysql and pgsql), or a comma list; mysql/pgsql start a
-                     throwaway server (root)
+                     throwaway server (root) | ldap (a throwaway slapd, root)
   --duration SEC     measured time per run (default 3)
   --warmup SEC       warm-up per run, not measured (default 1)
   --keys N           keys in the texthash table (default 10000)
@@ -106,9 +115,10 @@ const USAGE = `usage: npm run bench -- [options]
   --update-conns LIST  connection counts of the proxywrite scenario (default 1,4)
   --open-samples N   copies of the table whose open is timed; the median is reported (default 3)
   --conns LIST       connection counts (default 1,20)
-  --sql-conns LIST   connection counts of the mysql and pgsql scenarios (default 1,50)
-  --sql-rows N       rows in the mysql and pgsql tables (default 10000)
-  --sql-pool N       proxymapd_sql_max_connections for proxymapd (default: not set, proxymapd's default)
+  --sql-conns LIST   connection counts of the mysql, pgsql and ldap scenarios (default 1,50)
+  --sql-rows N       rows in the mysql and pgsql tables, entries in the ldap directory (default 10000)
+  --sql-pool N       proxymapd_sql_max_connections for proxymapd, the SQL and LDAP pool size (default: not set,
+                     proxymapd's default, 4)
   --rounds N         interleaved rounds; the median is reported (default 3)
   --workers N        node load generator worker threads, 0 = main thread (default 0)
   --loadgen LIST     node | c | node,c (default node,c): the project's generator (bench/load.ts) and the
@@ -161,8 +171,8 @@ function parseArgs(argv: string[]): Args {
         const v = next() ?? '';
         const names = v.split(',').map((s) => s.trim()).flatMap((n) => (n === 'all' ? [...SCENARIOS] : n === 'sql' ? [...SQL_SCENARIOS] : [n]));
         for (const n of names) {
-          if (!([...SCENARIOS, ...SQL_SCENARIOS] as readonly string[]).includes(n)) {
-            throw new Error(`--scenario: expected ${[...SCENARIOS, ...SQL_SCENARIOS].join(', ')}, all or sql, got ${n}`);
+          if (!([...SCENARIOS, ...SQL_SCENARIOS, 'ldap'] as readonly string[]).includes(n)) {
+            throw new Error(`--scenario: expected ${[...SCENARIOS, ...SQL_SCENARIOS, 'ldap'].join(', ')}, all or sql, got ${n}`);
           }
         }
         a.scenarios = [...new Set(names as ScenarioName[])];
@@ -382,26 +392,30 @@ function machineTicks(): number {
   }
 }
 
-type Snapshot = { at: bigint; server: Map<number, number>; self: number; machine: number };
+type Snapshot = { at: bigint; server: Map<number, number>; backend: Map<number, number>; self: number; machine: number };
 
-function snapshot(serverPids: number[]): Snapshot {
+/** `backendPids`: the database / directory server behind the tables (slapd), counted apart from "other". */
+function snapshot(serverPids: number[], backendPids: number[] = []): Snapshot {
   return {
     at: process.hrtime.bigint(),
     server: new Map(serverPids.map((p) => [p, procTicks(p)])),
+    backend: new Map(backendPids.map((p) => [p, procTicks(p)])),
     self: procTicks(process.pid),
     machine: machineTicks(),
   };
 }
 
-/** CPU use between two snapshots, in % of one core: server, load generator, everything else. */
-function cpuBetween(a: Snapshot, b: Snapshot): { server: number; client: number; other: number } {
+/** CPU use between two snapshots, in % of one core: server, load generator, backend, everything else. */
+function cpuBetween(a: Snapshot, b: Snapshot): { server: number; client: number; backend: number; other: number } {
   const wallSec = Number(b.at - a.at) / 1e9;
   let server = 0;
   for (const [pid, t] of b.server) server += t - (a.server.get(pid) ?? 0);
+  let backend = 0;
+  for (const [pid, t] of b.backend) backend += t - (a.backend.get(pid) ?? 0);
   const client = b.self - a.self;
-  const other = Math.max(0, b.machine - a.machine - server - client);
+  const other = Math.max(0, b.machine - a.machine - server - client - backend);
   const pct = (ticks: number) => (ticks / CLK_TCK / wallSec) * 100;
-  return { server: pct(server), client: pct(client), other: pct(other) };
+  return { server: pct(server), client: pct(client), backend: pct(backend), other: pct(other) };
 }
 
 // ---- memory (/proc) ---------------------------------------------------------------
@@ -450,7 +464,9 @@ interface RunResult extends LoadResult {
   serverCpuPct: number;
   clientCpuPctProc: number;
   otherCpuPct: number;
-  /** SQL scenarios: the most database connections the target held during the run (counted on the server) */
+  /** ldap: slapd's CPU (then not in otherCpuPct) */
+  backendCpuPct?: number;
+  /** SQL and ldap scenarios: the most database (LDAP) connections the target held during the run (counted on the server) */
   dbConns?: number;
 }
 
@@ -501,7 +517,7 @@ interface ScenarioResult {
   updates?: Array<UpdateLoadResult & { target: Target; table: string; round: number }>;
   /** why a target (or the whole scenario) could not be measured */
   failures: string[];
-  /** SQL: database connections each target opened during the whole scenario (counted on the server) */
+  /** SQL: database connections each target opened during the whole scenario (counted on the server); ldap: those the samples saw */
   dbOpened?: Partial<Record<Target, number>>;
 }
 
@@ -542,11 +558,11 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
   fs.chmodSync(dir, 0o755);
   const mark = cleanups.length;
   let data: Pick<ScenarioData, 'describe' | 'keys'>;
-  let sql: SqlScenario | undefined;
+  let sql: ServerScenario | undefined;
   const tablesOf: Record<Target, string[]> = { proxymapd: [], postfix: [] };
-  if (isSql(name)) {
-    process.stderr.write(`[${name}] starting a throwaway ${name} server ... `);
-    const starting = startSqlScenario(name, dir, args.sqlRows, args.openSamples);
+  if (isServer(name)) {
+    process.stderr.write(`[${name}] starting a throwaway ${name === 'ldap' ? 'slapd' : `${name} server`} ... `);
+    const starting = name === 'ldap' ? startLdapScenario(dir, args.sqlRows, args.openSamples) : startSqlScenario(name, dir, args.sqlRows, args.openSamples);
     cleanups.push(async () => (await starting.catch(() => undefined))?.stop());
     sql = await starting;
     process.stderr.write('ready\n');
@@ -574,7 +590,7 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
   const small = path.join(dir, 'small');
   fs.writeFileSync(small, 'probe@example.com probe-ok\n', { mode: 0o644 });
   const smallTable = `texthash:${small}`;
-  if (!isSql(name) && (data as ScenarioData).indexed) {
+  if (!isServer(name) && (data as ScenarioData).indexed) {
     // Built once by the real postmap; the other open samples are copies of the built file.
     const file = data as ScenarioData;
     tablesOf.proxymapd = [];
@@ -721,7 +737,8 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
         for (const gen of args.loadgens) {
         for (const t of live) {
           if (interrupted) throw new Error('interrupted');
-          const before = snapshot(t.pids());
+          const backendPids = sql?.serverPids?.() ?? [];
+          const before = snapshot(t.pids(), backendPids);
           const counting = sql ? peakWhile(() => sql!.connections(t.target)) : undefined;
           const r =
             gen === 'c'
@@ -744,16 +761,17 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
                   warmupMs: args.warmupSec * 1000,
                   workers: args.workers,
                 });
-          const after = snapshot([...new Set([...before.server.keys(), ...t.pids()])]);
+          const after = snapshot([...new Set([...before.server.keys(), ...t.pids()])], backendPids);
           const dbConns = await counting?.stop();
           const cpu = cpuBetween(before, after);
           if (interrupted) throw new Error('interrupted');
-          sr.results.push({ ...r, target: t.target, loadgen: gen, round, serverCpuPct: cpu.server, clientCpuPctProc: cpu.client, otherCpuPct: cpu.other, dbConns });
+          sr.results.push({ ...r, target: t.target, loadgen: gen, round, serverCpuPct: cpu.server, clientCpuPctProc: cpu.client, otherCpuPct: cpu.other, dbConns,
+            ...(backendPids.length ? { backendCpuPct: cpu.backend } : {}) });
           const mem = sr.memory?.find((m) => m.target === t.target);
           if (mem) mem.after = memorySum(t.tablePids());
           console.error(
             `[${name}] round ${round}: ${gen.padEnd(4)} ${t.target.padEnd(9)} ${String(conns).padStart(3)} conn  ${fmt(r.lookupsPerSec).padStart(7)}/s  ` +
-              `p50 ${fmt(r.p50Us, 1)} µs  p99 ${fmt(r.p99Us, 1)} µs  cpu server ${fmt(cpu.server)}% client ${fmt(cpu.client)}% other ${fmt(cpu.other)}%` +
+              `p50 ${fmt(r.p50Us, 1)} µs  p99 ${fmt(r.p99Us, 1)} µs  cpu server ${fmt(cpu.server)}% client ${fmt(cpu.client)}%${backendPids.length ? ` slapd ${fmt(cpu.backend)}%` : ''} other ${fmt(cpu.other)}%` +
               (dbConns !== undefined ? `  db connections ${dbConns}` : '') +
               (r.errors ? `  ERRORS ${r.errors}: ${r.errorSamples.join('; ')}` : ''),
           );
@@ -781,6 +799,8 @@ interface Agg {
   server: number;
   client: number;
   other: number;
+  /** ldap: slapd's CPU */
+  backend?: number;
   errors: number;
   /** SQL: the most database connections held in any run */
   dbConns?: number;
@@ -796,6 +816,7 @@ function agg(sr: ScenarioResult, target: Target, conns: number, gen: LoadGen): A
     server: median(rs.map((r) => r.serverCpuPct)),
     client: median(rs.map((r) => r.clientCpuPctProc)),
     other: median(rs.map((r) => r.otherCpuPct)),
+    backend: rs.some((r) => r.backendCpuPct !== undefined) ? median(rs.map((r) => r.backendCpuPct ?? NaN)) : undefined,
     errors: rs.reduce((a, r) => a + r.errors, 0),
     dbConns: rs.some((r) => r.dbConns !== undefined) ? Math.max(...rs.map((r) => r.dbConns ?? 0)) : undefined,
   };
@@ -823,7 +844,11 @@ function printScenario(sr: ScenarioResult, args: Args): void {
     if (m && p) console.log(pad(['ratio', ratio(m.first, p.first), ratio(m.median, p.median), ratio(m.firstLookup, p.firstLookup)], w));
   }
   if (sr.dbOpened) {
-    console.log(`database connections opened during the scenario (all runs): ${Object.entries(sr.dbOpened).map(([t, n]) => `${t} ${n}`).join(', ')}`);
+    console.log(
+      sr.name === 'ldap'
+        ? `LDAP connections seen by the 100 ms samples during the load runs (distinct slapd connection numbers): ${Object.entries(sr.dbOpened).map(([t, n]) => `${t} ${n}`).join(', ')}`
+        : `database connections opened during the scenario (all runs): ${Object.entries(sr.dbOpened).map(([t, n]) => `${t} ${n}`).join(', ')}`,
+    );
   }
   for (const v of sr.verify) {
     if (v.errors) console.log(`   ${v.target}: ${v.errors} replies differ from postmap's answers: ${v.errorSamples.join('; ')}`);
@@ -841,16 +866,19 @@ const GEN_TITLE: Record<LoadGen, string> = {
 function printLoad(sr: ScenarioResult, args: Args, gen: LoadGen): void {
   if (!sr.results.some((r) => r.loadgen === gen)) return;
   console.log(`-- ${GEN_TITLE[gen]}`);
-  const sqlCols = isSql(sr.name);
-  const w = [10, 6, 10, 9, 9, 11, 11, 11, 9, 7, ...(sqlCols ? [9] : [])];
-  console.log(pad(['target', 'conns', 'lookups/s', 'p50 µs', 'p99 µs', 'server CPU', 'µs CPU/lkp', 'client CPU', 'other CPU', 'errors', ...(sqlCols ? ['db conns'] : [])], w));
+  const sqlCols = isServer(sr.name);
+  const backCol = sr.results.some((r) => r.backendCpuPct !== undefined);
+  const w = [10, 6, 10, 9, 9, 11, 11, 11, ...(backCol ? [10] : []), 9, 7, ...(sqlCols ? [10] : [])];
+  console.log(pad(['target', 'conns', 'lookups/s', 'p50 µs', 'p99 µs', 'server CPU', 'µs CPU/lkp', 'client CPU', ...(backCol ? ['slapd CPU'] : []), 'other CPU', 'errors',
+    ...(sqlCols ? [sr.name === 'ldap' ? 'ldap conns' : 'db conns'] : [])], w));
   for (const conns of connsFor(sr.name, args)) {
     for (const t of sr.targets) {
       const a = agg(sr, t, conns, gen);
       if (!a) continue;
       console.log(
         pad(
-          [t, String(conns), fmt(a.rate), fmt(a.p50, 1), fmt(a.p99, 1), fmt(a.server) + '%', fmt(((a.server / 100) * 1e6) / a.rate, 1), fmt(a.client) + '%', fmt(a.other) + '%', String(a.errors),
+          [t, String(conns), fmt(a.rate), fmt(a.p50, 1), fmt(a.p99, 1), fmt(a.server) + '%', fmt(((a.server / 100) * 1e6) / a.rate, 1), fmt(a.client) + '%',
+            ...(backCol ? [fmt(a.backend ?? NaN) + '%'] : []), fmt(a.other) + '%', String(a.errors),
             ...(sqlCols ? [a.dbConns === undefined ? '-' : String(a.dbConns)] : [])],
           w,
         ),
@@ -1047,13 +1075,16 @@ function checks(sr: ScenarioResult, args: Args): Check[] {
   for (const conns of connsFor(sr.name, args)) for (const gen of args.loadgens) {
     const m = agg(sr, 'proxymapd', conns, gen)!;
     const p = agg(sr, 'postfix', conns, gen)!;
-    const want = isSql(sr.name) && conns > 1 ? 1.3 : 1;
-    out.push({ ok: m.rate >= want * p.rate, text: `${sr.name}, ${conns} connection(s) (${gen}): lookups/s >= ${want === 1 ? '' : `${want}x `}postfix (${ratio(m.rate, p.rate)}: ${fmt(m.rate)} vs ${fmt(p.rate)})` });
-    if (isSql(sr.name)) {
+    const want = isSql(sr.name) && conns > 1 ? 1.3 : sr.name === 'ldap' ? 1.2 : 1;
+    // ldap: the 1-connection figures are reported, with no target (issue 12)
+    if (sr.name !== 'ldap' || conns > 1) {
+      out.push({ ok: m.rate >= want * p.rate, text: `${sr.name}, ${conns} connection(s) (${gen}): lookups/s >= ${want === 1 ? '' : `${want}x `}postfix (${ratio(m.rate, p.rate)}: ${fmt(m.rate)} vs ${fmt(p.rate)})` });
+    }
+    if (isServer(sr.name)) {
       const pool = args.sqlPool ?? 4;
       out.push({
         ok: (m.dbConns ?? Infinity) <= pool,
-        text: `${sr.name}, ${conns} connection(s): proxymapd held <= ${pool} database connections (${m.dbConns ?? '-'}; postfix ${p.dbConns ?? '-'})`,
+        text: `${sr.name}, ${conns} connection(s) (${gen}): proxymapd held <= ${pool} ${sr.name === 'ldap' ? 'LDAP' : 'database'} connections (${m.dbConns ?? '-'}; postfix ${p.dbConns ?? '-'})`,
       });
     }
   }
@@ -1151,7 +1182,7 @@ async function main(): Promise<number> {
     else printScenario(sr, args);
   }
   console.log('');
-  console.log('(medians over rounds; CPU in % of one core over warm-up + measurement; "other" = rest of the machine;');
+  console.log('(medians over rounds; CPU in % of one core over warm-up + measurement; "other" = rest of the machine (ldap: slapd apart);');
   console.log(' postfix server CPU = all of the instance\'s processes: master handles proxymap\'s busy/idle notices around every request;');
   console.log(' open = client-side time from the open request to its reply, on a connection that already served a lookup)');
   printSummary(scenarios, args);

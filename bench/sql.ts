@@ -17,17 +17,24 @@ import { startMariadb, startPostgres, type DbServer } from '../test/sql/servers.
 export type SqlKind = 'mysql' | 'pgsql';
 export type BenchTarget = 'proxymapd' | 'postfix';
 
-export interface SqlScenario {
-  kind: SqlKind;
+/** A scenario on a throwaway server (SQL here, LDAP in bench/ldap.ts): one table per target, connections counted on the server. */
+export interface ServerScenario {
+  kind: string;
   describe: string;
   keys: string[];
   /** per target: the .cf copies (the first is the measured table), as `TYPE:FILE` */
   tables: Record<BenchTarget, string[]>;
+  /** the server's processes, whose CPU the report shows apart from the rest of the machine's (when known) */
+  serverPids?(): number[];
   /** connections the target's database user holds now (counted on the server) */
   connections(target: BenchTarget): Promise<number>;
   /** connections the target's database user has opened so far (MariaDB: USER_STATISTICS; PostgreSQL: log_connections) */
   opened(target: BenchTarget): Promise<number>;
   stop(): Promise<void>;
+}
+
+export interface SqlScenario extends ServerScenario {
+  kind: SqlKind;
 }
 
 const USERS: Record<BenchTarget, string> = { proxymapd: 'bench_pmd', postfix: 'bench_pfx' };

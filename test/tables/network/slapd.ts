@@ -13,6 +13,9 @@ import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { LdapConn } from '../../../src/tables/network/ldap-client.js';
+import { encodeFilter } from '../../../src/tables/network/ldap-filter.js';
+import { parseLdapUrl, SCOPE } from '../../../src/tables/network/ldap-url.js';
 import { skipUnlessPresent } from '../../support/skip.js';
 import { freePort } from '../../sql/servers.js';
 
@@ -82,6 +85,34 @@ export function testLdif(extra = 0): string {
   return `${e.join('\n\n')}\n`;
 }
 
+/** More for a slapd: entries loaded with the test directory (by slapadd, before start) and identities to bind as. */
+export interface SlapdOptions {
+  /** LDIF entries appended to the test directory (under SUFFIX; their parents first) */
+  ldif?: string;
+  /** simple-bind identities (`cn=NAME,SUFFIX`, password), e.g. one per client whose connections are counted */
+  binders?: Record<string, string>;
+}
+
+/** `count` generated mail users under ou=NAME: `uid=userI`, mail `userI@DOMAIN`, mailRoutingAddress `value(i)`. */
+export function generatedUsers(ou: string, count: number, domain: string, value: (i: number) => string): string {
+  const e = [`dn: ou=${ou},${SUFFIX}\nobjectClass: organizationalUnit\nou: ${ou}`];
+  for (let i = 0; i < count; i++) {
+    e.push(
+      `dn: uid=user${i},ou=${ou},${SUFFIX}\nobjectClass: inetOrgPerson\nobjectClass: inetLocalMailRecipient\n` +
+        `uid: user${i}\ncn: user${i}\nsn: user${i}\nmail: user${i}@${domain}\nmailRoutingAddress: ${value(i)}`,
+    );
+  }
+  return `${e.join('\n\n')}\n`;
+}
+
+/** A client connection slapd holds, from cn=Connections,cn=Monitor. */
+export interface MonitorConnection {
+  /** slapd's connection number (increases with every connection accepted) */
+  id: number;
+  /** the DN it is bound as, lower case ('' = anonymous) */
+  authzDn: string;
+}
+
 export interface Slapd {
   readonly dir: string;
   readonly port: number;
@@ -90,8 +121,15 @@ export interface Slapd {
   /** the ldapi:// URL of its socket (percent-encoded path) */
   readonly ldapi: string;
   readonly socket: string;
+  /** slapd's process id (0 while halted) */
+  readonly pid: number;
   /** Client connections open on the TCP port right now (counted on the server side with ss). */
   connections(): Promise<number>;
+  /**
+   * A connection of the caller's own over ldapi:// (anonymous) that lists slapd's client connections with their
+   * bound DNs (cn=Connections,cn=Monitor), for counting them per bind DN while they are used; it lists itself too.
+   */
+  monitor(): Promise<{ list(): Promise<MonitorConnection[]>; close(): void }>;
   /** Stop (keeps the data) / start again on the same port and socket. */
   halt(): Promise<void>;
   start(): Promise<void>;
@@ -117,8 +155,8 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Start a slapd with the test directory (plus `extra` bulk users). */
-export async function startSlapd(extra = 0): Promise<Slapd> {
+/** Start a slapd with the test directory (plus `extra` bulk users, and opts.ldif, opts.binders). */
+export async function startSlapd(extra = 0, opts: SlapdOptions = {}): Promise<Slapd> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pmd-ldap-'));
   fs.chmodSync(dir, 0o755);
   const data = path.join(dir, 'data');
@@ -150,14 +188,40 @@ export async function startSlapd(extra = 0): Promise<Slapd> {
     '',
   ].join('\n'));
   const ldif = path.join(dir, 'data.ldif');
-  fs.writeFileSync(ldif, testLdif(extra));
+  const binders = Object.entries(opts.binders ?? {}).map(
+    ([cn, pw]) => `dn: cn=${cn},${SUFFIX}\nobjectClass: simpleSecurityObject\nobjectClass: organizationalRole\ncn: ${cn}\nuserPassword: ${pw}\n`,
+  );
+  fs.writeFileSync(ldif, [testLdif(extra), ...binders, opts.ldif ?? ''].join('\n'));
   let pid = 0;
   const server: Slapd = {
     dir, port, url, ldapi, socket,
+    get pid() {
+      return pid;
+    },
     async connections() {
       const r = await runCmd('ss', ['-Htn', 'state', 'established', `( sport = :${port} )`]);
       if (r.status !== 0) throw new Error(`ss failed: ${r.out}`);
       return r.out.split('\n').filter((l) => l.trim() !== '').length;
+    },
+    async monitor() {
+      const conn = await LdapConn.open({
+        url: parseLdapUrl(ldapi),
+        timeoutMs: 10_000,
+        startTls: false,
+        tls: { requireCert: false, caFile: '', caDir: '', cert: '', key: '', cipherSuite: '' },
+      });
+      const filter = encodeFilter('(objectClass=monitorConnection)');
+      return {
+        async list() {
+          const r = await conn.search('cn=Connections,cn=Monitor', SCOPE.ONE, 0, 0, 0, filter, ['monitorConnectionNumber', 'monitorConnectionAuthzDN'], 10_000);
+          if (r.code !== 0) throw new Error(`cn=Monitor search: result ${r.code}`);
+          return r.entries.map((e) => {
+            const v = (name: string) => e.attrs.find((a) => a.type.toLowerCase() === name.toLowerCase())?.vals[0] ?? '';
+            return { id: Number(v('monitorConnectionNumber')), authzDn: v('monitorConnectionAuthzDN').toLowerCase() };
+          });
+        },
+        close: () => conn.close(),
+      };
     },
     async halt() {
       if (pid === 0) return;

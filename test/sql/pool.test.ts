@@ -96,6 +96,22 @@ describe('SQL pool', () => {
     pool.close();
   });
 
+  it("hostOrder 'listed' (ldap): the first usable host in the order written, whatever its kind; the next one only while it is down", async () => {
+    setClock(() => now);
+    const d = new FakeDriver();
+    const pool = new SqlPool([host('first'), host('sock', 'unix'), host('third')], d, { ...opts, retryInterval: 0, hostOrder: 'listed' });
+    const warn = () => undefined;
+    const use = () => pool.use(async (c: FakeConn) => ({ kind: 'ok', value: c.host }), { deadline: Date.now() + 1000, warn });
+    // many lookups at once: every connection goes to the first host, none to the UNIX socket a random order would prefer
+    assert.deepEqual(await Promise.all([use(), use(), use(), use(), use()]), ['first', 'first', 'first', 'first', 'first']);
+    assert.deepEqual([...new Set(d.connects)], ['first']);
+    // the first host fails: the next one written takes over
+    d.down.add('first');
+    const r = await pool.use(async (c: FakeConn) => (c.host === 'first' ? { kind: 'host-error', message: 'gone' } : { kind: 'ok', value: c.host }), { deadline: Date.now() + 1000, warn });
+    assert.equal(r, 'sock');
+    pool.close();
+  });
+
   it('answers RETRY at once when every host is down, and recovers after retry_interval', async () => {
     setClock(() => now);
     const d = new FakeDriver();

@@ -81,6 +81,13 @@ export interface PoolOptions {
    * backend's wire must answer them in order) instead of waiting.
    */
   pipeline?: number;
+  /**
+   * How a host is chosen: 'random' (default; Postfix's mysql/pgsql: UNIX
+   * sockets before TCP before URIs, random within a kind) or 'listed' (the
+   * first usable host in the order written, as libldap goes down ldap's
+   * server_host list).
+   */
+  hostOrder?: 'random' | 'listed';
 }
 
 export interface UseOptions {
@@ -341,6 +348,9 @@ export class SqlPool<T, C> {
 
   /** An ACTIVE host (UNIX before TCP before URI), else an UNTRIED or FAIL one out of back-off. */
   private pickHost(view: PoolView<T, C>, now: number): HostEntry<T> | undefined {
+    if (this.opts.hostOrder === 'listed') {
+      return this.hosts.find((x) => this.active(view, x)) ?? this.hosts.find((x) => !this.active(view, x) && !this.blocked(view, x, now));
+    }
     for (const k of KIND_ORDER) {
       const h = this.pick(k, (x) => this.active(view, x));
       if (h) return h;
@@ -355,14 +365,15 @@ export class SqlPool<T, C> {
   /** An idle connection to a host ACTIVE in this view, of the best kind available (a single host listed twice counts once). */
   private takeIdle(view: PoolView<T, C>): Conn<T, C> | undefined {
     const idle = this.idle;
-    for (const k of KIND_ORDER) {
-      // a random server (as Postfix picks a host per query) among those with idle connections...
-      const servers: PoolHost<T>[] = [];
+    const listed = this.opts.hostOrder === 'listed';
+    for (const k of listed ? [undefined] : KIND_ORDER) {
+      // a random server (as Postfix picks a host per query; listed: the first written) among those with idle connections...
+      const servers: HostEntry<T>[] = [];
       for (const c of idle) {
-        if (c.host.spec.kind === k && !view.hosts[c.host.index]!.failed && !servers.includes(c.host.spec)) servers.push(c.host.spec);
+        if ((k === undefined || c.host.spec.kind === k) && !view.hosts[c.host.index]!.failed && !servers.some((h) => h.spec === c.host.spec)) servers.push(c.host);
       }
       if (servers.length === 0) continue;
-      const spec = servers[Math.floor(Math.random() * servers.length)];
+      const spec = listed ? servers.reduce((a, b) => (b.index < a.index ? b : a)).spec : servers[Math.floor(Math.random() * servers.length)]!.spec;
       // ...and its most recently used connection: a light load stays on one warm connection and the rest idle out
       for (let i = idle.length - 1; i >= 0; i--) {
         const c = idle[i]!;

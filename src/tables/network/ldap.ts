@@ -335,6 +335,8 @@ export async function openLdap(opts: TableOpenOptions): Promise<Table> {
         idleInterval: 3600,
         connectTimeoutMs: timeout > 0 ? Math.min(timeout * 1000, ps.timeoutMs) : ps.timeoutMs,
         pipeline: ps.pipeline,
+        // libldap goes down server_host in the order written and stays with the first that answers
+        hostOrder: 'listed',
       }),
     );
     const settings: LdapSettings = {

@@ -447,11 +447,12 @@ describe('SQL open warm-up', () => {
   it('opens and closes synthetic tables without connecting, leaving no pool and no file behind', async () => {
     const { mysqlType } = await import('../../src/tables/sql/mysql.js');
     const { pgsqlType } = await import('../../src/tables/sql/pgsql.js');
+    const { ldapType } = await import('../../src/tables/network/ldap.js');
     const os = await import('node:os');
     const fs = await import('node:fs');
     const before = sharedPoolCount();
     const tmpBefore = fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('proxymapd-warm-')).length;
-    for (const t of [mysqlType, pgsqlType]) await t.warmUp!(new Set([t.name]));
+    for (const t of [mysqlType, pgsqlType, ldapType]) await t.warmUp!(new Set([t.name]));
     assert.equal(sharedPoolCount(), before);
     assert.equal(fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('proxymapd-warm-')).length, tmpBefore);
   });

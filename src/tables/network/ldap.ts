@@ -30,6 +30,7 @@ import { CfParser } from '../dbcommon/cf.js';
 import { ResultCollector, parseDomainFilter } from '../dbcommon/common.js';
 import { TemplateContext } from '../dbcommon/template.js';
 import type { DomainList } from '../dbcommon/domain.js';
+import { warmUpOpens } from '../dbcommon/warmup.js';
 import { POOL_RETRY, SqlPool, poolSettings, sharedPool, type PoolDriver, type PoolHost, type PoolView, type WorkResult } from '../dbcommon/pool.js';
 import { poolKey } from '../sql/netsql.js';
 import {
@@ -349,4 +350,15 @@ export async function openLdap(opts: TableOpenOptions): Promise<Table> {
   }
 }
 
-export const ldapType: TableType = { name: 'ldap', open: openLdap, implFlags: DICT_FLAG.FIXED, writable: false };
+/** The open path warmed up at start (nothing connects: the pool connects at the first lookup). */
+const WARM_UP_CF =
+  'server_host = ldap://127.0.0.1:9 ldapi://%2Fnonexistent%2Fwarm-up.sock\nsearch_base = dc=warm, dc=up\n' +
+  'query_filter = (|(mail=%s)(uid=%u))\nresult_attribute = mail, cn\nspecial_result_attribute = member\nresult_format = %s\ndomain = warm.up\n';
+
+export const ldapType: TableType = {
+  name: 'ldap',
+  open: openLdap,
+  implFlags: DICT_FLAG.FIXED,
+  writable: false,
+  warmUp: () => warmUpOpens('ldap', openLdap, WARM_UP_CF),
+};

@@ -11,6 +11,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import fs from 'node:fs';
+import os from 'node:os';
 import type { Bytes } from '../core/table.js';
 import { BerError, BerReader, berBool, berInt, berStr, tlv, tlvLength, TAG } from './ldap-ber.js';
 import type { LdapUrl, Scope } from './ldap-url.js';
@@ -81,6 +82,8 @@ export interface ConnectOptions {
   timeoutMs: number;
   startTls: boolean;
   tls: LdapTlsSettings;
+  /** the context of `tls` made beforehand (tlsContext); made here if absent and needed */
+  tlsContext?: tls.SecureContext;
 }
 
 /** A client-side failure with libldap's result code. */
@@ -97,25 +100,58 @@ interface Pending {
   timer?: NodeJS.Timeout;
 }
 
-function tlsOptions(t: LdapTlsSettings, host: string): tls.ConnectionOptions {
-  const o: tls.ConnectionOptions = { rejectUnauthorized: t.requireCert };
-  if (host && net.isIP(host) === 0) o.servername = host;
-  const ca: Buffer[] = [];
-  if (t.caFile) ca.push(fs.readFileSync(t.caFile));
-  if (t.caDir) {
-    for (const f of fs.readdirSync(t.caDir)) {
-      const p = `${t.caDir}/${f}`;
+/**
+ * The name a verified server certificate must match. As libldap's
+ * ldap_pvt_tls_check_hostname(): the URL's host, except that no host or
+ * "localhost" means this machine's own name (libldap uses its FQDN; here
+ * the system host name), so a certificate made out to "localhost" only
+ * does not pass.
+ */
+export function tlsCheckName(host: string): string {
+  return host === '' || host.toLowerCase() === 'localhost' ? os.hostname() : host;
+}
+
+/**
+ * The TLS context of the settings: CA file, every file of the CA directory,
+ * client certificate and key, ciphers (libldap's LDAP_OPT_X_TLS_NEWCTX, made
+ * before connecting). A file that cannot be read or used: LdapError(-1).
+ */
+export function tlsContext(t: LdapTlsSettings): tls.SecureContext {
+  try {
+    const o: tls.SecureContextOptions = {};
+    const ca: Buffer[] = [];
+    if (t.caFile) ca.push(fs.readFileSync(t.caFile));
+    if (t.caDir) {
+      let names: string[] = [];
       try {
-        if (fs.statSync(p).isFile()) ca.push(fs.readFileSync(p));
+        names = fs.readdirSync(t.caDir);
       } catch {
-        /* unreadable: skipped, as OpenSSL's hashed dir lookup would */
+        /* a missing directory: no CAs from it (libldap with GnuTLS fails the verification, not the context) */
+      }
+      for (const f of names) {
+        const p = `${t.caDir}/${f}`;
+        try {
+          if (fs.statSync(p).isFile()) ca.push(fs.readFileSync(p));
+        } catch {
+          /* unreadable: skipped, as OpenSSL's hashed dir lookup would */
+        }
       }
     }
+    if (ca.length > 0) o.ca = ca;
+    if (t.cert) o.cert = fs.readFileSync(t.cert);
+    if (t.key) o.key = fs.readFileSync(t.key);
+    if (t.cipherSuite) o.ciphers = t.cipherSuite;
+    return tls.createSecureContext(o);
+  } catch (e) {
+    throw new LdapError(LDAP_SERVER_DOWN, (e as Error).message);
   }
-  if (ca.length > 0) o.ca = ca;
-  if (t.cert) o.cert = fs.readFileSync(t.cert);
-  if (t.key) o.key = fs.readFileSync(t.key);
-  if (t.cipherSuite) o.ciphers = t.cipherSuite;
+}
+
+function tlsOptions(t: LdapTlsSettings, host: string, context: tls.SecureContext): tls.ConnectionOptions {
+  const o: tls.ConnectionOptions = { secureContext: context, rejectUnauthorized: t.requireCert };
+  if (host && net.isIP(host) === 0) o.servername = host;
+  const name = tlsCheckName(host);
+  o.checkServerIdentity = (_servername, cert) => tls.checkServerIdentity(name, cert);
   return o;
 }
 
@@ -142,11 +178,12 @@ export class LdapConn {
   /** Open the transport (and TLS for ldaps:// or StartTLS). Rejects with LdapError(-1). */
   static async open(o: ConnectOptions): Promise<LdapConn> {
     const u = o.url;
+    const context = u.scheme === 'ldaps' || o.startTls ? (o.tlsContext ?? tlsContext(o.tls)) : undefined;
     const sock = await new Promise<net.Socket>((resolve, reject) => {
       let s: net.Socket;
       try {
         if (u.scheme === 'ldapi') s = net.createConnection(u.host || '/var/run/slapd/ldapi');
-        else if (u.scheme === 'ldaps') s = tls.connect({ host: u.host || 'localhost', port: u.port, ...tlsOptions(o.tls, u.host) });
+        else if (u.scheme === 'ldaps') s = tls.connect({ host: u.host || 'localhost', port: u.port, ...tlsOptions(o.tls, u.host, context!) });
         else s = net.createConnection({ host: u.host || 'localhost', port: u.port });
       } catch (e) {
         reject(new LdapError(LDAP_SERVER_DOWN, (e as Error).message));
@@ -169,7 +206,7 @@ export class LdapConn {
     });
     sock.setNoDelay(true);
     const c = new LdapConn(sock);
-    if (o.startTls) await c.startTls(o);
+    if (o.startTls) await c.startTls(o, context!);
     return c;
   }
 
@@ -308,7 +345,7 @@ export class LdapConn {
   }
 
   /** The StartTLS extended operation, then TLS on the same socket. */
-  private async startTls(o: ConnectOptions): Promise<void> {
+  private async startTls(o: ConnectOptions, context: tls.SecureContext): Promise<void> {
     const op = tlv(0x77, [berStr('1.3.6.1.4.1.1466.20037', 0x80)]);
     const res = await this.request(op, o.timeoutMs);
     if (res.code !== LDAP_SUCCESS) {
@@ -322,7 +359,7 @@ export class LdapConn {
     const secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
       let s: tls.TLSSocket;
       try {
-        s = tls.connect({ socket: plain, ...tlsOptions(o.tls, o.url.host) });
+        s = tls.connect({ socket: plain, ...tlsOptions(o.tls, o.url.host, context) });
       } catch (e) {
         reject(new LdapError(-12, (e as Error).message));
         return;

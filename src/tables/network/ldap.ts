@@ -21,6 +21,7 @@
  * (its search and the searches of special attributes) runs on one pooled
  * connection. The LDAP protocol is spoken by ldap-client.ts.
  */
+import type { SecureContext as TlsContext } from 'node:tls';
 import { DICT_FLAG } from '../../protocol/flags.js';
 import { passesUtf8Check } from '../core/casefold.js';
 import { NOT_FOUND, RETRY, TableOpenError, type Bytes, type DictErr, type LookupResult, type Table, type TableOpenOptions } from '../core/table.js';
@@ -34,7 +35,7 @@ import { warmUpOpens } from '../dbcommon/warmup.js';
 import { POOL_RETRY, SqlPool, poolSettings, sharedPool, type PoolDriver, type PoolHost, type PoolView, type WorkResult } from '../dbcommon/pool.js';
 import { poolKey } from '../sql/netsql.js';
 import {
-  LDAP_DECODING_ERROR, LDAP_NO_SUCH_OBJECT, LDAP_SERVER_DOWN, LDAP_SUCCESS, LdapConn, LdapError, ldapErr2String, type LdapTlsSettings,
+  LDAP_DECODING_ERROR, LDAP_NO_SUCH_OBJECT, LDAP_SERVER_DOWN, LDAP_SUCCESS, LdapConn, LdapError, ldapErr2String, tlsContext, type LdapTlsSettings,
 } from './ldap-client.js';
 import { encodeFilter, FilterError, rfc2253Quote, rfc2254Quote } from './ldap-filter.js';
 import { isLdapUrl, parseLdapUrl, SCOPE, UrlError, type LdapUrl, type Scope } from './ldap-url.js';
@@ -57,6 +58,8 @@ interface ConnSettings {
   bindPw: Bytes;
   dereference: number;
   startTls: boolean;
+  /** start_tls or an ldaps:// URL: every connection makes the TLS context first, as Postfix */
+  tlsOn: boolean;
   tls: LdapTlsSettings;
 }
 
@@ -68,9 +71,17 @@ class LdapDriver implements PoolDriver<LdapUrl, LdapConn> {
     const timeoutMs = s.timeout * 1000;
     const bindFailure = (rc: number) =>
       new Error(`dict_ldap_connect: Unable to bind to server ${s.serverHost} with dn ${s.bindDn !== '' ? s.bindDn : 'empty or implicit'}: ${rc} (${ldapErr2String(rc)})`);
+    let context: TlsContext | undefined;
+    if (s.tlsOn) {
+      try {
+        context = tlsContext(s.tls);
+      } catch {
+        throw new Error(`dict_ldap_set_tls_options: Unable to allocate new TLS context ${LDAP_SERVER_DOWN}: ${ldapErr2String(LDAP_SERVER_DOWN)}`);
+      }
+    }
     let conn: LdapConn;
     try {
-      conn = await LdapConn.open({ url: host.target, timeoutMs, startTls: s.startTls, tls: s.tls });
+      conn = await LdapConn.open({ url: host.target, timeoutMs, startTls: s.startTls, tls: s.tls, tlsContext: context });
     } catch (e) {
       const rc = e instanceof LdapError ? e.code : LDAP_SERVER_DOWN;
       if (s.startTls && rc !== LDAP_SERVER_DOWN) throw new Error(`dict_ldap_connect: Unable to set STARTTLS: ${rc}: ${ldapErr2String(rc)}`);
@@ -324,7 +335,7 @@ export async function openLdap(opts: TableOpenOptions): Promise<Table> {
     const ps = poolSettings(opts.param, warn);
     const conn: ConnSettings = {
       serverHost: urls.join(' '), hosts, version: version.v, timeout, bind, bindDn: bind ? bindDn : '', bindPw: bind ? bindPw : '',
-      dereference, startTls, tls: tlsOn ? tls : { requireCert: false, caFile: '', caDir: '', cert: '', key: '', cipherSuite: '' },
+      dereference, startTls, tlsOn, tls: tlsOn ? tls : { requireCert: false, caFile: '', caDir: '', cert: '', key: '', cipherSuite: '' },
     };
     const key = poolKey('ldap', { ...conn, hosts: urls, tls: JSON.stringify(conn.tls), chaseReferrals, ...ps });
     const shared = sharedPool(key, () =>

@@ -6,6 +6,13 @@
  * directory. It can be stopped and started again on the same data (outage
  * tests). Every wait is bounded.
  *
+ * With `{ tls: true }` it also gets a throwaway CA and a server certificate
+ * for 127.0.0.1 and localhost (made with openssl in the same directory),
+ * a second, unrelated CA that signed nothing, a hashed CA directory
+ * (`openssl rehash`), and an ldaps://127.0.0.1:TLSPORT listener; StartTLS
+ * then works on the ldap:// port too. The secret branch is also readable by
+ * anyone on a TLS connection (tls_ssf), so a test can tell TLS from plain.
+ *
  * Outside CI a missing slapd makes the tests skip; in CI (CI=true) it fails.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -22,16 +29,18 @@ import { freePort } from '../../sql/servers.js';
 const SLAPD = '/usr/sbin/slapd';
 const SLAPADD = '/usr/sbin/slapadd';
 const LDAPSEARCH = '/usr/bin/ldapsearch';
+const OPENSSL = '/usr/bin/openssl';
 const SCHEMA = '/etc/ldap/schema';
 
 export const SUFFIX = 'dc=example,dc=com';
 export const READER_DN = `cn=reader,${SUFFIX}`;
 export const READER_PW = 'reader-secret';
 
-/** Why slapd tests must skip (outside CI), or false. */
-export function slapdSkipReason(): string | false {
+/** Why slapd tests must skip (outside CI), or false; `tls`: the TLS setup's openssl too. */
+export function slapdSkipReason(opts: { tls?: boolean } = {}): string | false {
   const missing =
     ![SLAPD, SLAPADD, LDAPSEARCH].every((p) => fs.existsSync(p)) ? 'OpenLDAP slapd is not installed (apt-get install slapd ldap-utils)'
+    : opts.tls && !fs.existsSync(OPENSSL) ? 'openssl is not installed (apt-get install openssl)'
     : !fs.existsSync(path.join(SCHEMA, 'misc.schema')) ? 'OpenLDAP schemas are missing'
     : process.getuid?.() !== 0 ? 'slapd test servers need root'
     : '';
@@ -91,6 +100,8 @@ export interface SlapdOptions {
   ldif?: string;
   /** simple-bind identities (`cn=NAME,SUFFIX`, password), e.g. one per client whose connections are counted */
   binders?: Record<string, string>;
+  /** also an ldaps:// listener and StartTLS, with a throwaway CA (`Slapd.tls`) */
+  tls?: boolean;
 }
 
 /** `count` generated mail users under ou=NAME: `uid=userI`, mail `userI@DOMAIN`, mailRoutingAddress `value(i)`. */
@@ -123,6 +134,8 @@ export interface Slapd {
   readonly socket: string;
   /** slapd's process id (0 while halted) */
   readonly pid: number;
+  /** with `tls`: the ldaps:// listener and the certificate files */
+  readonly tls?: SlapdTls;
   /** Client connections open on the TCP port right now (counted on the server side with ss). */
   connections(): Promise<number>;
   /**
@@ -135,6 +148,53 @@ export interface Slapd {
   start(): Promise<void>;
   /** Stop for good and remove the directory. */
   stop(): Promise<void>;
+}
+
+export interface SlapdTls {
+  readonly port: number;
+  /** ldaps://127.0.0.1:TLSPORT */
+  readonly url: string;
+  /** the CA that signed the server certificate (PEM) */
+  readonly caFile: string;
+  /** a directory holding caFile under its OpenSSL subject hash (openssl rehash) */
+  readonly caDir: string;
+  /** a CA that did not sign the server certificate */
+  readonly otherCaFile: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
+/** A CA, a server certificate it signs (127.0.0.1, localhost), another CA, a hashed CA dir. */
+async function makeCerts(dir: string, port: number): Promise<SlapdTls> {
+  const f = (n: string) => path.join(dir, n);
+  const ssl = async (args: string[]) => {
+    const r = await runCmd(OPENSSL, args, 120_000);
+    if (r.status !== 0) throw new Error(`openssl ${args.join(' ')} failed: ${r.out}`);
+  };
+  fs.writeFileSync(f('openssl.cnf'), [
+    '[req]', 'distinguished_name = dn', 'prompt = no', '[dn]', 'CN = unused',
+    '[ca]', 'basicConstraints = critical, CA:TRUE', 'keyUsage = critical, keyCertSign, cRLSign', 'subjectKeyIdentifier = hash',
+    '[server]', 'basicConstraints = critical, CA:FALSE', 'keyUsage = critical, digitalSignature, keyEncipherment',
+    'extendedKeyUsage = serverAuth', 'subjectAltName = DNS:localhost, IP:127.0.0.1', 'subjectKeyIdentifier = hash', 'authorityKeyIdentifier = keyid',
+    '',
+  ].join('\n'));
+  const ca = async (name: string, cn: string) =>
+    ssl(['req', '-config', f('openssl.cnf'), '-x509', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-days', '7', '-subj', `/O=proxymapd tests/CN=${cn}`,
+      '-extensions', 'ca', '-keyout', f(`${name}.key`), '-out', f(`${name}.pem`)]);
+  await ca('ca', 'proxymapd test CA');
+  await ca('other-ca', 'proxymapd unrelated test CA');
+  await ssl(['req', '-config', f('openssl.cnf'), '-new', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-subj', '/O=proxymapd tests/CN=localhost',
+    '-keyout', f('server.key'), '-out', f('server.csr')]);
+  await ssl(['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-set_serial', '2', '-sha256', '-days', '7',
+    '-extfile', f('openssl.cnf'), '-extensions', 'server', '-out', f('server.pem')]);
+  const caDir = f('cadir');
+  fs.mkdirSync(caDir);
+  fs.copyFileSync(f('ca.pem'), path.join(caDir, 'ca.pem'));
+  await ssl(['rehash', caDir]);
+  for (const n of ['ca.key', 'other-ca.key', 'server.key']) fs.chmodSync(f(n), 0o600);
+  return {
+    port, url: `ldaps://127.0.0.1:${port}`, caFile: f('ca.pem'), caDir, otherCaFile: f('other-ca.pem'), certFile: f('server.pem'), keyFile: f('server.key'),
+  };
 }
 
 async function runCmd(cmd: string, args: string[], timeoutMs = 30_000): Promise<{ status: number; out: string }> {
@@ -155,7 +215,7 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Start a slapd with the test directory (plus `extra` bulk users, and opts.ldif, opts.binders). */
+/** Start a slapd with the test directory (plus `extra` bulk users, and opts.ldif, opts.binders); `tls`: also ldaps:// and StartTLS. */
 export async function startSlapd(extra = 0, opts: SlapdOptions = {}): Promise<Slapd> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pmd-ldap-'));
   fs.chmodSync(dir, 0o755);
@@ -167,6 +227,14 @@ export async function startSlapd(extra = 0, opts: SlapdOptions = {}): Promise<Sl
   const port = await freePort();
   const url = `ldap://127.0.0.1:${port}`;
   const ldapi = `ldapi://${encodeURIComponent(socket)}`;
+  let tlsInfo: SlapdTls | undefined;
+  try {
+    if (opts.tls) tlsInfo = await makeCerts(dir, await freePort());
+  } catch (e) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  const listeners = [`${url}/`, ...(tlsInfo ? [`${tlsInfo.url}/`] : []), ldapi].join(' ');
   fs.writeFileSync(conf, [
     ...['core', 'cosine', 'inetorgperson', 'nis', 'misc'].map((s) => `include ${SCHEMA}/${s}.schema`),
     `pidfile ${pidfile}`,
@@ -174,6 +242,7 @@ export async function startSlapd(extra = 0, opts: SlapdOptions = {}): Promise<Sl
     'moduleload back_mdb',
     'moduleload back_monitor',
     'sizelimit unlimited',
+    ...(tlsInfo ? [`TLSCACertificateFile ${tlsInfo.caFile}`, `TLSCertificateFile ${tlsInfo.certFile}`, `TLSCertificateKeyFile ${tlsInfo.keyFile}`] : []),
     'database mdb',
     `suffix "${SUFFIX}"`,
     `rootdn "cn=admin,${SUFFIX}"`,
@@ -182,7 +251,7 @@ export async function startSlapd(extra = 0, opts: SlapdOptions = {}): Promise<Sl
     'maxsize 104857600',
     'index objectClass,uid,mail,cn,mailLocalAddress eq',
     'access to attrs=userPassword by anonymous auth by * none',
-    `access to dn.subtree="ou=secret,${SUFFIX}" by dn.exact="${READER_DN}" read by * none`,
+    `access to dn.subtree="ou=secret,${SUFFIX}" by dn.exact="${READER_DN}" read${tlsInfo ? ' by tls_ssf=1 read' : ''} by * none`,
     'access to * by * read',
     'database monitor',
     '',
@@ -194,7 +263,7 @@ export async function startSlapd(extra = 0, opts: SlapdOptions = {}): Promise<Sl
   fs.writeFileSync(ldif, [testLdif(extra), ...binders, opts.ldif ?? ''].join('\n'));
   let pid = 0;
   const server: Slapd = {
-    dir, port, url, ldapi, socket,
+    dir, port, url, ldapi, socket, tls: tlsInfo,
     get pid() {
       return pid;
     },
@@ -242,7 +311,7 @@ export async function startSlapd(extra = 0, opts: SlapdOptions = {}): Promise<Sl
     async start() {
       if (pid !== 0) return;
       fs.rmSync(pidfile, { force: true });
-      const r = await runCmd(SLAPD, ['-f', conf, '-h', `${url}/ ${ldapi}`]);
+      const r = await runCmd(SLAPD, ['-f', conf, '-h', listeners]);
       if (r.status !== 0) throw new Error(`slapd failed to start: ${r.out}`);
       const deadline = Date.now() + 30_000;
       for (;;) {

@@ -18,6 +18,7 @@ import type { LdapUrl, Scope } from './ldap-url.js';
 
 export const LDAP_SUCCESS = 0;
 export const LDAP_SIZELIMIT_EXCEEDED = 4;
+export const LDAP_REFERRAL = 10;
 export const LDAP_NO_SUCH_OBJECT = 32;
 export const LDAP_SERVER_DOWN = -1;
 export const LDAP_DECODING_ERROR = -4;
@@ -64,6 +65,10 @@ export interface SearchOutcome {
   entries: LdapEntry[];
   /** search continuation references (URIs), and the referral of a code-10 result */
   refs: Bytes[];
+  /** the search continuation references alone, one URI list per SearchResultReference, in the order received */
+  continuations?: Bytes[][];
+  /** the referral (URIs) of the result alone */
+  referral?: Bytes[];
 }
 
 /** TLS settings: ldap_table(5)'s tls_* parameters. */
@@ -96,6 +101,7 @@ export class LdapError extends Error {
 interface Pending {
   entries: LdapEntry[];
   refs: Bytes[];
+  continuations: Bytes[][];
   done(code: number, refs: Bytes[]): void;
   timer?: NodeJS.Timeout;
 }
@@ -161,6 +167,8 @@ export class LdapConn {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private dead = false;
+  /** the URL it was opened with (set by open()) */
+  url: LdapUrl | null = null;
   /** called once when the connection ends without close() */
   onLost: () => void = () => undefined;
 
@@ -206,6 +214,7 @@ export class LdapConn {
     });
     sock.setNoDelay(true);
     const c = new LdapConn(sock);
+    c.url = u;
     if (o.startTls) await c.startTls(o, context!);
     return c;
   }
@@ -291,7 +300,10 @@ export class LdapConn {
       }
       case 0x73: {
         // SearchResultReference
-        while (!body.done) p.refs.push(body.str());
+        const uris: Bytes[] = [];
+        while (!body.done) uris.push(body.str());
+        p.refs.push(...uris);
+        p.continuations.push(uris);
         return;
       }
       default: {
@@ -323,7 +335,8 @@ export class LdapConn {
       const p: Pending = {
         entries: [],
         refs: [],
-        done: (code, refs) => resolve({ code, entries: p.entries, refs: [...p.refs, ...refs] }),
+        continuations: [],
+        done: (code, refs) => resolve({ code, entries: p.entries, refs: [...p.refs, ...refs], continuations: p.continuations, referral: refs }),
       };
       if (waitMs > 0) {
         p.timer = setTimeout(() => {

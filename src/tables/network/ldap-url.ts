@@ -18,6 +18,9 @@ export interface LdapUrl {
   attrs: Bytes[];
   scope: Scope;
   filter: Bytes;
+  /** the URL names a DN (non-empty) / a scope: libldap's lud_dn / lud_scope set (how a referral's URL changes the search) */
+  hasDn?: boolean;
+  hasScope?: boolean;
 }
 
 /** ldap_url_parse()'s error numbers (LDAP_URL_ERR_*). */
@@ -120,5 +123,5 @@ export function parseLdapUrl(u: Bytes): LdapUrl {
     // a critical extension we do not know makes the URL unusable
     if (ext.startsWith('!')) throw new UrlError(URL_ERR.BADEXTS);
   }
-  return { scheme, host, port, dn, attrs, scope, filter };
+  return { scheme, host, port, dn, attrs, scope, filter, hasDn: dn !== '', hasScope: sc !== '' };
 }

@@ -20,6 +20,11 @@
  * pool settings); each server_host URL is one pool host. A whole lookup
  * (its search and the searches of special attributes) runs on one pooled
  * connection. The LDAP protocol is spoken by ldap-client.ts.
+ *
+ * chase_referrals = yes follows continuation references and referral
+ * results as libldap does (ldap-referral.ts: hop limit 5, loops skipped,
+ * other servers searched anonymously on short-lived connections); = no
+ * ignores references and answers a referral result "try again".
  */
 import type { SecureContext as TlsContext } from 'node:tls';
 import { DICT_FLAG } from '../../protocol/flags.js';
@@ -39,6 +44,7 @@ import {
 } from './ldap-client.js';
 import { encodeFilter, FilterError, rfc2253Quote, rfc2254Quote } from './ldap-filter.js';
 import { isLdapUrl, parseLdapUrl, SCOPE, UrlError, type LdapUrl, type Scope } from './ldap-url.js';
+import { chasingSearch, type ChaseSettings } from './ldap-referral.js';
 import { collectValues, type AttrLists, type CollectContext } from './ldap-values.js';
 
 const SEPARATORS = /[, \t\r\n]+/;
@@ -118,6 +124,8 @@ interface LdapSettings {
   timeout: number;
   lists: AttrLists;
   domain: DomainList | null;
+  /** chase_referrals = yes: how referred servers are searched; null = referrals not followed */
+  chase: ChaseSettings | null;
 }
 
 class LdapTable implements Table {
@@ -164,8 +172,11 @@ class LdapTable implements Table {
   private async search(conn: LdapConn, key: Bytes, base: Bytes, filter: Buffer): Promise<WorkResult<LookupResult>> {
     const s = this.s;
     const waitMs = s.timeout * 1000;
+    const chase = s.chase;
     const run = (b: Bytes, scope: Scope, f: Buffer, attrs: readonly Bytes[]) =>
-      conn.search(b, scope, s.dereference, s.sizeLimit, s.timeout, f, attrs, waitMs);
+      chase !== null && conn.url !== null
+        ? chasingSearch(conn, conn.url, chase, b, scope, f, attrs)
+        : conn.search(b, scope, s.dereference, s.sizeLimit, s.timeout, f, attrs, waitMs);
     const res = await run(base, s.scope, filter, s.lists.all);
     if (res.code === LDAP_SERVER_DOWN) {
       // Postfix reconnects and searches once more: the pool takes another connection
@@ -326,7 +337,6 @@ export async function openLdap(opts: TableOpenOptions): Promise<Table> {
     // tls_random_file: OpenSSL in Node seeds itself; read for its syntax only.
     cf.getStr('tls_random_file', '', 0, 0);
     cf.getInt('debuglevel', 0, 0, 0);
-    if (chaseReferrals) warn(`dict_ldap_open: ${src}: chase_referrals = yes: proxymapd does not follow referrals (a referral answers "try again")`);
     const tlsOn = startTls || ssl;
     const hosts: PoolHost<LdapUrl>[] = (urls.length > 0 ? urls : ['ldap://localhost:389']).map((label) => {
       const target = parseLdapUrl(label);
@@ -353,6 +363,9 @@ export async function openLdap(opts: TableOpenOptions): Promise<Table> {
     );
     const settings: LdapSettings = {
       ctx, searchBase, dynamicBase, query, resultFormat, expansionLimit, sizeLimit, recursionLimit, scope, dereference, timeout, lists, domain,
+      chase: chaseReferrals
+        ? { dereference, sizeLimit, timeLimit: timeout, waitMs: timeout * 1000, connectMs: timeout > 0 ? Math.min(timeout * 1000, ps.timeoutMs) : ps.timeoutMs, tls: conn.tls }
+        : null,
     };
     return new LdapTable(opts.type, opts.name, cf, settings, shared.pool.view(0), shared.release, ps.timeoutMs, warn);
   } catch (e) {

@@ -102,6 +102,24 @@ export interface SlapdOptions {
   binders?: Record<string, string>;
   /** also an ldaps:// listener and StartTLS, with a throwaway CA (`Slapd.tls`) */
   tls?: boolean;
+  /** the TCP port to listen on (default: a free one), e.g. chosen before start so that another server's referral can name it */
+  port?: number;
+  /** slapd.conf `access` lines placed before the default ones (the first matching rule wins) */
+  access?: string[];
+}
+
+/**
+ * A referral object (objectClass referral, RFC 3296) at `dn` (under SUFFIX,
+ * its parent present) whose `ref` values are `refs`, as LDIF for
+ * SlapdOptions.ldif: slapd answers a search based at or below it with a
+ * referral result (code 10), and a search whose scope covers it with a
+ * search continuation reference; core.schema has the classes, nothing else
+ * is configured (no client sends ManageDsaIT).
+ */
+export function referralLdif(dn: string, refs: string[]): string {
+  const rdn = /^([^=,]+)=([^,]*)/.exec(dn);
+  if (!rdn) throw new Error(`bad DN ${dn}`);
+  return [`dn: ${dn}`, 'objectClass: referral', 'objectClass: extensibleObject', `${rdn[1]}: ${rdn[2]}`, ...refs.map((r) => `ref: ${r}`), ''].join('\n');
 }
 
 /** `count` generated mail users under ou=NAME: `uid=userI`, mail `userI@DOMAIN`, mailRoutingAddress `value(i)`. */
@@ -224,7 +242,7 @@ export async function startSlapd(extra = 0, opts: SlapdOptions = {}): Promise<Sl
   const socket = path.join(dir, 'ldapi.sock');
   const pidfile = path.join(dir, 'slapd.pid');
   const conf = path.join(dir, 'slapd.conf');
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const url = `ldap://127.0.0.1:${port}`;
   const ldapi = `ldapi://${encodeURIComponent(socket)}`;
   let tlsInfo: SlapdTls | undefined;
@@ -250,6 +268,7 @@ export async function startSlapd(extra = 0, opts: SlapdOptions = {}): Promise<Sl
     `directory ${data}`,
     'maxsize 104857600',
     'index objectClass,uid,mail,cn,mailLocalAddress eq',
+    ...(opts.access ?? []),
     'access to attrs=userPassword by anonymous auth by * none',
     `access to dn.subtree="ou=secret,${SUFFIX}" by dn.exact="${READER_DN}" read${tlsInfo ? ' by tls_ssf=1 read' : ''} by * none`,
     'access to * by * read',

@@ -40,6 +40,7 @@ const MESSAGES: Record<string, string> = {
   EHOSTDOWN: 'Host is down',
   EHOSTUNREACH: 'No route to host',
   EINPROGRESS: 'Operation now in progress',
+  EPROTO: 'Protocol error',
 };
 
 /**

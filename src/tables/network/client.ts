@@ -306,7 +306,13 @@ export class ConnPool {
       c.onEvent = (ev, arg) => {
         if (ev === 'data') {
           buf = buf.length === 0 ? (arg as Buffer) : Buffer.concat([buf, arg as Buffer]);
-          const done = reader(buf);
+          let done: ReturnType<Reader<T>>;
+          try {
+            done = reader(buf);
+          } catch {
+            // a reply this reader cannot take apart: the connection is dropped, never the process (the lookup fails as on EOF)
+            return finish({ ok: false, kind: 'eof', errno: strerror('EPROTO'), received: buf }, false);
+          }
           if (!done) return arm();
           finish({ ok: true, result: done.result }, done.keep && done.used === buf.length);
         } else {

@@ -13,7 +13,7 @@ import tls from 'node:tls';
 import fs from 'node:fs';
 import os from 'node:os';
 import type { Bytes } from '../core/table.js';
-import { BerError, BerReader, berBool, berInt, berStr, tlv, tlvLength, TAG } from './ldap-ber.js';
+import { BerReader, berBool, berInt, berStr, tlv, tlvLength, TAG } from './ldap-ber.js';
 import type { LdapUrl, Scope } from './ldap-url.js';
 
 export const LDAP_SUCCESS = 0;
@@ -263,9 +263,9 @@ export class LdapConn {
         this.buf = this.buf.subarray(n);
         this.dispatch(msg);
       }
-    } catch (e) {
-      if (e instanceof BerError) this.fail();
-      else throw e;
+    } catch {
+      // a malformed message (BerError) or one this client cannot take apart: the connection is lost, never the process
+      this.fail();
     }
   }
 

@@ -24,6 +24,7 @@ import { ProxyConnection } from '../../src/client/client.js';
 import { ProxyTable, type ClientResult } from '../../src/client/table.js';
 import { loadSqlite } from '../../src/addon/sqlite.js';
 import { PROXY_STAT } from '../../src/protocol/flags.js';
+import { answerOf, sampleWhile } from '../support/load.js';
 import { postmap, skipReason, startProxymapd, type Instance } from '../interop/harness.js';
 import { KEYS, credentials, loadData, writeCf } from './fixtures.js';
 import { mariadbSkipReason, pgSkipReason, startMariadb, startPostgres, type DbServer } from './servers.js';
@@ -255,35 +256,20 @@ describe('SQL tables through proxymapd, against the real postmap and real server
       const want = await oracle(inst.conf, slow[kind]!, keys);
       assert.equal(want.get('k@example.com'), 'kval');
       const plain = tables.find((t) => t.kind === kind && t.name === 'plain')!.table;
-      let peak = 0;
-      let samples = 0;
-      let polling = true;
-      const poller = (async () => {
-        while (polling) {
-          peak = Math.max(peak, await db.connections());
-          samples++;
-          await sleep(25);
+      const { result: rounds, peak, samples } = await sampleWhile(() => db.connections(), () =>
+      withClients(inst.proxymap, slow[kind]!, 100, async (t, i, conn) => {
+        // a quarter of the clients use another table of the same database: one pool for both
+        const other = i % 4 === 0 ? new ProxyTable(conn, plain, { dialect: 'legacy', smtputf8: true }) : undefined;
+        const bad: string[] = [];
+        for (let n = 0; n < 6; n++) {
+          const key = keys[(i + n) % keys.length]!;
+          const r: ClientResult = await (other && n % 2 ? other : t).lookup(key);
+          const got = answerOf(r);
+          if (got !== want.get(key)) bad.push(`${key}: ${got} (want ${want.get(key)})`);
         }
-      })();
-      let wrong: string[] = [];
-      try {
-        const rounds = await withClients(inst.proxymap, slow[kind]!, 100, async (t, i, conn) => {
-          // a quarter of the clients use another table of the same database: one pool for both
-          const other = i % 4 === 0 ? new ProxyTable(conn, plain, { dialect: 'legacy', smtputf8: true }) : undefined;
-          const bad: string[] = [];
-          for (let n = 0; n < 6; n++) {
-            const key = keys[(i + n) % keys.length]!;
-            const r: ClientResult = await (other && n % 2 ? other : t).lookup(key);
-            const got = r.status === 'found' ? r.value : r.status === 'notfound' ? null : `error ${r.code}`;
-            if (got !== want.get(key)) bad.push(`${key}: ${got} (want ${want.get(key)})`);
-          }
-          return bad;
-        });
-        wrong = rounds.flat();
-      } finally {
-        polling = false;
-        await poller;
-      }
+        return bad;
+      }), 25);
+      const wrong = rounds.flat();
       assert.deepEqual(wrong, [], inst.log().slice(-2000));
       assert.ok(samples >= 5, `connections counted ${samples} times`);
       assert.ok(peak >= 1, 'the server saw proxymapd connect');
@@ -336,7 +322,7 @@ describe('SQL tables through proxymapd, against the real postmap and real server
         for (let j = 0; !stop; j++) {
           const key = keys[(i + j) % keys.length]!;
           const r = await t.lookup(key);
-          const got = r.status === 'found' ? r.value : r.status === 'notfound' ? null : `error ${r.code}`;
+          const got = answerOf(r);
           if (got !== want.get(key)) bad.push(`${key}: ${got}`);
           n++;
         }

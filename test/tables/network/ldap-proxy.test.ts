@@ -17,6 +17,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ProxyConnection } from '../../../src/client/client.js';
 import { ProxyTable, type ClientResult } from '../../../src/client/table.js';
+import { answerOf, sampleWhile } from '../../support/load.js';
 import { postmap, skipReason, startProxymapd, writeTable, type Instance } from '../../interop/harness.js';
 import { READER_DN, READER_PW, SUFFIX, slapdSkipReason, startSlapd, type Slapd } from './slapd.js';
 
@@ -122,33 +123,18 @@ describe('ldap: tables through proxymapd, against the real postmap and a real sl
       want.set(k, r.status === 0 ? r.stdout.toString('latin1').replace(/\n$/, '') : null);
     }
     assert.ok(want.get('alice@example.com'));
-    let peak = 0;
-    let samples = 0;
-    let polling = true;
-    const poller = (async () => {
-      while (polling) {
-        peak = Math.max(peak, await slapd.connections());
-        samples++;
-        await sleep(20);
+    const { result: rounds, peak, samples } = await sampleWhile(() => slapd.connections(), () =>
+    withClients(inst.proxymap, plain, 100, async (t, i) => {
+      const bad: string[] = [];
+      for (let n = 0; n < 8; n++) {
+        const key = keys[(i + n) % keys.length]!;
+        const r: ClientResult = await t.lookup(key);
+        const got = answerOf(r);
+        if (got !== want.get(key)) bad.push(`${key}: ${got} (want ${want.get(key)})`);
       }
-    })();
-    let wrong: string[] = [];
-    try {
-      const rounds = await withClients(inst.proxymap, plain, 100, async (t, i) => {
-        const bad: string[] = [];
-        for (let n = 0; n < 8; n++) {
-          const key = keys[(i + n) % keys.length]!;
-          const r: ClientResult = await t.lookup(key);
-          const got = r.status === 'found' ? r.value : r.status === 'notfound' ? null : `error ${r.code}`;
-          if (got !== want.get(key)) bad.push(`${key}: ${got} (want ${want.get(key)})`);
-        }
-        return bad;
-      });
-      wrong = rounds.flat();
-    } finally {
-      polling = false;
-      await poller;
-    }
+      return bad;
+    }), 20);
+    const wrong = rounds.flat();
     assert.deepEqual(wrong, [], inst.log().slice(-2000));
     assert.ok(samples >= 3, `connections counted ${samples} times`);
     assert.ok(peak >= 1, 'slapd saw proxymapd connect');

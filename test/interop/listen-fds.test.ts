@@ -28,8 +28,8 @@ os.environ['LISTEN_PID'] = str(os.getpid())
 os.environ['LISTEN_FDNAMES'] = 'proxymap:proxywrite'
 os.execv(sys.argv[3], sys.argv[3:])
 `;
+import { b } from '../support/bytes.js';
 
-const b = (s: string) => Buffer.from(s.replace(/\|/g, '\0'), 'latin1');
 
 test('serve takes inherited listening sockets (LISTEN_FDS)', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pmd-fds-'));

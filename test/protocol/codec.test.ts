@@ -2,9 +2,9 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { RecordDecoder, ProtocolError, encodeRecord, parseUnsigned } from '../../src/protocol/codec.js';
+import { b } from '../support/bytes.js';
 
 /** '|' stands for NUL, as in the captures of protocol.md. */
-const b = (s: string) => Buffer.from(s.replace(/\|/g, '\0'), 'latin1');
 
 function decodeAll(chunks: Buffer[]): Array<Array<[string, string]>> {
   const d = new RecordDecoder();

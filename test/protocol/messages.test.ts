@@ -2,8 +2,8 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { RecordDecoder } from '../../src/protocol/codec.js';
 import { encodeReply, encodeRequest, parseReply, parseRequest, ANNOUNCEMENT } from '../../src/protocol/messages.js';
+import { b } from '../support/bytes.js';
 
-const b = (s: string) => Buffer.from(s.replace(/\|/g, '\0'), 'latin1');
 function rec(s: string) {
   const d = new RecordDecoder();
   d.push(b(s));

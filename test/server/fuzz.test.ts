@@ -5,8 +5,8 @@ import fc from 'fast-check';
 import { ProxyConnection } from '../../src/client/client.js';
 import { encodeRecord } from '../../src/protocol/codec.js';
 import { startTestServer } from './helpers.js';
+import { b } from '../support/bytes.js';
 
-const b = (s: string) => Buffer.from(s.replace(/\|/g, '\0'), 'latin1');
 
 /** Send bytes on a fresh connection, then close it; resolve when the server has answered or closed. */
 function blast(path: string, bytes: Buffer, halfClose: boolean): Promise<void> {

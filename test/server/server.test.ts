@@ -6,8 +6,8 @@ import { ProxyConnection } from '../../src/client/client.js';
 import { encodeRecord } from '../../src/protocol/codec.js';
 import { startTestServer } from './helpers.js';
 import { DICT_FLAG } from '../../src/protocol/flags.js';
+import { b } from '../support/bytes.js';
 
-const b = (s: string) => Buffer.from(s.replace(/\|/g, '\0'), 'latin1');
 const rec = (s: string) => s.split('|').reduce<Array<[string, string]>>((acc, _x, i, a) => {
   if (i % 2 === 0 && a[i] !== '') acc.push([a[i], a[i + 1]]);
   return acc;

@@ -25,6 +25,8 @@ int fd_register(napi_env env, napi_value exports);
 int sockset_register(napi_env env, napi_value exports);
 /* native/cdb.c: cdb lookups with positioned reads. */
 int cdb_register(napi_env env, napi_value exports);
+/* native/notify.c: sd_notify(3) datagrams to $NOTIFY_SOCKET. */
+int notify_register(napi_env env, napi_value exports);
 
 static napi_value Init(napi_env env, napi_value exports) {
   if (!pattern_engines_register(env, exports) || !ruleset_register(env, exports) || !exec_pool_register(env, exports) ||
@@ -33,7 +35,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   if (!proxymapd_sqlite_register(env, exports)) return NULL;
   if (!kv_register(env, exports)) return NULL;
   if (!maillog_register(env, exports) || !fd_register(env, exports) || !sockset_register(env, exports) ||
-      !cdb_register(env, exports))
+      !cdb_register(env, exports) || !notify_register(env, exports))
     return NULL;
   return exports;
 }

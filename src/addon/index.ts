@@ -7,7 +7,8 @@
  *  - compile-pool.ts     native/compile_pool.c: compile jobs, patternsScan, pattern batches
  *  - ruleset.ts          native/ruleset.c: rule sets (RULE_OP, ruleSetFromBatch, ruleSetExec)
  *  - exec-pool.ts        native/exec_pool.c: evaluations on the addon's threads
- *  - kv.ts, sqlite.ts, maillog.ts, fd.ts, sockset.ts, cdb.ts: native/kv.c, sqlite.c, maillog.c, fd.c, sockset.c, cdb.c
+ *  - kv.ts, sqlite.ts, maillog.ts, fd.ts, sockset.ts, cdb.ts, notify.ts: native/kv.c, sqlite.c, maillog.c, fd.c,
+ *    sockset.c, cdb.c, notify.c
  */
 export * from './load.js';
 export * from './pattern-engines.js';
@@ -20,3 +21,4 @@ export * from './maillog.js';
 export * from './fd.js';
 export * from './sockset.js';
 export * from './cdb.js';
+export * from './notify.js';

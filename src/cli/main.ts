@@ -1,15 +1,18 @@
 #!/usr/bin/env -S node --max-semi-space-size=2
 /**
- * proxymapd command line: serve | query | list | build, or, when the first
+ * proxymapd command line: serve | status | cache | query | list | build, or, when the first
  * argument is an option, a child of Postfix's master(8) (master.cf command).
  */
 import { runServe } from './serve.js';
 import { runQuery } from './query.js';
 import { runList } from './list.js';
+import { runStatus, runCache } from './status.js';
 import { runBuild, BUILD_USAGE } from './build.js';
 import { runMasterChild, parseMasterArgs, MasterFatal } from '../server/master.js';
 
 const USAGE = `usage: proxymapd serve [-c config_dir] [-o name=value ...] [-v]
+       proxymapd status [-c config_dir] [-o name=value ...] [--json]
+       proxymapd cache purge [-c config_dir] [-o name=value ...] [--json] [table]
        proxymapd query [-c config_dir] [-f] [-u] [--dialect legacy|new] [-o name=value ...] key|- table ...
        proxymapd list [-c config_dir] [-o name=value ...] [--service proxymap|proxywrite]
        ${BUILD_USAGE}
@@ -20,6 +23,10 @@ async function main(argv: string[]): Promise<number> {
   switch (cmd) {
     case 'serve':
       return runServe(rest);
+    case 'status':
+      return runStatus(rest);
+    case 'cache':
+      return runCache(rest);
     case 'query':
       return runQuery(rest);
     case 'list':

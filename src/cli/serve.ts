@@ -1,6 +1,14 @@
-/** proxymapd serve: standalone daemon on $queue_directory/private/{proxymap,proxywrite}. */
+/**
+ * proxymapd serve: standalone daemon on $queue_directory/private/{proxymap,proxywrite},
+ * with a control socket beside them (proxymapd status), SIGHUP reloading
+ * main.cf, and systemd readiness notification when NOTIFY_SOCKET is set.
+ */
 import { log, setLogName, setVerbose } from '../log.js';
-import { createServer, listenStandalone, startWarmUps, systemdListenFds } from '../server/daemon.js';
+import { createServer, listenControl, listenStandalone, startWarmUps, systemdListenFds } from '../server/daemon.js';
+import { ControlServer, addServerSections } from '../server/control.js';
+import { ConfigReloader, type LiveConfig } from '../server/reload.js';
+import { SystemdNotifier } from '../server/notify.js';
+import type { ProxyServer } from '../server/server.js';
 import { CONFIG_OPTIONS, loadConfig, parse } from './common.js';
 
 export async function runServe(args: string[]): Promise<number> {
@@ -8,7 +16,9 @@ export async function runServe(args: string[]): Promise<number> {
   const config = loadConfig(values as { c?: string; o?: string[] });
   setLogName(`${config.get('syslog_name') || 'postfix'}/proxymap`);
   setVerbose((values.v as boolean[] | undefined)?.length ?? 0);
-  const server = createServer({ config });
+  const notifier = SystemdNotifier.fromEnv();
+  const live: LiveConfig = { config };
+  const server = createServer({ config, live });
   const inherited = systemdListenFds();
   if (inherited.length > 0) {
     // Socket activation: the sockets already listen; do not bind paths.
@@ -21,14 +31,47 @@ export async function runServe(args: string[]): Promise<number> {
     const paths = await listenStandalone(server, config);
     log.info(`proxymapd ready: proxymap on ${paths.proxymap}, proxywrite on ${paths.proxywrite}`);
   }
+  const reloader = new ConfigReloader(server, live, () => loadConfig(values as { c?: string; o?: string[] }));
+  const control = new ControlServer();
+  addServerSections(control, server, { configDir: config.configDir, mode: 'standalone' });
+  control.addSection('reload', () => reloader.status());
+  registerCachePurge(control, server);
+  try {
+    await listenControl(control, config, inherited.length === 0);
+  } catch (e) {
+    log.warn(`control socket: ${(e as Error).message}; proxymapd status will not reach this server`);
+  }
   startWarmUps(server);
+  const approved = () => `${server.handler.approvedFor('proxymap').size} read, ${server.handler.approvedFor('proxywrite').size} write tables approved`;
+  notifier?.ready(approved());
+  process.on('SIGHUP', () => {
+    log.info('SIGHUP: reloading configuration');
+    notifier?.reloading();
+    const ok = reloader.reload();
+    notifier?.ready(ok ? approved() : `reload failed, old configuration kept: ${reloader.status().lastError}`);
+  });
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       log.info(`${sig}: shutting down`);
-      server.close().then(resolve, resolve);
+      notifier?.stopping();
+      Promise.all([control.close(), server.close()]).then(() => resolve(), resolve);
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
   return 0;
+}
+
+/**
+ * `cache-purge [table]`: empties the lookup cache, or only its entries of one table (given as in main.cf, with or
+ * without proxy:); the reply says how many entries were dropped.
+ */
+function registerCachePurge(control: ControlServer, server: ProxyServer): void {
+  control.register('cache-purge', (args) => {
+    const cache = (server as { cache?: { purge(spec?: string): number } }).cache;
+    if (!cache) return { error: 'no cache configured' };
+    let spec = args[0] === undefined ? undefined : Buffer.from(args[0], 'utf8').toString('latin1');
+    while (spec?.startsWith('proxy:')) spec = spec.slice('proxy:'.length);
+    return { purged: cache.purge(spec) };
+  });
 }

@@ -81,7 +81,7 @@ export class Connection {
 
   constructor(
     transport: (conn: Connection) => Transport,
-    private readonly service: Service,
+    readonly service: Service,
     private readonly handler: RequestHandler,
     private readonly opts: ConnectionOptions,
     private readonly hooks: { onBusy?: (busy: boolean) => void; onClose?: () => void; onData?: () => void; onReply?: (kind: RequestKind | null) => void } = {},

@@ -13,6 +13,8 @@ import { intParam } from '../tables/core/params.js';
 import { ProxyServer } from './server.js';
 import type { Service } from './handler.js';
 import type { ConnectionOptions } from './connection.js';
+import { controlSocketPath, type ControlServer } from './control.js';
+import type { LiveConfig } from './reload.js';
 
 export { importEnvironment } from '../tables/builtin/environ.js';
 
@@ -21,13 +23,17 @@ export interface DaemonOptions {
   connection?: Partial<ConnectionOptions>;
   /** the table types served (default: the built-in ones) */
   registry?: TableRegistry;
+  /** where tables opened later read main.cf parameters (a reload replaces its config; default: `config` for good) */
+  live?: LiveConfig;
 }
 
 export function createServer(opts: DaemonOptions): ProxyServer {
   const { config } = opts;
   const registry = opts.registry ?? defaultRegistry;
+  const live = opts.live ?? { config };
+  const param = (name: string) => live.config.lookup(name);
   // Like a Postfix command given -c, the daemon runs with MAIL_CONFIG set to its configuration directory.
-  registry.configure({ param: (name) => config.lookup(name), env: { ...process.env, MAIL_CONFIG: config.configDir }, warn: log.warn });
+  registry.configure({ param, env: { ...process.env, MAIL_CONFIG: config.configDir }, warn: log.warn });
   const authorized: Record<Service, ReadonlySet<string>> = {
     proxymap: authorizedTables(config, 'proxymap', log.warn),
     proxywrite: authorizedTables(config, 'proxywrite', log.warn),
@@ -36,7 +42,7 @@ export function createServer(opts: DaemonOptions): ProxyServer {
     opener: registry.open,
     authorized,
     smtputf8: config.smtputf8(),
-    param: (name) => config.lookup(name),
+    param,
     loadsSource: (type) => registry.loadsSource(type),
     typeFixed: (spec) => registry.typeFixed(spec),
     connection: opts.connection,
@@ -85,6 +91,26 @@ export async function listenStandalone(server: ProxyServer, config: Config): Pro
   await server.listenPath(paths.proxymap, 'proxymap', owner);
   await server.listenPath(paths.proxywrite, 'proxywrite', owner);
   return paths;
+}
+
+/**
+ * Listen on the control socket (src/server/control.ts) in
+ * $queue_directory/private/, owned like the service sockets. With
+ * `createDir` false (socket activation) only when private/ exists already.
+ * Returns the path, or undefined when there is none to listen on.
+ */
+export async function listenControl(control: ControlServer, config: Config, createDir: boolean): Promise<string | undefined> {
+  const sockPath = controlSocketPath((n) => config.lookup(n), config.get('queue_directory'));
+  if (sockPath === undefined) return undefined;
+  const dir = path.dirname(sockPath);
+  const owner = process.getuid?.() === 0 ? lookupUser(config.get('mail_owner')) : undefined;
+  if (!fs.existsSync(dir)) {
+    if (!createDir) return undefined;
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (owner) fs.chownSync(dir, owner.uid, owner.gid);
+  }
+  await control.listen(sockPath, owner);
+  return sockPath;
 }
 
 /**

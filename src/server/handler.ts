@@ -41,11 +41,30 @@ interface KeyPlan {
 }
 
 export class RequestHandler {
-  constructor(private readonly o: HandlerOptions) {}
+  /** the approved tables per service; replaced as a whole by setAuthorized */
+  private authorized: Record<Service, ReadonlySet<string>>;
+
+  constructor(private readonly o: HandlerOptions) {
+    this.authorized = o.authorized;
+  }
 
   /** Every approved table spec, of both services. */
   approved(): Set<string> {
-    return new Set([...this.o.authorized.proxymap, ...this.o.authorized.proxywrite]);
+    return new Set([...this.authorized.proxymap, ...this.authorized.proxywrite]);
+  }
+
+  /** The approved tables of a service. */
+  approvedFor(service: Service): ReadonlySet<string> {
+    return this.authorized[service];
+  }
+
+  /**
+   * Replace the approved tables of both services at once (a configuration
+   * reload): requests decoded from now on are checked against the new sets;
+   * requests already past the check finish with the table they got.
+   */
+  setAuthorized(authorized: Record<Service, ReadonlySet<string>>): void {
+    this.authorized = { proxymap: authorized.proxymap, proxywrite: authorized.proxywrite };
   }
 
   /** Handle one request; synchronous when the table answers synchronously. */
@@ -69,7 +88,7 @@ export class RequestHandler {
     let spec = req.table;
     while (spec.startsWith(PROXY_PREFIX)) spec = spec.slice(PROXY_PREFIX.length);
     if (!spec.includes(':')) return fail(kind, dialect, PROXY_STAT.BAD);
-    if (!this.o.authorized[service].has(spec)) {
+    if (!this.authorized[service].has(spec)) {
       const t = logBytes(spec);
       log.warn(`request for unapproved table: "${t}"`);
       log.warn(

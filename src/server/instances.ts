@@ -49,6 +49,33 @@ interface Slot {
   /** the instance in service once open, for a synchronous fast path */
   current?: Instance;
   reloading: boolean;
+  /** times a changed version was swapped in, and when the last one was (Date.now()) */
+  reloads: number;
+  reloadedAt?: number;
+  /** taken out of service by closeUnapproved */
+  removed?: boolean;
+}
+
+/** One open instance as `proxymapd status` shows it (TableInstances.list). */
+export interface InstanceInfo {
+  /** "type:name" */
+  spec: string;
+  writable: boolean;
+  fold: FoldMode;
+  dup: number;
+  bits: number;
+  /** false: the table could not be opened (a surrogate answering "try again") */
+  ok: boolean;
+  /** Date.now() of the open, undefined while it is still in progress */
+  openedAt?: number;
+  reloads: number;
+  reloadedAt?: number;
+}
+
+/** The last failed open or reload of a table. */
+export interface TableError {
+  at: number;
+  message: string;
 }
 
 export interface ReloadOptions {
@@ -68,6 +95,8 @@ export class TableInstances {
   private readonly implFlags = new Map<string, number>();
   private readonly reload: ReloadOptions;
   private timer?: NodeJS.Timeout;
+  /** the last open or reload failure of each table ("type:name") */
+  private readonly errors = new Map<string, TableError>();
   /** counts, for tests and metrics */
   reloads = 0;
   reloadFailures = 0;
@@ -80,10 +109,65 @@ export class TableInstances {
     reload: Partial<ReloadOptions> = {},
   ) {
     this.reload = { ...DEFAULT_RELOAD, ...reload };
-    if (this.reload.checkIntervalMs > 0) {
-      this.timer = setInterval(() => void this.checkChanges(), this.reload.checkIntervalMs);
+    this.setCheckInterval(this.reload.checkIntervalMs);
+  }
+
+  /** Change how often open tables are checked for changes (ms; 0: never), e.g. on a configuration reload. */
+  setCheckInterval(ms: number): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    this.reload.checkIntervalMs = ms;
+    if (ms > 0) {
+      this.timer = setInterval(() => void this.checkChanges(), ms);
       this.timer.unref();
     }
+  }
+
+  /** The open instances (and opens in progress), for status displays. */
+  list(): InstanceInfo[] {
+    return [...this.slots.values()].map((s) => ({
+      spec: s.key.spec,
+      writable: s.key.writable,
+      fold: s.key.fold,
+      dup: s.key.dup,
+      bits: s.key.bits ?? 0,
+      ok: s.current?.ok ?? true,
+      openedAt: s.current?.openedAt,
+      reloads: s.reloads,
+      reloadedAt: s.reloadedAt,
+    }));
+  }
+
+  /** The last failed open or reload of each table that had one. */
+  lastErrors(): ReadonlyMap<string, TableError> {
+    return this.errors;
+  }
+
+  /**
+   * Close the instances that `approved(spec, writable)` no longer allows (a
+   * configuration reload withdrew them). They leave the table set at once;
+   * the tables themselves close after the grace period, since requests that
+   * started before may still be using them. Returns how many were removed.
+   */
+  closeUnapproved(approved: (spec: string, writable: boolean) => boolean): number {
+    let n = 0;
+    for (const [ks, slot] of this.slots) {
+      if (approved(slot.key.spec, slot.key.writable)) continue;
+      this.slots.delete(ks);
+      slot.removed = true;
+      if (this.lastKey?.ks === ks) this.lastKey = undefined;
+      n++;
+      void slot.pending.then((inst) => {
+        const tables = new Set([slot.current, inst].filter((i): i is Instance & { ok: true } => !!i?.ok).map((i) => i.table));
+        setTimeout(() => {
+          for (const t of tables) void Promise.resolve(t.close?.()).catch(() => undefined);
+        }, this.reload.graceMs).unref();
+      });
+    }
+    for (const spec of this.errors.keys()) {
+      if (!approved(spec, false) && !approved(spec, true)) this.errors.delete(spec);
+    }
+    return n;
   }
 
   /**
@@ -127,7 +211,7 @@ export class TableInstances {
     if (existing) return existing.pending;
     // A table opened once for every fold mode is opened without load-time folding.
     const key = this.isSplit(k) ? k : { ...k, fold: 'none' as const, dup: 0 };
-    const slot: Slot = { key, pending: this.open(key), reloading: false };
+    const slot: Slot = { key, pending: this.open(key), reloading: false, reloads: 0 };
     slot.pending.then((inst) => {
       if (this.slots.get(ks) !== slot) return;
       slot.current = inst;
@@ -171,17 +255,20 @@ export class TableInstances {
       const next = await this.open(slot.key, true);
       if (!next.ok) {
         this.reloadFailures++;
+        this.errors.set(slot.key.spec, { at: Date.now(), message: `reload: ${next.reason}` });
         log.warn(`table ${name} has changed, but the new version cannot be used: ${logBytes(next.reason)}; keeping the old version`);
         return;
       }
-      // Written to again while we read it: try again at the next check.
-      if (await next.table.changed?.()) {
+      // Withdrawn meanwhile (closeUnapproved), or written to again while we read it (try again at the next check).
+      if (slot.removed || (await next.table.changed?.())) {
         await next.table.close?.();
         return;
       }
       slot.current = next;
       slot.pending = Promise.resolve(next);
       this.reloads++;
+      slot.reloads++;
+      slot.reloadedAt = Date.now();
       log.info(`table ${name} has changed -- reloaded`);
       setTimeout(() => void Promise.resolve(old.table.close?.()).catch(() => undefined), this.reload.graceMs).unref();
     } finally {
@@ -197,6 +284,7 @@ export class TableInstances {
     } catch (e) {
       const reason = (e as Error).message;
       log.error(logBytes(reason));
+      this.errors.set(k.spec, { at: openedAt, message: reason });
       return { ok: false, reason, openedAt };
     }
     const opts: TableOpenOptions = {
@@ -219,7 +307,10 @@ export class TableInstances {
     } catch (e) {
       const reason = e instanceof TableOpenError ? e.message : `${k.spec}: ${(e as Error).message ?? String(e)}`;
       if (!(e instanceof TableOpenError)) log.warn(`unexpected error opening ${logBytes(k.spec)}: ${(e as Error).stack ?? e}`);
-      if (!quiet) log.error(logBytes(reason));
+      if (!quiet) {
+        log.error(logBytes(reason));
+        this.errors.set(k.spec, { at: openedAt, message: reason });
+      }
       return { ok: false, reason, openedAt };
     }
   }

@@ -68,6 +68,8 @@ export class ProxyServer {
   /** connections accepted / closed since start */
   accepted = 0;
   closedCount = 0;
+  /** connections accepted since start, per service */
+  readonly acceptedBy: Record<Service, number> = { proxymap: 0, proxywrite: 0 };
   private busyCount = 0;
   /** busy-poll window, ms (performance.now() units: plain numbers, no BigInt per request) */
   private readonly busyPollMs: number;
@@ -184,6 +186,7 @@ export class ProxyServer {
 
   private accept(raw: net.Socket, service: Service): void {
     this.accepted++;
+    this.acceptedBy[service]++;
     const hooks = {
       onBusy: (b: boolean) => {
         const before = this.busyCount;
@@ -276,6 +279,13 @@ export class ProxyServer {
     return this.connections.size;
   }
 
+  /** Open connections per service (counted when asked: for status displays). */
+  openConnectionsBy(): Record<Service, number> {
+    const n: Record<Service, number> = { proxymap: 0, proxywrite: 0 };
+    for (const c of this.connections) n[c.service]++;
+    return n;
+  }
+
   /** Start time (Date.now()) of the oldest request still in progress, or 0 when none is. */
   oldestRequestStart(): number {
     let oldest = 0;
@@ -318,7 +328,8 @@ export class ProxyServer {
   }
 }
 
-function isLive(sockPath: string): Promise<boolean> {
+/** Whether a server answers on a UNIX socket path (a stale socket file refuses the connection). */
+export function isLive(sockPath: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.createConnection(sockPath);
     s.once('connect', () => {

@@ -43,14 +43,14 @@ export async function runServe(args: string[]): Promise<number> {
   }
   startWarmUps(server);
   const approved = () => `${server.handler.approvedFor('proxymap').size} read, ${server.handler.approvedFor('proxywrite').size} write tables approved`;
-  notifier?.ready(approved());
+  // Signal handlers first: a service manager told READY may signal at once.
   process.on('SIGHUP', () => {
     log.info('SIGHUP: reloading configuration');
     notifier?.reloading();
     const ok = reloader.reload();
     notifier?.ready(ok ? approved() : `reload failed, old configuration kept: ${reloader.status().lastError}`);
   });
-  await new Promise<void>((resolve) => {
+  const stopped = new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       log.info(`${sig}: shutting down`);
       notifier?.stopping();
@@ -59,6 +59,8 @@ export async function runServe(args: string[]): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+  notifier?.ready(approved());
+  await stopped;
   return 0;
 }
 

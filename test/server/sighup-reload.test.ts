@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ProxyConnection } from '../../src/client/client.js';
+import type { AttrRecord } from '../../src/protocol/codec.js';
 import { Config } from '../../src/config/params.js';
 import { setLogSink } from '../../src/log.js';
 import { ProxyServer } from '../../src/server/server.js';
@@ -21,7 +22,7 @@ import { CLI, startProxymapd, writeMainCf, writeTable } from '../interop/harness
 import { testOpener } from './helpers.js';
 
 const lookup = (table: string, key: string) => b(`request|lookup|table|${table}|flags|0|key|${key}||`);
-const statusOf = (rec: Array<[string, string]>) => rec.find(([k]) => k === 'status')?.[1];
+const statusOf = (rec: AttrRecord) => rec.find(([k]) => k === 'status')?.[1];
 
 /** Wait until cond() holds, checking at every turn of the event loop that has I/O to do (never a fixed sleep). */
 async function until(cond: () => boolean, what: string, ms = 20_000): Promise<void> {

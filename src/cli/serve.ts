@@ -5,10 +5,9 @@
  */
 import { log, setLogName, setVerbose } from '../log.js';
 import { createServer, listenControl, listenStandalone, startWarmUps, systemdListenFds } from '../server/daemon.js';
-import { ControlServer, addServerSections } from '../server/control.js';
+import { ControlServer, addServerSections, registerCachePurge } from '../server/control.js';
 import { ConfigReloader, type LiveConfig } from '../server/reload.js';
 import { SystemdNotifier } from '../server/notify.js';
-import type { ProxyServer } from '../server/server.js';
 import { CONFIG_OPTIONS, loadConfig, parse } from './common.js';
 
 export async function runServe(args: string[]): Promise<number> {
@@ -62,18 +61,4 @@ export async function runServe(args: string[]): Promise<number> {
   notifier?.ready(approved());
   await stopped;
   return 0;
-}
-
-/**
- * `cache-purge [table]`: empties the lookup cache, or only its entries of one table (given as in main.cf, with or
- * without proxy:); the reply says how many entries were dropped.
- */
-function registerCachePurge(control: ControlServer, server: ProxyServer): void {
-  control.register('cache-purge', (args) => {
-    const cache = (server as { cache?: { purge(spec?: string): number } }).cache;
-    if (!cache) return { error: 'no cache configured' };
-    let spec = args[0] === undefined ? undefined : Buffer.from(args[0], 'utf8').toString('latin1');
-    while (spec?.startsWith('proxy:')) spec = spec.slice('proxy:'.length);
-    return { purged: cache.purge(spec) };
-  });
 }

@@ -253,6 +253,21 @@ function tablesSection(server: ProxyServer): { approved: Record<Service, number>
 }
 
 /**
+ * `cache-purge [table]`: empties the lookup cache, or only its entries of one table (given as in main.cf, with or
+ * without proxy:); the reply says how many entries were dropped. The cache is the server's `cache` property when
+ * one is configured: `purge(spec?)` with spec a byte string "type:name", returning a count.
+ */
+export function registerCachePurge(control: ControlServer, server: ProxyServer): void {
+  control.register('cache-purge', (args) => {
+    const cache = (server as { cache?: { purge(spec?: string): number } }).cache;
+    if (!cache) return { error: 'no cache configured' };
+    let spec = args[0] === undefined ? undefined : Buffer.from(args[0], 'utf8').toString('latin1');
+    while (spec?.startsWith('proxy:')) spec = spec.slice('proxy:'.length);
+    return { purged: cache.purge(spec) };
+  });
+}
+
+/**
  * Send one request to a control socket and wait for its reply (the client
  * side, for the CLI). Rejects when nothing listens or no reply comes.
  */

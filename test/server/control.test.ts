@@ -13,7 +13,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { ProxyConnection } from '../../src/client/client.js';
-import { ControlServer, addServerSections, controlRequest, CONTROL_MAX_LINE, type TableStatus } from '../../src/server/control.js';
+import { ControlServer, addServerSections, controlRequest, registerCachePurge, CONTROL_MAX_LINE, type TableStatus } from '../../src/server/control.js';
 import { b } from '../support/bytes.js';
 import { CLI, run, startProxymapd, writeMainCf } from '../interop/harness.js';
 import { startTestServer } from './helpers.js';
@@ -148,6 +148,24 @@ test('commands: arguments, unknown commands, bad requests, failing handlers', as
       { error: 'no cache configured' },
       { result: { args: [] } },
     ]);
+  });
+});
+
+test('cache-purge: no cache, or the cache's purge with the table as the server names it', async () => {
+  await withControl(async ({ control, sock, t }) => {
+    registerCachePurge(control, t.server);
+    assert.deepEqual(await controlRequest(sock, 'cache-purge', []), { error: 'no cache configured' });
+    const calls: Array<string | undefined> = [];
+    (t.server as unknown as { cache: { purge(spec?: string): number } }).cache = {
+      purge: (spec) => {
+        calls.push(spec);
+        return spec === undefined ? 10 : 3;
+      },
+    };
+    assert.deepEqual(await controlRequest(sock, 'cache-purge', []), { result: { purged: 10 } });
+    assert.deepEqual(await controlRequest(sock, 'cache-purge', ['proxy:proxy:texthash:/etc/postfix/vírtual']), { result: { purged: 3 } });
+    // proxy: prefixes removed, UTF-8 text as the byte string tables are named by
+    assert.deepEqual(calls, [undefined, Buffer.from('texthash:/etc/postfix/vírtual', 'utf8').toString('latin1')]);
   });
 });
 

@@ -151,7 +151,7 @@ test('commands: arguments, unknown commands, bad requests, failing handlers', as
   });
 });
 
-test('cache-purge: no cache, or the cache's purge with the table as the server names it', async () => {
+test('cache-purge: no cache, or the purge of the cache with the table as the server names it', async () => {
   await withControl(async ({ control, sock, t }) => {
     registerCachePurge(control, t.server);
     assert.deepEqual(await controlRequest(sock, 'cache-purge', []), { error: 'no cache configured' });

@@ -43,6 +43,11 @@ interface KeyPlan {
 export class RequestHandler {
   constructor(private readonly o: HandlerOptions) {}
 
+  /** The tables approved for one service. */
+  approvedFor(service: Service): ReadonlySet<string> {
+    return this.o.authorized[service];
+  }
+
   /** Every approved table spec, of both services. */
   approved(): Set<string> {
     return new Set([...this.o.authorized.proxymap, ...this.o.authorized.proxywrite]);

@@ -10,6 +10,7 @@ import {
   type FoldMode,
   type Table,
   type TableOpenOptions,
+  type WriteStats,
 } from '../tables/core/table.js';
 import { splitAtColon, splitTableSpec } from '../tables/core/registry.js';
 
@@ -244,4 +245,41 @@ export class TableInstances {
   get size(): number {
     return this.slots.size;
   }
+
+  /** The instances opened (or failed to open) so far, for metrics and status; instances still opening are left out. */
+  list(): OpenInstanceInfo[] {
+    const out: OpenInstanceInfo[] = [];
+    for (const slot of this.slots.values()) {
+      const inst = slot.current;
+      if (!inst) continue;
+      out.push(
+        inst.ok
+          ? { spec: slot.key.spec, writable: slot.key.writable, ok: true, openedAt: inst.openedAt, writeStats: inst.table.writeStats }
+          : { spec: slot.key.spec, writable: slot.key.writable, ok: false, reason: inst.reason, openedAt: inst.openedAt },
+      );
+    }
+    return out;
+  }
+
+  /**
+   * An instance of a table for a readiness check: one already in service
+   * (any fold mode), else one opened as a client's open with `fold` would
+   * open it, which then serves the clients that come.
+   */
+  probe(spec: string, writable: boolean, fold: FoldMode): Promise<Instance> {
+    for (const slot of this.slots.values()) {
+      if (slot.key.spec === spec && slot.key.writable === writable) return slot.pending;
+    }
+    return this.get({ spec, writable, fold, dup: 0, bits: 0 });
+  }
+}
+
+/** What list() tells of one instance. */
+export interface OpenInstanceInfo {
+  spec: string;
+  writable: boolean;
+  ok: boolean;
+  reason?: string;
+  openedAt: number;
+  writeStats?: WriteStats;
 }

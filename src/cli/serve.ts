@@ -1,6 +1,7 @@
 /** proxymapd serve: standalone daemon on $queue_directory/private/{proxymap,proxywrite}. */
 import { log, setLogName, setVerbose } from '../log.js';
 import { createServer, listenStandalone, startWarmUps, systemdListenFds } from '../server/daemon.js';
+import { METRICS_LISTEN_PARAM, startMetricsListener } from '../server/http.js';
 import { CONFIG_OPTIONS, loadConfig, parse } from './common.js';
 
 export async function runServe(args: string[]): Promise<number> {
@@ -21,11 +22,12 @@ export async function runServe(args: string[]): Promise<number> {
     const paths = await listenStandalone(server, config);
     log.info(`proxymapd ready: proxymap on ${paths.proxymap}, proxywrite on ${paths.proxywrite}`);
   }
+  const metricsHttp = await startMetricsListener(server, config.get(METRICS_LISTEN_PARAM));
   startWarmUps(server);
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       log.info(`${sig}: shutting down`);
-      server.close().then(resolve, resolve);
+      Promise.all([server.close(), metricsHttp?.close()]).then(() => resolve(), resolve);
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

@@ -262,15 +262,22 @@ export class TableInstances {
   }
 
   /**
-   * An instance of a table for a readiness check: one already in service
-   * (any fold mode), else one opened as a client's open with `fold` would
-   * open it, which then serves the clients that come.
+   * An instance of a table for a readiness check: one in service or being
+   * opened (any fold mode), else one opened as a client's open with `fold`
+   * would open it, which then serves the clients that come. A table that
+   * failed to open is tried again at once (the check is the operator asking
+   * whether it works now), and the new instance serves the clients too.
    */
   probe(spec: string, writable: boolean, fold: FoldMode): Promise<Instance> {
-    for (const slot of this.slots.values()) {
-      if (slot.key.spec === spec && slot.key.writable === writable) return slot.pending;
+    let failed: { ks: string; key: InstanceKey } | undefined;
+    for (const [ks, slot] of this.slots) {
+      if (slot.key.spec !== spec || slot.key.writable !== writable) continue;
+      if (slot.current?.ok !== false) return slot.pending;
+      failed ??= { ks, key: slot.key };
     }
-    return this.get({ spec, writable, fold, dup: 0, bits: 0 });
+    if (!failed) return this.get({ spec, writable, fold, dup: 0, bits: 0 });
+    this.slots.delete(failed.ks);
+    return this.get(failed.key);
   }
 }
 

@@ -67,6 +67,8 @@ export class ProxyServer {
   readonly handler: RequestHandler;
   /** null when metrics are off */
   readonly metrics: Metrics | null;
+  /** main.cf smtputf8_enable */
+  readonly smtputf8: boolean;
   private readonly listeners: ListenerInfo[] = [];
   private readonly connections = new Set<Connection>();
   private readonly connOpts: ConnectionOptions;
@@ -105,6 +107,7 @@ export class ProxyServer {
       smtputf8: opts.smtputf8,
       typeFixed: opts.typeFixed,
     });
+    this.smtputf8 = opts.smtputf8;
     this.connOpts = { ...DEFAULT_CONNECTION_OPTIONS, ...opts.connection };
     this.busyPollMs = Math.max(0, Math.floor(opts.busyPollUsec ?? DEFAULT_BUSY_POLL_USEC)) / 1000;
     this.offThreadWork = opts.offThreadWork ?? (() => false);
@@ -338,7 +341,8 @@ export class ProxyServer {
   }
 }
 
-function isLive(sockPath: string): Promise<boolean> {
+/** Whether a server answers on a UNIX socket path (else the file is stale). */
+export function isLive(sockPath: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.createConnection(sockPath);
     s.once('connect', () => {

@@ -212,7 +212,7 @@ export class SqlPool<T, C> {
   private open = 0;
   private peak = 0;
   private closed = false;
-  /** the view of the readiness probe: its failures block a host for the current second only, and for no table */
+  /** the host states of the readiness probe: its failures take no host out of service for a table */
   private readonly probeView: PoolView<T, C>;
   private probing: Promise<string | null> | undefined;
 
@@ -227,7 +227,7 @@ export class SqlPool<T, C> {
     this.hosts = list.map((spec, index) => ({ index, spec, conns: 0 }));
     this.pipeline = Math.max(1, Math.floor(opts.pipeline ?? 1));
     this.defaultView = this.view();
-    this.probeView = this.view(0);
+    this.probeView = this.view();
   }
 
   get label(): string {
@@ -334,9 +334,10 @@ export class SqlPool<T, C> {
   /**
    * Whether the pool can reach its backend (for /readyz): null when a
    * connection is in service or one could be opened now (it then stays in
-   * the pool, idle), else what went wrong. Each host is tried once; the
-   * probe has its own host states, so a failed probe never takes a host out
-   * of service for a table. Concurrent probes share one attempt.
+   * the pool, idle), else what went wrong. Each host is tried once, back-off
+   * or not; the probe has host states of its own, so a failed probe never
+   * takes a host out of service for a table. Concurrent probes share one
+   * attempt.
    */
   probe(deadline: number): Promise<string | null> {
     if (this.closed) return Promise.resolve('pool closed');
@@ -347,12 +348,11 @@ export class SqlPool<T, C> {
 
   private async probeHosts(deadline: number): Promise<string | null> {
     const errors: string[] = [];
-    const tried = new Set<number>();
-    while (!this.closed && this.live.size === 0 && Date.now() < deadline) {
+    // a single host is listed twice: once is enough
+    const hosts = this.hosts.filter((h, i) => this.hosts.findIndex((x) => x.spec === h.spec) === i);
+    for (const h of hosts) {
+      if (this.closed || this.live.size > 0 || Date.now() >= deadline) break;
       if (this.open >= this.opts.maxConnections) return errors.join('; ') || `all ${this.opts.maxConnections} connections are being opened`;
-      const h = this.pickHost(this.probeView, nowSeconds());
-      if (!h || tried.has(h.index)) break;
-      tried.add(h.index);
       const c = await this.connect(this.probeView, h, { deadline, warn: (t) => errors.push(t) });
       if (c) {
         this.release(c);
@@ -360,7 +360,7 @@ export class SqlPool<T, C> {
       }
     }
     if (this.live.size > 0) return null;
-    return errors.join('; ') || (this.closed ? 'pool closed' : 'no host can be tried now');
+    return errors.join('; ') || (this.closed ? 'pool closed' : 'timed out');
   }
 
   /** Close idle connections now, the others when they are released; wake all waiters (RETRY). */

@@ -23,6 +23,7 @@ export async function runServe(args: string[]): Promise<number> {
     log.info(`proxymapd ready: proxymap on ${paths.proxymap}, proxywrite on ${paths.proxywrite}`);
   }
   const metricsHttp = await startMetricsListener(server, config.get(METRICS_LISTEN_PARAM));
+  if (metricsHttp) log.info(`metrics and health checks on ${metricsHttp.address}`);
   startWarmUps(server);
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {

@@ -77,6 +77,8 @@ export class MetricsHttp {
       if ('path' in where) srv.listen(where.path, done);
       else srv.listen(where.port, where.host, done);
     });
+    // as Postfix's sockets: open to all, access controlled by the directory
+    if ('path' in where) fs.chmodSync(where.path, 0o666);
     srv.on('error', (e) => log.warn(`metrics listener: ${e.message}`));
     return new MetricsHttp(srv, where);
   }
@@ -120,7 +122,7 @@ export async function startMetricsListener(server: ProxyServer, value: string): 
   const shown = 'path' in where ? where.path : value.trim();
   try {
     const h = await MetricsHttp.start(server, where);
-    log.info(`metrics and health checks on ${'path' in where ? where.path : `http://${h.address}`}`);
+    log.debug(`metrics and health checks on ${h.address}`);
     return h;
   } catch (e) {
     log.warn(`cannot listen on ${shown} for metrics: ${(e as Error).message}; metrics and health checks are off in this process`);

@@ -139,6 +139,7 @@ test('a UNIX socket path with %p: one socket per process, removed on close', asy
   const sock = path.join(ts.dir, `metrics-${process.pid}.sock`);
   try {
     assert.equal(ts.http!.address, sock);
+    assert.equal(fs.statSync(sock).mode & 0o777, 0o666);
     assert.equal((await get(sock, '/healthz')).status, 200);
     const m = await get(sock, '/metrics');
     assert.equal(m.status, 200);

@@ -43,6 +43,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -60,7 +61,10 @@ import {
   type PostfixInstance,
 } from '../test/interop/postfix-instance.js';
 
-type Target = 'proxymapd' | 'postfix';
+/** pmd+metrics: a second proxymapd with proxymapd_metrics_listen set (--metrics), measured beside the first */
+type Target = 'proxymapd' | 'postfix' | 'pmd+metrics';
+/** The database user (SQL, ldap scenarios) a target's tables connect as: pmd+metrics uses proxymapd's. */
+const dbUser = (t: Target): Exclude<Target, 'pmd+metrics'> => (t === 'pmd+metrics' ? 'proxymapd' : t);
 type LoadGen = 'node' | 'c';
 const LOADGENS: readonly LoadGen[] = ['node', 'c'];
 type ScenarioName = FileScenario | SqlKind | 'ldap';
@@ -98,6 +102,8 @@ interface Args {
   cpuProfIntervalUs?: number;
   json?: string;
   strict: boolean;
+  /** also run a proxymapd with metrics on (file scenarios) */
+  metrics: boolean;
 }
 
 const USAGE = `usage: npm run bench -- [options]
@@ -127,6 +133,8 @@ const USAGE = `usage: npm run bench -- [options]
   --pmd-param N=V    an extra main.cf parameter for proxymapd (repeatable), e.g. proxymapd_busy_poll_usec=0
   --cpu-prof DIR     run proxymapd under node --cpu-prof, profiles in DIR/<scenario>/
   --cpu-prof-interval US  sampling interval for --cpu-prof (node's default: 1000)
+  --metrics          also run a second proxymapd with proxymapd_metrics_listen set (target pmd+metrics, file
+                     scenarios), interleaved with the first: the cost of metrics, as the ratio on/off
   --json FILE        also write all raw results as JSON
   --strict           exit 1 when a target check fails`;
 
@@ -151,6 +159,7 @@ function parseArgs(argv: string[]): Args {
     workers: 0,
     loadgens: ['node', 'c'],
     strict: false,
+    metrics: false,
   };
   const num = (name: string, v: string | undefined, min: number): number => {
     const n = Number(v);
@@ -229,6 +238,7 @@ function parseArgs(argv: string[]): Args {
       case '--cpu-prof-interval': a.cpuProfIntervalUs = Math.floor(num(opt, next(), 1)); break;
       case '--json': a.json = path.resolve(next() ?? ''); break;
       case '--strict': a.strict = true; break;
+      case '--metrics': a.metrics = true; break;
       case '-h':
       case '--help':
         console.log(USAGE);
@@ -353,6 +363,20 @@ async function startProxymapd(repo: string, confDir: string, socket: string, cpu
     await sleep(50);
   }
   return { pid: child.pid!, socket, stderrTail: () => tail, stop };
+}
+
+/** GET /metrics over proxymapd_metrics_listen's UNIX socket. */
+function scrapeMetrics(socketPath: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ socketPath, path: '/metrics', agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`/metrics: HTTP ${res.statusCode}`))));
+    });
+    req.on('error', reject);
+    req.setTimeout(10_000, () => req.destroy(new Error('/metrics: timed out')));
+  });
 }
 
 // ---- CPU accounting (/proc) -------------------------------------------------
@@ -559,7 +583,7 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
   const mark = cleanups.length;
   let data: Pick<ScenarioData, 'describe' | 'keys'>;
   let sql: ServerScenario | undefined;
-  const tablesOf: Record<Target, string[]> = { proxymapd: [], postfix: [] };
+  const tablesOf: Record<Exclude<Target, 'pmd+metrics'>, string[]> = { proxymapd: [], postfix: [] };
   if (isServer(name)) {
     process.stderr.write(`[${name}] starting a throwaway ${name === 'ldap' ? 'slapd' : `${name} server`} ... `);
     const starting = name === 'ldap' ? startLdapScenario(dir, args.sqlRows, args.openSamples) : startSqlScenario(name, dir, args.sqlRows, args.openSamples);
@@ -640,27 +664,34 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
   try {
     // 2. fresh servers
     const targets: TargetInfo[] = [];
+    let metricsSocket: string | undefined;
+    const variants: Array<{ target: Target; extra: (base: string) => string }> = [];
     if (ctx.wantProxymapd) {
-      const base = path.join(dir, 'proxymapd');
+      variants.push({ target: 'proxymapd', extra: () => '' });
+      if (args.metrics && !sql) variants.push({ target: 'pmd+metrics', extra: (base) => `proxymapd_metrics_listen = ${path.join(base, 'metrics.sock')}\n` });
+    }
+    for (const v of variants) {
+      const base = path.join(dir, v.target === 'proxymapd' ? 'proxymapd' : 'proxymapd-metrics');
       const conf = path.join(base, 'conf');
       const queue = path.join(base, 'queue');
       fs.mkdirSync(conf, { recursive: true });
       fs.mkdirSync(queue, { recursive: true });
       const pool = sql && args.sqlPool ? `proxymapd_sql_max_connections = ${args.sqlPool}\n` : '';
-      fs.writeFileSync(path.join(conf, 'main.cf'), `queue_directory = ${queue}\nproxy_read_maps = ${readMaps}\ncompatibility_level = 3.6\n${pool}${args.pmdParams.map((l) => `${l}\n`).join('')}`);
-      const profDir = args.cpuProfDir ? path.join(args.cpuProfDir, name) : undefined;
+      fs.writeFileSync(path.join(conf, 'main.cf'), `queue_directory = ${queue}\nproxy_read_maps = ${readMaps}\ncompatibility_level = 3.6\n${pool}${v.extra(base)}${args.pmdParams.map((l) => `${l}\n`).join('')}`);
+      const profDir = args.cpuProfDir ? path.join(args.cpuProfDir, name, v.target) : undefined;
       if (profDir) fs.mkdirSync(profDir, { recursive: true });
-      process.stderr.write(`[${name}] starting proxymapd ... `);
+      process.stderr.write(`[${name}] starting ${v.target} ... `);
       const pmd = await startProxymapd(ctx.repo, conf, path.join(queue, 'private', 'proxymap'), profDir, args.cpuProfIntervalUs);
       process.stderr.write(`pid ${pmd.pid}\n`);
-      targets.push({ target: 'proxymapd', table: tablesOf.proxymapd[0]!, tables: tablesOf.proxymapd, socket: pmd.socket, pids: () => [pmd.pid], tablePids: () => [pmd.pid] });
+      targets.push({ target: v.target, table: tablesOf.proxymapd[0]!, tables: tablesOf.proxymapd, socket: pmd.socket, pids: () => [pmd.pid], tablePids: () => [pmd.pid] });
+      if (v.target === 'pmd+metrics') metricsSocket = path.join(base, 'metrics.sock');
       cleanups.push(async () => {
         // surface warnings/errors proxymapd logged during the run
         const bad = pmd
           .stderrTail()
           .split('\n')
           .filter((l) => /(warning|error|fatal|panic):/.test(l));
-        if (bad.length) console.error(`[${name}] proxymapd logged:\n  ${bad.slice(-10).join('\n  ')}`);
+        if (bad.length) console.error(`[${name}] ${v.target} logged:\n  ${bad.slice(-10).join('\n  ')}`);
       });
     }
     if (ctx.wantPostfix) {
@@ -685,7 +716,7 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
     const live: TargetInfo[] = [];
     for (const t of targets) {
       if (interrupted) throw new Error('interrupted');
-      const mem: MemoryResult = { target: t.target, before: t.target === 'proxymapd' ? memorySum(t.tablePids()) : undefined };
+      const mem: MemoryResult = { target: t.target, before: t.target !== 'postfix' ? memorySum(t.tablePids()) : undefined };
       sr.memory!.push(mem);
       try {
         const o = await timeOpens({
@@ -739,7 +770,7 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
           if (interrupted) throw new Error('interrupted');
           const backendPids = sql?.serverPids?.() ?? [];
           const before = snapshot(t.pids(), backendPids);
-          const counting = sql ? peakWhile(() => sql!.connections(t.target)) : undefined;
+          const counting = sql ? peakWhile(() => sql!.connections(dbUser(t.target))) : undefined;
           const r =
             gen === 'c'
               ? await runCLoad({
@@ -779,9 +810,16 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
         }
       }
     }
+    if (metricsSocket) {
+      const t0 = performance.now();
+      const text = await scrapeMetrics(metricsSocket);
+      const lookups = [...text.matchAll(/^proxymapd_requests_total\{[^}]*request="lookup"[^}]*\} (\d+)$/gm)].reduce((a, m) => a + Number(m[1]), 0);
+      const made = sr.results.filter((r) => r.target === 'pmd+metrics').reduce((a, r) => a + r.lookups, 0);
+      console.error(`[${name}] pmd+metrics: /metrics scraped in ${fmt(performance.now() - t0, 1)} ms, ${text.length} bytes; lookups counted ${lookups} (measured ${made}, plus verification and warm-up)`);
+    }
     if (sql) {
       sr.dbOpened = {};
-      for (const t of live) sr.dbOpened[t.target] = await sql.opened(t.target);
+      for (const t of live) sr.dbOpened[t.target] = await sql.opened(dbUser(t.target));
     }
   } finally {
     await unwindTo(mark);
@@ -868,7 +906,7 @@ function printLoad(sr: ScenarioResult, args: Args, gen: LoadGen): void {
   console.log(`-- ${GEN_TITLE[gen]}`);
   const sqlCols = isServer(sr.name);
   const backCol = sr.results.some((r) => r.backendCpuPct !== undefined);
-  const w = [10, 6, 10, 9, 9, 11, 11, 11, ...(backCol ? [10] : []), 9, 7, ...(sqlCols ? [10] : [])];
+  const w = [11, 6, 10, 9, 9, 11, 11, 11, ...(backCol ? [10] : []), 9, 7, ...(sqlCols ? [10] : [])];
   console.log(pad(['target', 'conns', 'lookups/s', 'p50 µs', 'p99 µs', 'server CPU', 'µs CPU/lkp', 'client CPU', ...(backCol ? ['slapd CPU'] : []), 'other CPU', 'errors',
     ...(sqlCols ? [sr.name === 'ldap' ? 'ldap conns' : 'db conns'] : [])], w));
   for (const conns of connsFor(sr.name, args)) {
@@ -883,6 +921,14 @@ function printLoad(sr: ScenarioResult, args: Args, gen: LoadGen): void {
           w,
         ),
       );
+    }
+  }
+  if (sr.targets.includes('proxymapd') && sr.targets.includes('pmd+metrics')) {
+    console.log(pad(['metrics on/off', 'conns', 'lookups/s', 'p50', 'p99', 'µs CPU/lkp'], [14, 6, 10, 9, 9, 11]));
+    for (const conns of connsFor(sr.name, args)) {
+      const on = agg(sr, 'pmd+metrics', conns, gen)!;
+      const off = agg(sr, 'proxymapd', conns, gen)!;
+      console.log(pad(['', String(conns), ratio(on.rate, off.rate), ratio(on.p50, off.p50), ratio(on.p99, off.p99), ratio(on.server / on.rate, off.server / off.rate)], [14, 6, 10, 9, 9, 11]));
     }
   }
   if (sr.targets.includes('proxymapd') && sr.targets.includes('postfix')) {
@@ -1037,6 +1083,15 @@ interface Check {
 /** The issue's targets for one scenario (both targets measured). */
 function checks(sr: ScenarioResult, args: Args): Check[] {
   const out: Check[] = [];
+  if (sr.targets.includes('proxymapd') && sr.targets.includes('pmd+metrics')) {
+    for (const gen of args.loadgens) {
+      for (const conns of connsFor(sr.name, args)) {
+        const on = agg(sr, 'pmd+metrics', conns, gen)!;
+        const off = agg(sr, 'proxymapd', conns, gen)!;
+        out.push({ ok: on.rate >= 0.95 * off.rate, text: `${sr.name}, ${conns} connection(s) (${gen}): metrics on cost < 5% of lookups/s (${ratio(on.rate, off.rate)}: ${fmt(on.rate)} vs ${fmt(off.rate)})` });
+      }
+    }
+  }
   if (!(sr.targets.includes('proxymapd') && sr.targets.includes('postfix'))) return out;
   if (sr.name === 'proxywrite') {
     for (const table of ['lmdb', 'btree']) {

@@ -8,6 +8,7 @@ import { createServer, listenControl, listenStandalone, startWarmUps, systemdLis
 import { ControlServer, addServerSections, registerCachePurge } from '../server/control.js';
 import { ConfigReloader, type LiveConfig } from '../server/reload.js';
 import { SystemdNotifier } from '../server/notify.js';
+import { METRICS_LISTEN_PARAM, startMetricsListener } from '../server/http.js';
 import { CONFIG_OPTIONS, loadConfig, parse } from './common.js';
 
 export async function runServe(args: string[]): Promise<number> {
@@ -40,6 +41,8 @@ export async function runServe(args: string[]): Promise<number> {
   } catch (e) {
     log.warn(`control socket: ${(e as Error).message}; proxymapd status will not reach this server`);
   }
+  const metricsHttp = await startMetricsListener(server, config.get(METRICS_LISTEN_PARAM));
+  if (metricsHttp) log.info(`metrics and health checks on ${metricsHttp.address}`);
   startWarmUps(server);
   const approved = () => `${server.handler.approvedFor('proxymap').size} read, ${server.handler.approvedFor('proxywrite').size} write tables approved`;
   // Signal handlers first: a service manager told READY may signal at once.
@@ -53,7 +56,7 @@ export async function runServe(args: string[]): Promise<number> {
     const stop = (sig: string) => {
       log.info(`${sig}: shutting down`);
       notifier?.stopping();
-      Promise.all([control.close(), server.close()]).then(() => resolve(), resolve);
+      Promise.all([control.close(), server.close(), metricsHttp?.close()]).then(() => resolve(), resolve);
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

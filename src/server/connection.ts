@@ -7,6 +7,7 @@ import { ProtocolError, RecordDecoder, type AttrRecord } from '../protocol/codec
 import { ANNOUNCEMENT, encodeReplyString, parseRequest, type RequestKind } from '../protocol/messages.js';
 import { log } from '../log.js';
 import type { Outcome, RequestHandler, Service } from './handler.js';
+import type { Metrics } from './metrics.js';
 
 export interface ConnectionOptions {
   /** time allowed to finish receiving a started request, and to write a reply (ms); Postfix uses 1 s */
@@ -78,14 +79,26 @@ export class Connection {
   requestStartedAt = 0;
 
   private readonly sock: Transport;
+  /** metrics of the requests (null: metrics off, one check per request) */
+  private readonly metrics: Metrics | null;
+  /** the request in progress, for its metrics: table as received, and when it was taken up (performance.now()) */
+  private reqTable = '';
+  private reqStart = 0;
 
   constructor(
     transport: (conn: Connection) => Transport,
     readonly service: Service,
     private readonly handler: RequestHandler,
     private readonly opts: ConnectionOptions,
-    private readonly hooks: { onBusy?: (busy: boolean) => void; onClose?: () => void; onData?: () => void; onReply?: (kind: RequestKind | null) => void } = {},
+    private readonly hooks: {
+      onBusy?: (busy: boolean) => void;
+      onClose?: () => void;
+      onData?: () => void;
+      onReply?: (kind: RequestKind | null) => void;
+      metrics?: Metrics | null;
+    } = {},
   ) {
+    this.metrics = hooks.metrics ?? null;
     this.decoder = new RecordDecoder(opts.maxRecord);
     this.sock = transport(this);
     this.write(ANNOUNCEMENT_BYTES);
@@ -141,6 +154,10 @@ export class Connection {
     while (!this.busy && !this.closed && this.queue.length > 0) {
       const rec = this.queue.shift()!;
       const { request, warnings } = parseRequest(rec);
+      if (this.metrics !== null) {
+        this.reqTable = request.kind === 'bad' ? '' : request.table;
+        this.reqStart = performance.now();
+      }
       for (const w of warnings) log.warn(w);
       this.setBusy(true);
       let out: Outcome | Promise<Outcome>;
@@ -192,6 +209,7 @@ export class Connection {
 
   private reply(o: Outcome): void {
     this.write(encodeReplyString(o.kind, o.dialect, o.reply));
+    if (this.metrics !== null) this.metrics.record(this.service, o.kind, this.reqTable, o.reply.status, performance.now() - this.reqStart);
     this.setBusy(false);
     this.hooks.onReply?.(o.kind);
   }

@@ -11,6 +11,7 @@ import { log } from '../log.js';
 import { defaultRegistry, type TableRegistry } from '../tables/index.js';
 import { intParam } from '../tables/core/params.js';
 import { ProxyServer } from './server.js';
+import { METRICS_LISTEN_PARAM } from './http.js';
 import type { Service } from './handler.js';
 import type { ConnectionOptions } from './connection.js';
 import { controlSocketPath, type ControlServer } from './control.js';
@@ -49,6 +50,7 @@ export function createServer(opts: DaemonOptions): ProxyServer {
     busyPollUsec: intParam({ param: (n) => config.lookup(n), warn: log.warn }, 'proxymapd_busy_poll_usec', undefined, { max: 10_000, fallback: 'the default' }),
     offThreadWork: registry.offThreadWork,
     reload: { checkIntervalMs: config.getTime('proxymapd_table_check_interval', 's', 1) * 1000 },
+    metrics: config.get(METRICS_LISTEN_PARAM).trim() !== '',
   });
 }
 

@@ -10,6 +10,7 @@ import {
   type FoldMode,
   type Table,
   type TableOpenOptions,
+  type WriteStats,
 } from '../tables/core/table.js';
 import { splitAtColon, splitTableSpec } from '../tables/core/registry.js';
 
@@ -335,4 +336,48 @@ export class TableInstances {
   get size(): number {
     return this.slots.size;
   }
+
+  /** The instances opened (or failed to open) so far, for metrics; instances still opening are left out. */
+  opened(): OpenInstanceInfo[] {
+    const out: OpenInstanceInfo[] = [];
+    for (const slot of this.slots.values()) {
+      const inst = slot.current;
+      if (!inst) continue;
+      out.push(
+        inst.ok
+          ? { spec: slot.key.spec, writable: slot.key.writable, ok: true, openedAt: inst.openedAt, writeStats: inst.table.writeStats }
+          : { spec: slot.key.spec, writable: slot.key.writable, ok: false, reason: inst.reason, openedAt: inst.openedAt },
+      );
+    }
+    return out;
+  }
+
+  /**
+   * An instance of a table for a readiness check: one in service or being
+   * opened (any fold mode), else one opened as a client's open with `fold`
+   * would open it, which then serves the clients that come. A table that
+   * failed to open is tried again at once (the check is the operator asking
+   * whether it works now), and the new instance serves the clients too.
+   */
+  probe(spec: string, writable: boolean, fold: FoldMode): Promise<Instance> {
+    let failed: { ks: string; key: InstanceKey } | undefined;
+    for (const [ks, slot] of this.slots) {
+      if (slot.key.spec !== spec || slot.key.writable !== writable) continue;
+      if (slot.current?.ok !== false) return slot.pending;
+      failed ??= { ks, key: slot.key };
+    }
+    if (!failed) return this.get({ spec, writable, fold, dup: 0, bits: 0 });
+    this.slots.delete(failed.ks);
+    return this.get(failed.key);
+  }
+}
+
+/** What list() tells of one instance. */
+export interface OpenInstanceInfo {
+  spec: string;
+  writable: boolean;
+  ok: boolean;
+  reason?: string;
+  openedAt: number;
+  writeStats?: WriteStats;
 }

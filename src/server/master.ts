@@ -33,6 +33,7 @@ import { getLogName, log, setLogName, setLogSink, setVerbose, type LogSink } fro
 import { maillogSink, setsid, SYSLOG_FACILITIES, type MaillogTarget } from '../addon/maillog.js';
 import { strerror } from '../util/strerror.js';
 import { createServer, lookupUser, startWarmUps } from './daemon.js';
+import { METRICS_LISTEN_PARAM, startMetricsListener, type MetricsHttp } from './http.js';
 import type { ProxyServer } from './server.js';
 import type { Service } from './handler.js';
 
@@ -285,6 +286,7 @@ export async function runMasterChild(args: MasterArgs, env: NodeJS.ProcessEnv = 
 
 class MasterChild {
   private server!: ProxyServer;
+  private metricsHttp: MetricsHttp | null = null;
   private status!: net.Socket;
   private idleTimer: NodeJS.Timeout | null = null;
   private exiting = false;
@@ -322,6 +324,8 @@ class MasterChild {
         throw new MasterFatal(`cannot use the listening socket on descriptor ${MASTER_LISTEN_FD + i}: ${(e as Error).message}`);
       }
     }
+    // before dropping privileges (a port below 1024, a socket in a root-owned directory); a failure is a warning
+    this.metricsHttp = await startMetricsListener(this.server, this.config.get(METRICS_LISTEN_PARAM));
     if (this.args.unprivileged) this.dropPrivileges();
     if (this.service === 'proxywrite') {
       try {
@@ -505,7 +509,7 @@ class MasterChild {
     try {
       await this.server.stopListening();
       while (this.server.oldestRequestStart() !== 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-      await this.server.close(true);
+      await Promise.all([this.server.close(true), this.metricsHttp?.close()]);
     } catch (e) {
       log.warn(`while exiting: ${(e as Error).message}`);
     }

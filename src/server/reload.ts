@@ -39,6 +39,7 @@ export const RESTART_PARAMETERS = [
   'import_environment',
   'syslog_name',
   'proxymapd_busy_poll_usec',
+  'proxymapd_metrics_listen',
   'proxymapd_pattern_threads',
 ] as const;
 

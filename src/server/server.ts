@@ -13,6 +13,7 @@ import { Connection, DEFAULT_CONNECTION_OPTIONS, socketTransport, type Connectio
 import { SockSet, loopSpin } from './sockset.js';
 import { RequestHandler, type Service } from './handler.js';
 import { TableInstances, type Opener, type ReloadOptions } from './instances.js';
+import { Metrics } from './metrics.js';
 
 /** Activity window of the busy-poll policy (ms). */
 const ACTIVE_WINDOW_MS = 2;
@@ -51,6 +52,8 @@ export interface ServerOptions {
   offThreadWork?: () => boolean;
   /** Serve connections from a native socket set (native/sockset.c) when the addon loads (default true). */
   nativeSockets?: boolean;
+  /** Keep request, connection and table metrics (src/server/metrics.ts); off by default. */
+  metrics?: boolean;
 }
 
 export interface ListenerInfo {
@@ -62,6 +65,10 @@ export interface ListenerInfo {
 export class ProxyServer {
   readonly instances: TableInstances;
   readonly handler: RequestHandler;
+  /** null when metrics are off */
+  readonly metrics: Metrics | null;
+  /** main.cf smtputf8_enable */
+  readonly smtputf8: boolean;
   private readonly listeners: ListenerInfo[] = [];
   private readonly connections = new Set<Connection>();
   private readonly connOpts: ConnectionOptions;
@@ -102,10 +109,17 @@ export class ProxyServer {
       smtputf8: opts.smtputf8,
       typeFixed: opts.typeFixed,
     });
+    this.smtputf8 = opts.smtputf8;
     this.connOpts = { ...DEFAULT_CONNECTION_OPTIONS, ...opts.connection };
     this.busyPollMs = Math.max(0, Math.floor(opts.busyPollUsec ?? DEFAULT_BUSY_POLL_USEC)) / 1000;
     this.offThreadWork = opts.offThreadWork ?? (() => false);
     this.useSockSet = opts.nativeSockets ?? true;
+    this.metrics = opts.metrics
+      ? new Metrics({
+          tables: () => this.instances.opened(),
+          reloads: () => ({ reloads: this.instances.reloads, failures: this.instances.reloadFailures }),
+        })
+      : null;
   }
 
   private readonly offThreadWork: () => boolean;
@@ -187,7 +201,10 @@ export class ProxyServer {
   private accept(raw: net.Socket, service: Service): void {
     this.accepted++;
     this.acceptedBy[service]++;
+    const metrics = this.metrics;
+    metrics?.connectionOpened(service);
     const hooks = {
+      metrics,
       onBusy: (b: boolean) => {
         const before = this.busyCount;
         this.busyCount += b ? 1 : -1;
@@ -197,6 +214,7 @@ export class ProxyServer {
       onData: () => this.onRequestData(conn!),
       onReply: (kind: RequestKind | null) => this.onReplySent(kind),
       onClose: () => {
+        metrics?.connectionClosed(service);
         if (conn) this.connections.delete(conn);
         this.closedCount++;
         this.onConnectionClosed?.(this.connections.size);
@@ -273,6 +291,11 @@ export class ProxyServer {
   /** Whether the event loop is busy-polling right now. */
   get busyPolling(): boolean {
     return this.spinning;
+  }
+
+  /** The listeners, and whether each still accepts connections (health checks). */
+  listenerStates(): Array<{ service: Service; listening: boolean }> {
+    return this.listeners.map((l) => ({ service: l.service, listening: l.server.listening }));
   }
 
   get openConnections(): number {

@@ -14,6 +14,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -328,6 +329,44 @@ describe('proxymapd under a real master(8)', { skip, concurrency: 1 }, () => {
       assert.doesNotMatch(inst.maillog(), MASTER_COMPLAINTS);
     } finally {
       await inst.stop();
+    }
+  });
+
+  it('metrics under master: one UNIX socket per process (%p), created before privileges are dropped', async () => {
+    // the directory belongs to mail_owner, so that the process (unprivileged by then) removes its socket when it exits
+    const mdir = fs.mkdtempSync(path.join(os.tmpdir(), 'pmd-msock-'));
+    const postfixUid = Number(spawnSync('id', ['-u', 'postfix'], { encoding: 'utf8' }).stdout.trim());
+    fs.chownSync(mdir, postfixUid, -1);
+    const inst = await startPostfixInstance({
+      mainCf: { daemon_directory: daemonDir, proxy_read_maps: 'proxy:texthash:$DIR/users', max_idle: '30s', proxymapd_metrics_listen: `${mdir}/pm-%p.sock` },
+      masterCfEdits: { remove: ['proxymap', 'proxywrite'], append: PROXYMAPD_SERVICES },
+      files: { users: 'alice ok\n' },
+    });
+    try {
+      const table = `texthash:${inst.dir}/users`;
+      for (const key of ['alice', 'alice', 'nobody']) await run(POSTMAP!, ['-c', inst.confDir, '-q', key, `proxy:${table}`]);
+      const [p] = await waitFor('a proxymapd process', 5000, () => {
+        const l = proxymapdPids(inst).filter((x) => x.service === 'proxymap');
+        return l.length ? l : undefined;
+      });
+      assert.equal(p.user, postfixUid, 'runs as mail_owner');
+      const sock = path.join(mdir, `pm-${p.pid}.sock`);
+      const body = await new Promise<string>((resolve, reject) => {
+        const req = http.get({ socketPath: sock, path: '/metrics', agent: false }, (res) => {
+          let d = '';
+          res.on('data', (c: Buffer) => (d += c.toString('utf8')));
+          res.on('end', () => resolve(d));
+        });
+        req.on('error', reject);
+      });
+      const count = (status: string) =>
+        Number(new RegExp(`^proxymapd_requests_total\\{service="proxymap",request="lookup",table="${table.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}",status="${status}"\\} (\\d+)$`, 'm').exec(body)?.[1]);
+      assert.equal(count('OK'), 2);
+      assert.equal(count('NOKEY'), 1);
+      assert.doesNotMatch(inst.maillog(), MASTER_COMPLAINTS);
+    } finally {
+      await inst.stop();
+      fs.rmSync(mdir, { recursive: true, force: true });
     }
   });
 

@@ -2,7 +2,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ProxyServer } from '../../src/server/server.js';
+import { ProxyServer, type ServerOptions } from '../../src/server/server.js';
+import { MetricsHttp, parseListenAddress } from '../../src/server/http.js';
 import { DICT_FLAG } from '../../src/protocol/flags.js';
 import { setLogSink } from '../../src/log.js';
 import { TableOpenError, found, NOT_FOUND, type Table, type TableOpenOptions } from '../../src/tables/core/table.js';
@@ -57,33 +58,49 @@ export interface TestServer {
   proxymap: string;
   proxywrite: string;
   logs: string[];
+  /** the metrics listener (opts.metricsListen) */
+  http?: MetricsHttp;
   close(): Promise<void>;
 }
 
 export async function startTestServer(
   read: string[],
   write: string[] = [],
-  opts: { smtputf8?: boolean; ioDeadlineMs?: number; nativeSockets?: boolean; busyPollUsec?: number } = {},
+  opts: {
+    smtputf8?: boolean;
+    ioDeadlineMs?: number;
+    nativeSockets?: boolean;
+    busyPollUsec?: number;
+    /** metrics on; with metricsListen a listener too (a proxymapd_metrics_listen value, "%d" = the test's directory) */
+    metrics?: boolean;
+    metricsListen?: string;
+    /** tables (default testOpener) */
+    opener?: ServerOptions['opener'];
+  } = {},
 ): Promise<TestServer> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pmd-test-'));
   const logs: string[] = [];
   const oldSink = setLogSink((line) => logs.push(line));
   const server = new ProxyServer({
-    opener: testOpener,
+    opener: opts.opener ?? testOpener,
     authorized: { proxymap: new Set(read), proxywrite: new Set(write) },
     smtputf8: opts.smtputf8 ?? true,
     param: () => undefined,
     connection: opts.ioDeadlineMs ? { ioDeadlineMs: opts.ioDeadlineMs } : {},
     nativeSockets: opts.nativeSockets,
     busyPollUsec: opts.busyPollUsec,
+    metrics: opts.metrics || opts.metricsListen !== undefined,
   });
   const proxymap = path.join(dir, 'private', 'proxymap');
   const proxywrite = path.join(dir, 'private', 'proxywrite');
   await server.listenPath(proxymap, 'proxymap');
   await server.listenPath(proxywrite, 'proxywrite');
+  const where = opts.metricsListen !== undefined ? parseListenAddress(opts.metricsListen.replace('%d', dir)) : null;
+  const http = where ? await MetricsHttp.start(server, where) : undefined;
   return {
-    server, dir, proxymap, proxywrite, logs,
+    server, dir, proxymap, proxywrite, logs, http,
     async close() {
+      await http?.close();
       await server.close();
       setLogSink(oldSink);
       fs.rmSync(dir, { recursive: true, force: true });

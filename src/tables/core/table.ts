@@ -6,6 +6,7 @@
  * Postfix works on C strings (bytes), and so do we; use bytesToUtf8/utf8ToBytes
  * at the edges where text is needed (casefolding, logging, SQL drivers).
  */
+import type { Buckets } from '../../util/buckets.js';
 
 /** Lookup/update error codes (DICT_ERR_* in src/util/dict.h). */
 export const DICT_ERR = { NONE: 0, RETRY: -1, CONFIG: -2 } as const;
@@ -69,6 +70,17 @@ export interface Table {
   /** True when the backing source changed since open (the caller may reopen). */
   changed?(): boolean | Promise<boolean>;
   close?(): void | Promise<void>;
+  /** A writable table's commits so far (metrics), when it keeps count. */
+  readonly writeStats?: WriteStats;
+}
+
+/** The commits of a writable table: worker batches, writes they carried, writes done alone, and how long each commit took. */
+export interface WriteStats {
+  batches: number;
+  writes: number;
+  alone: number;
+  /** seconds per commit (batch or lone write), lock to flush */
+  readonly commit: Buckets;
 }
 
 /** Thrown by an opener when the table cannot be opened (becomes a surrogate). */

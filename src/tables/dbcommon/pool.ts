@@ -88,6 +88,8 @@ export interface PoolOptions {
    * server_host list).
    */
   hostOrder?: 'random' | 'listed';
+  /** how metrics and status name the pool: type, hosts, database, user; never a password (see poolLabel) */
+  label?: string;
 }
 
 export interface UseOptions {
@@ -164,6 +166,8 @@ export interface PoolStats {
   waiting: number;
   /** the most connections ever open at once */
   peak: number;
+  /** maxConnections */
+  max: number;
   /** host states as the pool's default view (or the view asked for) sees them */
   hosts: { label: string; state: 'untried' | 'active' | 'fail'; until: number; conns: number }[];
 }
@@ -208,6 +212,9 @@ export class SqlPool<T, C> {
   private open = 0;
   private peak = 0;
   private closed = false;
+  /** the host states of the readiness probe: its failures take no host out of service for a table */
+  private readonly probeView: PoolView<T, C>;
+  private probing: Promise<string | null> | undefined;
 
   constructor(
     hosts: readonly PoolHost<T>[],
@@ -220,6 +227,11 @@ export class SqlPool<T, C> {
     this.hosts = list.map((spec, index) => ({ index, spec, conns: 0 }));
     this.pipeline = Math.max(1, Math.floor(opts.pipeline ?? 1));
     this.defaultView = this.view();
+    this.probeView = this.view();
+  }
+
+  get label(): string {
+    return this.opts.label ?? this.hosts.map((h) => h.spec.label).join(',');
   }
 
   /** A new table's view of this pool (retry_interval defaults to the pool's). */
@@ -234,6 +246,7 @@ export class SqlPool<T, C> {
       idle: this.idle.length,
       waiting: this.waiters.length,
       peak: this.peak,
+      max: this.opts.maxConnections,
       hosts: this.hosts.map((h) => {
         const v = view.hosts[h.index]!;
         return { label: h.spec.label, state: v.failed ? 'fail' : h.conns > 0 ? 'active' : 'untried', until: v.ts, conns: h.conns };
@@ -316,6 +329,38 @@ export class SqlPool<T, C> {
     this.release(c, true);
     if (Date.now() >= uo.deadline) return POOL_RETRY;
     return this.attemptFrom(work, uo, view, attempts + 1);
+  }
+
+  /**
+   * Whether the pool can reach its backend (for /readyz): null when a
+   * connection is in service or one could be opened now (it then stays in
+   * the pool, idle), else what went wrong. Each host is tried once, back-off
+   * or not; the probe has host states of its own, so a failed probe never
+   * takes a host out of service for a table. Concurrent probes share one
+   * attempt.
+   */
+  probe(deadline: number): Promise<string | null> {
+    if (this.closed) return Promise.resolve('pool closed');
+    if (this.live.size > 0) return Promise.resolve(null);
+    this.probing ??= this.probeHosts(deadline).finally(() => (this.probing = undefined));
+    return this.probing;
+  }
+
+  private async probeHosts(deadline: number): Promise<string | null> {
+    const errors: string[] = [];
+    // a single host is listed twice: once is enough
+    const hosts = this.hosts.filter((h, i) => this.hosts.findIndex((x) => x.spec === h.spec) === i);
+    for (const h of hosts) {
+      if (this.closed || this.live.size > 0 || Date.now() >= deadline) break;
+      if (this.open >= this.opts.maxConnections) return errors.join('; ') || `all ${this.opts.maxConnections} connections are being opened`;
+      const c = await this.connect(this.probeView, h, { deadline, warn: (t) => errors.push(t) });
+      if (c) {
+        this.release(c);
+        return null;
+      }
+    }
+    if (this.live.size > 0) return null;
+    return errors.join('; ') || (this.closed ? 'pool closed' : 'timed out');
   }
 
   /** Close idle connections now, the others when they are released; wake all waiters (RETRY). */
@@ -681,6 +726,32 @@ export function sharedPool<T, C>(key: string, make: () => SqlPool<T, C>): { pool
       }
     },
   };
+}
+
+/** A live pool as metrics and status see it. */
+export interface LivePool {
+  readonly label: string;
+  stats(): PoolStats;
+  probe(deadline: number): Promise<string | null>;
+}
+
+/** Every live shared pool of this process (metrics, /readyz, status). */
+export function livePools(): LivePool[] {
+  return [...pools.values()].map((s) => s.pool);
+}
+
+/**
+ * A pool's label: `type:host1,host2/dbname user=name` (LDAP: the server
+ * URLs and bind DN). The password is never part of it; a password written
+ * inside a host URI (user:password@, password=) is masked.
+ */
+export function poolLabel(type: string, hosts: readonly string[], extra: Record<string, string>): string {
+  const masked = hosts.map((h) => h.replace(/(\/\/[^/@:]*):[^/@]*@/, '$1:***@').replace(/([?&]password=)[^&]*/gi, '$1***'));
+  const rest = Object.entries(extra)
+    .filter(([, v]) => v !== '')
+    .map(([k, v]) => ` ${k}=${v}`)
+    .join('');
+  return `${type}:${masked.join(',')}${rest}`;
 }
 
 /** Number of live shared pools (tests). */

@@ -33,7 +33,9 @@ import {
   type Table,
   type TableOpenOptions,
   type WriteResult,
+  type WriteStats,
 } from '../core/table.js';
+import { Buckets } from '../../util/buckets.js';
 
 const { FIXED, MULTI_WRITER, LOCK, TRY0NULL, TRY1NULL, DUP_IGNORE, DUP_REPLACE, DUP_WARN, SYNC_UPDATE } = DICT_FLAG;
 export const TRY_BOTH = TRY0NULL | TRY1NULL;
@@ -174,7 +176,9 @@ export class KvTable implements Table {
   // the event loop do not wait at all.
 
   /** Batches handed to the worker and the writes they carried (tests and diagnostics). */
-  readonly writeStats = { batches: 0, writes: 0, alone: 0 };
+  readonly writeStats: WriteStats = { batches: 0, writes: 0, alone: 0, commit: new Buckets() };
+  /** when the running batch was handed to the worker (performance.now()) */
+  private batchStart = 0;
   private startScheduled = false;
   private queued: PendingWrite[] = [];
   private inflight = false;
@@ -219,6 +223,7 @@ export class KvTable implements Table {
   private writeAlone(): boolean {
     const w = this.queued[0]!;
     let r: number;
+    const t0 = performance.now();
     try {
       r =
         w.opFlags & KV_OP_DELETE
@@ -229,6 +234,7 @@ export class KvTable implements Table {
       r = KV.ERROR;
     }
     if (r === KV.BUSY) return false;
+    this.writeStats.commit.observe((performance.now() - t0) / 1000);
     this.queued.shift();
     this.writeStats.alone++;
     this.batchDone([w], [r]);
@@ -247,6 +253,7 @@ export class KvTable implements Table {
     const ops: Array<number | Bytes> = [];
     for (const w of batch) ops.push(w.opFlags, w.key, w.value);
     let r: number;
+    this.batchStart = performance.now();
     try {
       r = this.n.kvBatch(this.h, ops, (statuses) => this.batchDone(batch, statuses));
     } catch (err) {
@@ -271,6 +278,7 @@ export class KvTable implements Table {
   }
 
   private batchDone(batch: PendingWrite[], statuses: number[]): void {
+    if (this.inflight) this.writeStats.commit.observe((performance.now() - this.batchStart) / 1000);
     this.inflight = false;
     let failed = false;
     for (let i = 0; i < batch.length; i++) {

@@ -37,7 +37,7 @@ import { ResultCollector, parseDomainFilter } from '../dbcommon/common.js';
 import { TemplateContext } from '../dbcommon/template.js';
 import type { DomainList } from '../dbcommon/domain.js';
 import { warmUpOpens } from '../dbcommon/warmup.js';
-import { POOL_RETRY, SqlPool, poolSettings, sharedPool, type PoolDriver, type PoolHost, type PoolView, type WorkResult } from '../dbcommon/pool.js';
+import { POOL_RETRY, SqlPool, poolLabel, poolSettings, sharedPool, type PoolDriver, type PoolHost, type PoolView, type WorkResult } from '../dbcommon/pool.js';
 import { poolKey } from '../sql/netsql.js';
 import {
   LDAP_DECODING_ERROR, LDAP_NO_SUCH_OBJECT, LDAP_SERVER_DOWN, LDAP_SUCCESS, LdapConn, LdapError, ldapErr2String, tlsContext, type LdapTlsSettings,
@@ -359,6 +359,7 @@ export async function openLdap(opts: TableOpenOptions): Promise<Table> {
         pipeline: ps.pipeline,
         // libldap goes down server_host in the order written and stays with the first that answers
         hostOrder: 'listed',
+        label: poolLabel('ldap', hosts.map((h) => h.label), { bind_dn: conn.bindDn }),
       }),
     );
     const settings: LdapSettings = {

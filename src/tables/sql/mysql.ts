@@ -22,7 +22,7 @@ import { CfParser } from '../dbcommon/cf.js';
 import { buildLegacyQuery, finishSqlSettings } from '../dbcommon/common.js';
 import { MysqlConfigError, MysqlDriver, mysqlEscape, mysqlQuery, parseMysqlHosts, type MyConn, type MyTarget, type MysqlSettings } from './mysql-driver.js';
 import { NetSqlTable, poolKey, type NetSqlBackend } from './netsql.js';
-import { SqlPool, poolSettings, sharedPool } from '../dbcommon/pool.js';
+import { SqlPool, poolLabel, poolSettings, sharedPool } from '../dbcommon/pool.js';
 import { requireReadOnly } from '../core/util.js';
 import type { TableType } from '../core/registry.js';
 import { DICT_FLAG } from '../../protocol/flags.js';
@@ -74,6 +74,7 @@ export async function openMysql(opts: TableOpenOptions): Promise<Table> {
         idleInterval,
         connectTimeoutMs: Math.min(driver.connectTimeoutMs, ps.timeoutMs),
         pipeline: ps.pipeline,
+        label: poolLabel('mysql', hosts.map((h) => h.label), { dbname, user }),
       });
     });
     const pool = shared.pool.view(retryInterval);

@@ -26,7 +26,7 @@ import { CfParser } from '../dbcommon/cf.js';
 import { buildLegacyQuery, finishSqlSettings } from '../dbcommon/common.js';
 import { NetSqlTable, QuoteError, poolKey, type NetSqlBackend } from './netsql.js';
 import { PgsqlDriver, parsePgsqlHosts, pgCodec, pgsqlEscape, pgsqlQuery, type PgConn, type PgTarget } from './pgsql-driver.js';
-import { SqlPool, poolSettings, sharedPool } from '../dbcommon/pool.js';
+import { SqlPool, poolLabel, poolSettings, sharedPool } from '../dbcommon/pool.js';
 import { requireReadOnly } from '../core/util.js';
 import type { TableType } from '../core/registry.js';
 import { DICT_FLAG } from '../../protocol/flags.js';
@@ -69,6 +69,7 @@ export async function openPgsql(opts: TableOpenOptions): Promise<Table> {
         idleInterval,
         connectTimeoutMs: ps.timeoutMs,
         pipeline: ps.pipeline,
+        label: poolLabel('pgsql', hosts.map((h) => h.label), { dbname, user }),
       });
     });
     const pool = shared.pool.view(retryInterval);

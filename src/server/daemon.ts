@@ -11,6 +11,7 @@ import { log } from '../log.js';
 import { defaultRegistry, type TableRegistry } from '../tables/index.js';
 import { intParam } from '../tables/core/params.js';
 import { ProxyServer } from './server.js';
+import { LookupCache, cacheSettings } from './cache.js';
 import type { Service } from './handler.js';
 import type { ConnectionOptions } from './connection.js';
 
@@ -32,6 +33,12 @@ export function createServer(opts: DaemonOptions): ProxyServer {
     proxymap: authorizedTables(config, 'proxymap', log.warn),
     proxywrite: authorizedTables(config, 'proxywrite', log.warn),
   };
+  const cache = cacheSettings({ param: (n) => config.lookup(n), warn: log.warn });
+  for (const spec of cache.maps.keys()) {
+    if (!authorized.proxymap.has(spec) && !authorized.proxywrite.has(spec)) {
+      log.warn(`proxymapd_cache_maps: table "${spec}" is not listed in proxy_read_maps or proxy_write_maps; nothing is cached for it`);
+    }
+  }
   return new ProxyServer({
     opener: registry.open,
     authorized,
@@ -43,6 +50,8 @@ export function createServer(opts: DaemonOptions): ProxyServer {
     busyPollUsec: intParam({ param: (n) => config.lookup(n), warn: log.warn }, 'proxymapd_busy_poll_usec', undefined, { max: 10_000, fallback: 'the default' }),
     offThreadWork: registry.offThreadWork,
     reload: { checkIntervalMs: config.getTime('proxymapd_table_check_interval', 's', 1) * 1000 },
+    // No cached table, no cache: lookups then take the path they take without this feature.
+    cache: cache.maps.size > 0 ? new LookupCache(cache) : undefined,
   });
 }
 

@@ -71,6 +71,8 @@ export class TableInstances {
   /** counts, for tests and metrics */
   reloads = 0;
   reloadFailures = 0;
+  /** told when a reload has swapped a table for its new version (the lookup cache drops its answers) */
+  onReplaced?: (spec: string) => void;
 
   constructor(
     private readonly opener: Opener,
@@ -181,6 +183,7 @@ export class TableInstances {
       }
       slot.current = next;
       slot.pending = Promise.resolve(next);
+      this.onReplaced?.(slot.key.spec);
       this.reloads++;
       log.info(`table ${name} has changed -- reloaded`);
       setTimeout(() => void Promise.resolve(old.table.close?.()).catch(() => undefined), this.reload.graceMs).unref();

@@ -13,6 +13,7 @@ import { Connection, DEFAULT_CONNECTION_OPTIONS, socketTransport, type Connectio
 import { SockSet, loopSpin } from './sockset.js';
 import { RequestHandler, type Service } from './handler.js';
 import { TableInstances, type Opener, type ReloadOptions } from './instances.js';
+import type { LookupCache } from './cache.js';
 
 /** Activity window of the busy-poll policy (ms). */
 const ACTIVE_WINDOW_MS = 2;
@@ -51,6 +52,8 @@ export interface ServerOptions {
   offThreadWork?: () => boolean;
   /** Serve connections from a native socket set (native/sockset.c) when the addon loads (default true). */
   nativeSockets?: boolean;
+  /** the lookup cache (proxymapd_cache_maps); none: every lookup reaches its table */
+  cache?: LookupCache;
 }
 
 export interface ListenerInfo {
@@ -62,6 +65,7 @@ export interface ListenerInfo {
 export class ProxyServer {
   readonly instances: TableInstances;
   readonly handler: RequestHandler;
+  readonly cache?: LookupCache;
   private readonly listeners: ListenerInfo[] = [];
   private readonly connections = new Set<Connection>();
   private readonly connOpts: ConnectionOptions;
@@ -94,11 +98,17 @@ export class ProxyServer {
 
   constructor(opts: ServerOptions) {
     this.instances = new TableInstances(opts.opener, opts.param, opts.loadsSource, opts.reload);
+    this.cache = opts.cache;
+    if (opts.cache) {
+      const cache = opts.cache;
+      this.instances.onReplaced = (spec) => cache.invalidate(spec);
+    }
     this.handler = new RequestHandler({
       instances: this.instances,
       authorized: opts.authorized,
       smtputf8: opts.smtputf8,
       typeFixed: opts.typeFixed,
+      cache: opts.cache,
     });
     this.connOpts = { ...DEFAULT_CONNECTION_OPTIONS, ...opts.connection };
     this.busyPollMs = Math.max(0, Math.floor(opts.busyPollUsec ?? DEFAULT_BUSY_POLL_USEC)) / 1000;

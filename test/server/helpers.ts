@@ -3,6 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ProxyServer } from '../../src/server/server.js';
+import type { LookupCache } from '../../src/server/cache.js';
+import type { Opener, ReloadOptions } from '../../src/server/instances.js';
 import { DICT_FLAG } from '../../src/protocol/flags.js';
 import { setLogSink } from '../../src/log.js';
 import { TableOpenError, found, NOT_FOUND, type Table, type TableOpenOptions } from '../../src/tables/core/table.js';
@@ -63,19 +65,30 @@ export interface TestServer {
 export async function startTestServer(
   read: string[],
   write: string[] = [],
-  opts: { smtputf8?: boolean; ioDeadlineMs?: number; nativeSockets?: boolean; busyPollUsec?: number } = {},
+  opts: {
+    smtputf8?: boolean;
+    ioDeadlineMs?: number;
+    nativeSockets?: boolean;
+    busyPollUsec?: number;
+    cache?: LookupCache;
+    /** tables (default testOpener) */
+    opener?: Opener;
+    reload?: Partial<ReloadOptions>;
+  } = {},
 ): Promise<TestServer> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pmd-test-'));
   const logs: string[] = [];
   const oldSink = setLogSink((line) => logs.push(line));
   const server = new ProxyServer({
-    opener: testOpener,
+    opener: opts.opener ?? testOpener,
     authorized: { proxymap: new Set(read), proxywrite: new Set(write) },
     smtputf8: opts.smtputf8 ?? true,
     param: () => undefined,
     connection: opts.ioDeadlineMs ? { ioDeadlineMs: opts.ioDeadlineMs } : {},
     nativeSockets: opts.nativeSockets,
     busyPollUsec: opts.busyPollUsec,
+    cache: opts.cache,
+    reload: opts.reload,
   });
   const proxymap = path.join(dir, 'private', 'proxymap');
   const proxywrite = path.join(dir, 'private', 'proxywrite');

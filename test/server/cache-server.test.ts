@@ -169,43 +169,78 @@ test('proxywrite: an update or delete is seen by the very next lookup (both dial
   }
 });
 
-test('a lookup that read the old value and answers after the write does not put the old value in the cache', async () => {
+test('a lookup that overlaps a write (started before it, or during it) does not put an old value in the cache', async () => {
   const counts: Counts = new Map();
-  let release: (() => void) | null = null;
-  let hold = false;
-  const store = new Map([['k', 'old']]);
+  /** held operations, released by the test in the order it chooses */
+  const held: Array<() => void> = [];
+  let holdLookups = false;
+  let holdUpdates = false;
+  const store = new Map([['k', 'v0']]);
+  const hold = <T>(on: boolean, answer: () => T): T | Promise<T> => (on ? new Promise<T>((r) => held.push(() => r(answer()))) : answer());
   const gate = (o: TableOpenOptions) =>
     o.type === 'gate'
       ? {
           type: 'gate', name: o.name, implFlags: DICT_FLAG.FIXED,
+          // a lookup reads when it is called and answers when released
           lookup: (key: string): LookupResult | Promise<LookupResult> => {
             const v = store.get(key);
-            const answer = v === undefined ? NOT_FOUND : found(v);
-            if (!hold) return answer;
-            return new Promise((r) => (release = () => r(answer)));
+            return hold(holdLookups, () => (v === undefined ? NOT_FOUND : found(v)));
           },
-          update: (key: string, value: string) => (store.set(key, value), { status: 0 as const, error: 0 as const }),
+          // an update commits and answers when released
+          update: (key: string, value: string) => hold(holdUpdates, () => (store.set(key, value), { status: 0 as const, error: 0 as const })),
         }
       : undefined;
   const cache = new LookupCache({ maps: ttl(['gate:t']), maxEntries: 1000, maxBytes: 1 << 20 });
   const ts = await startTestServer([], ['gate:t'], { cache, opener: countingOpener(counts, gate) });
+  /** the next held operation (bounded wait) */
+  const next = async () => {
+    const t0 = Date.now();
+    while (held.length === 0) {
+      assert.ok(Date.now() - t0 < 5000, 'no operation reached the table');
+      await new Promise((r) => setImmediate(r));
+    }
+    return held.shift()!;
+  };
   try {
-    const slow = await ProxyConnection.connect(ts.proxywrite);
-    const w = await ProxyConnection.connect(ts.proxywrite);
+    const [c1, c2, c3] = await Promise.all([1, 2, 3].map(() => ProxyConnection.connect(ts.proxywrite)));
     const lk = (c: ProxyConnection) => raw(c, 'request|lookup|table|gate:t|instance_flags|0|flags|0|key|k||');
-    hold = true;
-    const pending = lk(slow); // reads "old", answers later
-    while (!release) await new Promise((r) => setImmediate(r));
-    hold = false;
-    assert.equal(await raw(w, 'request|update|table|gate:t|instance_flags|0|flags|0|key|k|value|new||'), 'status|0|flags|384');
-    release!();
-    assert.equal(await pending, 'status|0|flags|0|value|old');
-    assert.equal(await lk(w), 'status|0|flags|0|value|new');
-    assert.equal(counts.get('gate:t'), 2);
-    assert.equal(await lk(w), 'status|0|flags|0|value|new');
-    assert.equal(counts.get('gate:t'), 2, 'the new value is cached');
-    slow.close();
-    w.close();
+    const up = (c: ProxyConnection, v: string) => raw(c, `request|update|table|gate:t|instance_flags|0|flags|0|key|k|value|${v}||`);
+    assert.equal(await lk(c1), 'status|0|flags|0|value|v0');
+    assert.equal(await lk(c1), 'status|0|flags|0|value|v0');
+    assert.equal(counts.get('gate:t'), 1);
+
+    // 1. a lookup reads v0, the update to v1 is made and acknowledged, then the lookup answers
+    cache.purge();
+    holdLookups = true;
+    const before = lk(c2);
+    const releaseBefore = await next();
+    holdLookups = false;
+    assert.equal(await up(c3, 'v1'), 'status|0|flags|384');
+    releaseBefore();
+    assert.equal(await before, 'status|0|flags|0|value|v0');
+    assert.equal(await lk(c1), 'status|0|flags|0|value|v1', 'the very next lookup');
+
+    // 2. the update to v2 is in progress, a lookup reads v1, the update commits and is acknowledged, the lookup answers
+    cache.purge();
+    holdUpdates = true;
+    const update = up(c3, 'v2');
+    const commit = await next();
+    holdUpdates = false;
+    holdLookups = true;
+    const during = lk(c2);
+    const releaseDuring = await next();
+    holdLookups = false;
+    commit();
+    assert.equal(await update, 'status|0|flags|384');
+    releaseDuring();
+    assert.equal(await during, 'status|0|flags|0|value|v1');
+    assert.equal(await lk(c1), 'status|0|flags|0|value|v2', 'the very next lookup');
+
+    // the new value is cached as usual
+    const n = counts.get('gate:t');
+    assert.equal(await lk(c1), 'status|0|flags|0|value|v2');
+    assert.equal(counts.get('gate:t'), n);
+    for (const c of [c1, c2, c3]) c.close();
   } finally {
     await ts.close();
   }

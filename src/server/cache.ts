@@ -26,6 +26,9 @@
  * string headers. That is an estimate of the heap the entry holds, not an
  * exact measure: on Node 20 x64, 20,000 to 200,000 entries took 200 to 320
  * bytes each beyond their characters (the Map's table grows by doubling).
+ * The strings are stored as copies of their own: a key or value that is a
+ * slice of a larger string (a network reply, a file) would otherwise keep
+ * all of that alive, uncounted.
  */
 import { tokenizeQ } from '../util/braces.js';
 import { intParam, parseTimeSeconds, type ParamSource } from '../tables/core/params.js';
@@ -184,6 +187,8 @@ export class LookupCache {
     if (bytes > this.maxBytes || this.maxEntries <= 0) return;
     const old = t.entries.get(key);
     if (old) this.remove(old);
+    key = detach(key);
+    if (value !== null) value = detach(value);
     const e: Entry = { key, value, expires: this.now() + ttl, bytes, table: t, prev: null, next: null };
     t.entries.set(key, e);
     t.bytes += bytes;
@@ -280,6 +285,15 @@ export class LookupCache {
     else this.tail = e.prev;
     e.prev = e.next = null;
   }
+}
+
+/**
+ * A copy of s that holds no other string: V8 answers slice() of a string of
+ * 13 characters or more with a view into it, and a concatenation with a
+ * rope of both parts; slicing a fresh concatenation makes it flat first.
+ */
+function detach(s: string): string {
+  return s.length < 13 ? s : (s + ' ').slice(0, -1);
 }
 
 const PARAM = 'proxymapd_cache_maps';

@@ -6,6 +6,8 @@
  */
 import test from 'node:test';
 import assert from 'node:assert/strict';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import {
   DEFAULT_CACHE_MAX_BYTES,
   DEFAULT_CACHE_MAX_ENTRIES,
@@ -268,4 +270,23 @@ test('cacheSettings: defaults, and bad limits warned and replaced by the default
     `invalid proxymapd_cache_max_entries value "0": using ${DEFAULT_CACHE_MAX_ENTRIES}`,
     `invalid proxymapd_cache_max_bytes value "lots": using ${DEFAULT_CACHE_MAX_BYTES}`,
   ]);
+});
+
+test('a stored key or value that is a slice of a large string does not keep that string alive', () => {
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const { cache } = clocked(maps([T, 60_000, 0]), 10_000, 1 << 30);
+  const t = cache.table(T)!;
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < 200; i++) {
+    // a 256 KiB "reply" of which the entry keeps 40 characters of key and of value
+    const reply = `${i}:${'r'.repeat(1 << 18)}`;
+    cache.set(t, `${i}/0/0\0${reply.slice(10, 50)}`, reply.slice(100, 140), t.generation);
+  }
+  gc();
+  const grown = process.memoryUsage().heapUsed - before;
+  assert.equal(cache.stats().entries, 200);
+  // kept whole, the replies would take 50 MiB
+  assert.ok(grown < 5 * 1024 * 1024, `heap grew by ${grown} bytes`);
 });

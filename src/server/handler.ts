@@ -1,6 +1,8 @@
 /**
  * Request processing, independent of sockets: a parsed request in, a reply
  * out, with Postfix proxymap's rules (authorization, flags, status mapping).
+ * Lookups of the tables in proxymapd_cache_maps go through the lookup cache
+ * (cache.ts; Postfix has none), and writes to them drop their answers.
  */
 import { DICT_FLAG, PROXY_STAT, type ProxyStatus } from '../protocol/flags.js';
 import type { Dialect, Reply, Request, RequestKind, BadRequest } from '../protocol/messages.js';

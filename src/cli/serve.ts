@@ -4,7 +4,7 @@
  * main.cf, and systemd readiness notification when NOTIFY_SOCKET is set.
  */
 import { log, setLogName, setVerbose } from '../log.js';
-import { createServer, listenControl, listenStandalone, startWarmUps, systemdListenFds } from '../server/daemon.js';
+import { createServer, reconfigureCache, listenControl, listenStandalone, startWarmUps, systemdListenFds } from '../server/daemon.js';
 import { ControlServer, addServerSections, registerCachePurge } from '../server/control.js';
 import { ConfigReloader, type LiveConfig } from '../server/reload.js';
 import { SystemdNotifier } from '../server/notify.js';
@@ -36,6 +36,8 @@ export async function runServe(args: string[]): Promise<number> {
   addServerSections(control, server, { configDir: config.configDir, mode: 'standalone' });
   control.addSection('reload', () => reloader.status());
   registerCachePurge(control, server);
+  control.addSection('cache', () => server.cache?.stats() ?? 'off');
+  reloader.onReload.push((cfg) => reconfigureCache(server, cfg));
   try {
     await listenControl(control, config, inherited.length === 0);
   } catch (e) {

@@ -12,6 +12,7 @@ import { defaultRegistry, type TableRegistry } from '../tables/index.js';
 import { intParam } from '../tables/core/params.js';
 import { ProxyServer } from './server.js';
 import { METRICS_LISTEN_PARAM } from './http.js';
+import { LookupCache, cacheSettings } from './cache.js';
 import type { Service } from './handler.js';
 import type { ConnectionOptions } from './connection.js';
 import { controlSocketPath, type ControlServer } from './control.js';
@@ -39,6 +40,7 @@ export function createServer(opts: DaemonOptions): ProxyServer {
     proxymap: authorizedTables(config, 'proxymap', log.warn),
     proxywrite: authorizedTables(config, 'proxywrite', log.warn),
   };
+  const cache = cacheConfig(config, authorized);
   return new ProxyServer({
     opener: registry.open,
     authorized,
@@ -51,7 +53,32 @@ export function createServer(opts: DaemonOptions): ProxyServer {
     offThreadWork: registry.offThreadWork,
     reload: { checkIntervalMs: config.getTime('proxymapd_table_check_interval', 's', 1) * 1000 },
     metrics: config.get(METRICS_LISTEN_PARAM).trim() !== '',
+    // No cached table, no cache: lookups then take the path they take without this feature.
+    cache: cache.maps.size > 0 ? new LookupCache(cache) : undefined,
   });
+}
+
+/** The lookup cache settings of a configuration, with a warning for each cached table that is not approved. */
+function cacheConfig(config: Config, authorized: Record<Service, ReadonlySet<string>>): ReturnType<typeof cacheSettings> {
+  const cache = cacheSettings({ param: (n) => config.lookup(n), warn: log.warn });
+  for (const spec of cache.maps.keys()) {
+    if (!authorized.proxymap.has(spec) && !authorized.proxywrite.has(spec)) {
+      log.warn(`proxymapd_cache_maps: table "${spec}" is not listed in proxy_read_maps or proxy_write_maps; nothing is cached for it`);
+    }
+  }
+  return cache;
+}
+
+/**
+ * Apply the lookup cache settings of a reloaded configuration: a cache
+ * made, reconfigured (tables no longer listed lose their entries) or
+ * dropped when no table is listed any more.
+ */
+export function reconfigureCache(server: ProxyServer, config: Config): void {
+  const s = cacheConfig(config, { proxymap: server.handler.approvedFor('proxymap'), proxywrite: server.handler.approvedFor('proxywrite') });
+  if (s.maps.size === 0) server.setCache(undefined);
+  else if (server.cache) server.cache.configure(s.maps, s);
+  else server.setCache(new LookupCache(s));
 }
 
 /**

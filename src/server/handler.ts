@@ -1,6 +1,8 @@
 /**
  * Request processing, independent of sockets: a parsed request in, a reply
  * out, with Postfix proxymap's rules (authorization, flags, status mapping).
+ * Lookups of the tables in proxymapd_cache_maps go through the lookup cache
+ * (cache.ts; Postfix has none), and writes to them drop their answers.
  */
 import { DICT_FLAG, PROXY_STAT, type ProxyStatus } from '../protocol/flags.js';
 import type { Dialect, Reply, Request, RequestKind, BadRequest } from '../protocol/messages.js';
@@ -9,6 +11,7 @@ import { DICT_ERR, type FoldMode, type LookupResult, type Table } from '../table
 import { foldKey, passesUtf8Check } from '../tables/core/casefold.js';
 import { nonUtf8KeyWarning, nonUtf8ValueWarning } from '../tables/core/utf8layer.js';
 import { INSTANCE_BITS, type Instance, type InstanceKey, type TableInstances } from './instances.js';
+import type { CachedTable, LookupCache } from './cache.js';
 
 export type Service = 'proxymap' | 'proxywrite';
 
@@ -20,6 +23,8 @@ export interface HandlerOptions {
   smtputf8: boolean;
   /** whether a table has FIXED keys, as known before opening it (type registry), or undefined */
   typeFixed?: (spec: string) => boolean | undefined;
+  /** the lookup cache (proxymapd_cache_maps), if any table is cached */
+  cache?: LookupCache;
 }
 
 export interface Outcome {
@@ -67,6 +72,11 @@ export class RequestHandler {
     this.authorized = { proxymap: authorized.proxymap, proxywrite: authorized.proxywrite };
   }
 
+  /** Use another lookup cache (or none) from the next request on (a configuration reload). */
+  setCache(cache: LookupCache | undefined): void {
+    this.o.cache = cache;
+  }
+
   /** Handle one request; synchronous when the table answers synchronously. */
   handle(req: Request | BadRequest, service: Service): Outcome | Promise<Outcome> {
     if (req.kind === 'bad') {
@@ -108,8 +118,8 @@ export class RequestHandler {
       bits: (dialect === 'new' ? req.instanceFlags : req.flags) & INSTANCE_BITS,
     };
     const inst = this.o.instances.peek(ik);
-    if (inst) return this.execute(req, inst, plan, spec);
-    return this.o.instances.get(ik).then((i) => this.execute(req, i, plan, spec));
+    if (inst) return this.execute(req, inst, plan, spec, ik.writable);
+    return this.o.instances.get(ik).then((i) => this.execute(req, i, plan, spec, ik.writable));
   }
 
   /**
@@ -153,7 +163,7 @@ export class RequestHandler {
     return this.o.typeFixed?.(spec);
   }
 
-  private execute(req: Request, inst: Instance, plan: KeyPlan, spec: string): Outcome | Promise<Outcome> {
+  private execute(req: Request, inst: Instance, plan: KeyPlan, spec: string, writable: boolean): Outcome | Promise<Outcome> {
     const { kind, dialect } = req;
     if (!inst.ok) {
       if (kind === 'open') {
@@ -174,6 +184,8 @@ export class RequestHandler {
       case 'lookup': {
         const key = this.prepareKey(req.key, plan, table, req.flags, spec);
         if (key === null) return { kind, dialect, reply: { status: PROXY_STAT.NOKEY, flags: replyFlags(req), value: '' } };
+        const cached = this.o.cache?.table(spec);
+        if (cached) return this.cachedLookup(req, table, plan, spec, key, cached, writable);
         return callThen(() => table.lookup(key, req.flags), spec, 'lookup', (res) => this.lookupOutcome(req, res, plan, spec, key));
       }
       case 'sequence': {
@@ -202,11 +214,15 @@ export class RequestHandler {
           log.warn(logBytes(nonUtf8ValueWarning(spec, key, req.value)));
           return fail(kind, dialect, PROXY_STAT.NOKEY, flags);
         }
+        const cache = this.o.cache;
+        const cached = cache?.table(spec);
+        if (cached) cache!.writeStarted(cached);
         const call =
           kind === 'update'
             ? () => table.update!(key, req.value, req.flags | DICT_FLAG.SYNC_UPDATE | DICT_FLAG.DUP_REPLACE)
             : () => table.delete!(key, req.flags | DICT_FLAG.SYNC_UPDATE);
         return callThen(call, spec, kind, (r) => {
+          if (cached) cache!.writeDone(cached);
           const status: ProxyStatus = r.status === 0 ? PROXY_STAT.OK : r.status === 1 ? PROXY_STAT.NOKEY : errStatus(r.error);
           return { kind, dialect, reply: { status, flags } };
         });
@@ -231,6 +247,42 @@ export class RequestHandler {
     return key;
   }
 
+  /**
+   * A lookup of a cached table: the answer from the cache, or from the table
+   * and then kept if it is one the cache may keep (found and passing the
+   * UTF-8 check, or not found). The entry's key names everything besides the
+   * folded key that can change the answer: service, dialect, fold modes,
+   * UTF-8 checks, request and instance flags.
+   */
+  private cachedLookup(
+    req: Request & { kind: 'lookup' },
+    table: Table,
+    plan: KeyPlan,
+    spec: string,
+    key: string,
+    cached: CachedTable,
+    writable: boolean,
+  ): Outcome | Promise<Outcome> {
+    const cache = this.o.cache!;
+    const { kind, dialect } = req;
+    const variant =
+      (writable ? 1 : 0) | (dialect === 'new' ? 2 : 0) | (FOLD_CODE[plan.instanceFold] << 2) | (FOLD_CODE[plan.keyFold] << 4) | (plan.utf8 ? 64 : 0);
+    const ck = `${variant}/${req.flags}/${req.instanceFlags}\0${key}`;
+    const hit = cache.get(cached, ck);
+    if (hit !== undefined) {
+      const flags = replyFlags(req);
+      return hit === null ? fail(kind, dialect, PROXY_STAT.NOKEY, flags) : { kind, dialect, reply: { status: PROXY_STAT.OK, flags, value: hit } };
+    }
+    const generation = cached.generation;
+    return callThen(() => table.lookup(key, req.flags), spec, 'lookup', (res) => {
+      const out = this.lookupOutcome(req, res, plan, spec, key);
+      const status = out.reply.status;
+      if (status === PROXY_STAT.OK) cache.set(cached, ck, out.reply.value!, generation);
+      else if (status === PROXY_STAT.NOKEY) cache.set(cached, ck, null, generation);
+      return out;
+    });
+  }
+
   private lookupOutcome(req: Request, r: LookupResult, plan: KeyPlan, spec: string, key: string): Outcome {
     const { kind, dialect } = req;
     const flags = replyFlags(req);
@@ -244,6 +296,8 @@ export class RequestHandler {
     return fail(kind, dialect, r.error === DICT_ERR.NONE ? PROXY_STAT.NOKEY : errStatus(r.error), flags);
   }
 }
+
+const FOLD_CODE: Record<FoldMode, number> = { none: 0, ascii: 1, utf8: 2 };
 
 /** Reply flags of a successful request in the new dialect (the request's flags plus what the op adds). */
 function replyFlags(req: Request): number {

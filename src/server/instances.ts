@@ -101,6 +101,8 @@ export class TableInstances {
   /** counts, for tests and metrics */
   reloads = 0;
   reloadFailures = 0;
+  /** told when a reload has swapped a table for its new version (the lookup cache drops its answers) */
+  onReplaced?: (spec: string) => void;
 
   constructor(
     private readonly opener: Opener,
@@ -267,6 +269,7 @@ export class TableInstances {
       }
       slot.current = next;
       slot.pending = Promise.resolve(next);
+      this.onReplaced?.(slot.key.spec);
       this.reloads++;
       slot.reloads++;
       slot.reloadedAt = Date.now();

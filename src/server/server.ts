@@ -14,6 +14,7 @@ import { SockSet, loopSpin } from './sockset.js';
 import { RequestHandler, type Service } from './handler.js';
 import { TableInstances, type Opener, type ReloadOptions } from './instances.js';
 import { Metrics } from './metrics.js';
+import type { LookupCache } from './cache.js';
 
 /** Activity window of the busy-poll policy (ms). */
 const ACTIVE_WINDOW_MS = 2;
@@ -54,6 +55,8 @@ export interface ServerOptions {
   nativeSockets?: boolean;
   /** Keep request, connection and table metrics (src/server/metrics.ts); off by default. */
   metrics?: boolean;
+  /** the lookup cache (proxymapd_cache_maps); none: every lookup reaches its table */
+  cache?: LookupCache;
 }
 
 export interface ListenerInfo {
@@ -69,6 +72,7 @@ export class ProxyServer {
   readonly metrics: Metrics | null;
   /** main.cf smtputf8_enable */
   readonly smtputf8: boolean;
+  private lookupCache?: LookupCache;
   private readonly listeners: ListenerInfo[] = [];
   private readonly connections = new Set<Connection>();
   private readonly connOpts: ConnectionOptions;
@@ -108,7 +112,9 @@ export class ProxyServer {
       authorized: opts.authorized,
       smtputf8: opts.smtputf8,
       typeFixed: opts.typeFixed,
+      cache: opts.cache,
     });
+    this.setCache(opts.cache);
     this.smtputf8 = opts.smtputf8;
     this.connOpts = { ...DEFAULT_CONNECTION_OPTIONS, ...opts.connection };
     this.busyPollMs = Math.max(0, Math.floor(opts.busyPollUsec ?? DEFAULT_BUSY_POLL_USEC)) / 1000;
@@ -118,8 +124,22 @@ export class ProxyServer {
       ? new Metrics({
           tables: () => this.instances.opened(),
           reloads: () => ({ reloads: this.instances.reloads, failures: this.instances.reloadFailures }),
+          cacheStats: () => this.lookupCache?.stats(),
         })
       : null;
+  }
+
+  /** The lookup cache (proxymapd_cache_maps), if any table is cached. */
+  get cache(): LookupCache | undefined {
+    return this.lookupCache;
+  }
+
+  /** Use another lookup cache, or none (a configuration reload that turns caching on or off). */
+  setCache(cache: LookupCache | undefined): void {
+    this.lookupCache = cache;
+    this.handler.setCache(cache);
+    // A table replaced by a newer version (reload of a changed file) loses its cached answers.
+    this.instances.onReplaced = cache ? (spec) => cache.invalidate(spec) : undefined;
   }
 
   private readonly offThreadWork: () => boolean;

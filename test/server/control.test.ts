@@ -17,6 +17,7 @@ import { ControlServer, addServerSections, controlRequest, registerCachePurge, C
 import { b } from '../support/bytes.js';
 import { CLI, run, startProxymapd, writeMainCf } from '../interop/harness.js';
 import { startTestServer } from './helpers.js';
+import { LookupCache } from '../../src/server/cache.js';
 
 const lookup = (table: string, key: string) => b(`request|lookup|table|${table}|flags|0|key|${key}||`);
 
@@ -155,17 +156,19 @@ test('cache-purge: no cache, or the purge of the cache with the table as the ser
   await withControl(async ({ control, sock, t }) => {
     registerCachePurge(control, t.server);
     assert.deepEqual(await controlRequest(sock, 'cache-purge', []), { error: 'no cache configured' });
-    const calls: Array<string | undefined> = [];
-    (t.server as unknown as { cache: { purge(spec?: string): number } }).cache = {
-      purge: (spec) => {
-        calls.push(spec);
-        return spec === undefined ? 10 : 3;
-      },
+    const vir = Buffer.from('mem:vírtual=1', 'utf8').toString('latin1');
+    const hour = { posTtlMs: 3_600_000, negTtlMs: 3_600_000 };
+    const cache = new LookupCache({ maps: new Map([['mem:a=1', hour], [vir, hour]]), maxEntries: 100, maxBytes: 1 << 20 });
+    t.server.setCache(cache);
+    const fill = () => {
+      for (const [table, key] of [['mem:a=1', 'a'], ['mem:a=1', 'b'], [vir, 'vírtual'], [vir, 'x']]) cache.set(cache.table(table)!, key, 'v', cache.table(table)!.generation);
     };
-    assert.deepEqual(await controlRequest(sock, 'cache-purge', []), { result: { purged: 10 } });
-    assert.deepEqual(await controlRequest(sock, 'cache-purge', ['proxy:proxy:texthash:/etc/postfix/vírtual']), { result: { purged: 3 } });
+    fill();
+    assert.deepEqual(await controlRequest(sock, 'cache-purge', []), { result: { purged: 4 } });
+    fill();
     // proxy: prefixes removed, UTF-8 text as the byte string tables are named by
-    assert.deepEqual(calls, [undefined, Buffer.from('texthash:/etc/postfix/vírtual', 'utf8').toString('latin1')]);
+    assert.deepEqual(await controlRequest(sock, 'cache-purge', ['proxy:proxy:mem:vírtual=1']), { result: { purged: 2 } });
+    assert.equal(cache.stats().entries, 2);
   });
 });
 
@@ -259,4 +262,58 @@ test('the control socket is removed when the server stops', async (t) => {
   assert.equal(child.exitCode, 0, log);
   assert.equal(fs.existsSync(sock), false);
   fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('cache through a proxymapd serve child: SIGHUP turns it on, status shows it, cache purge empties it, SIGHUP turns it off', async (t) => {
+  if (!fs.existsSync(CLI)) return t.skip('dist/ is not built (npm run build)');
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'pmd-cache-cli-'));
+  const table = path.join(base, 'virtual');
+  fs.writeFileSync(table, 'a@example.com alice\n');
+  const spec = `texthash:${table}`;
+  const pm = await startProxymapd({ proxy_read_maps: `proxy:${spec}`, proxy_write_maps: '' }, base);
+  const mainCf = (extra: Record<string, string>) =>
+    writeMainCf(pm.conf, { queue_directory: pm.queue, proxy_read_maps: `proxy:${spec}`, proxy_write_maps: '', ...extra });
+  const sock = path.join(pm.queue, 'private', 'proxymapd-control');
+  const status = async () => {
+    const r = await run(process.execPath, [CLI, 'status', '-c', pm.conf, '--json']);
+    assert.equal(r.status, 0, r.stderr.toString());
+    return JSON.parse(r.stdout.toString());
+  };
+  const reloaded = async (n: number) => {
+    process.kill(pm.pid, 'SIGHUP');
+    for (let i = 0; i < 200 && (await status()).reload.reloads < n; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal((await status()).reload.reloads, n, pm.log());
+  };
+  try {
+    for (let i = 0; i < 100 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+    const c = await ProxyConnection.connect(pm.proxymap);
+    const ask = async (key: string) => c.exchangeRaw(lookup(spec, key));
+    assert.deepEqual(await ask('a@example.com'), [['status', '0'], ['value', 'alice']]);
+    assert.equal((await status()).cache, 'off');
+
+    mainCf({ proxymapd_cache_maps: `${spec}=1h/1h` });
+    await reloaded(1);
+    for (let i = 0; i < 3; i++) {
+      assert.deepEqual(await ask('a@example.com'), [['status', '0'], ['value', 'alice']]);
+      assert.deepEqual(await ask('nobody@example.com'), [['status', '1'], ['value', '']]);
+    }
+    const st = (await status()).cache;
+    assert.equal(st.entries, 2);
+    assert.deepEqual(
+      st.tables.map((x: { table: string; hits: number; misses: number }) => [x.table, x.hits, x.misses]),
+      [[spec, 4, 2]],
+    );
+    const purge = await run(process.execPath, [CLI, 'cache', 'purge', '-c', pm.conf, `proxy:${spec}`]);
+    assert.equal(purge.status, 0, purge.stderr.toString());
+    assert.equal(purge.stdout.toString(), `purged 2 cache entries of proxy:${spec}\n`);
+    assert.equal((await status()).cache.entries, 0);
+
+    mainCf({});
+    await reloaded(2);
+    assert.equal((await status()).cache, 'off');
+    assert.deepEqual(await ask('a@example.com'), [['status', '0'], ['value', 'alice']]);
+    c.close();
+  } finally {
+    assert.equal(await pm.stop(), 0, pm.log());
+  }
 });

@@ -4,6 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { ProxyServer, type ServerOptions } from '../../src/server/server.js';
 import { MetricsHttp, parseListenAddress } from '../../src/server/http.js';
+import type { LookupCache } from '../../src/server/cache.js';
+import type { ReloadOptions } from '../../src/server/instances.js';
 import { DICT_FLAG } from '../../src/protocol/flags.js';
 import { setLogSink } from '../../src/log.js';
 import { TableOpenError, found, NOT_FOUND, type Table, type TableOpenOptions } from '../../src/tables/core/table.js';
@@ -76,6 +78,8 @@ export async function startTestServer(
     metricsListen?: string;
     /** tables (default testOpener) */
     opener?: ServerOptions['opener'];
+    cache?: LookupCache;
+    reload?: Partial<ReloadOptions>;
   } = {},
 ): Promise<TestServer> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pmd-test-'));
@@ -90,6 +94,8 @@ export async function startTestServer(
     nativeSockets: opts.nativeSockets,
     busyPollUsec: opts.busyPollUsec,
     metrics: opts.metrics || opts.metricsListen !== undefined,
+    cache: opts.cache,
+    reload: opts.reload,
   });
   const proxymap = path.join(dir, 'private', 'proxymap');
   const proxywrite = path.join(dir, 'private', 'proxywrite');

@@ -23,6 +23,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { log, logBytes } from '../log.js';
 import { splitAtColon } from '../tables/core/registry.js';
+import { livePools } from '../tables/dbcommon/pool.js';
 import { isLive, type ProxyServer } from './server.js';
 import type { Service } from './handler.js';
 
@@ -213,6 +214,16 @@ export function addServerSections(control: ControlServer, server: ProxyServer, i
   }));
   control.addSection('connections', () => ({ open: server.openConnectionsBy(), accepted: { ...server.acceptedBy } }));
   control.addSection('tables', () => tablesSection(server));
+  // The shared SQL/LDAP connection pools: connections open, busy and waiting, and the hosts now marked down.
+  control.addSection('pools', () =>
+    livePools().map((p) => {
+      const st = p.stats();
+      return {
+        pool: p.label, open: st.open, busy: st.busy, idle: st.idle, waiting: st.waiting, peak: st.peak, max: st.max,
+        hostsDown: st.hosts.filter((h) => h.state === 'fail').map((h) => h.label),
+      };
+    }),
+  );
 }
 
 function tablesSection(server: ProxyServer): { approved: Record<Service, number>; open: TableStatus[]; errors: Array<{ table: string; at: string; message: string }> } {

@@ -9,8 +9,8 @@
  * when /metrics is scraped. prom-client formats the text: each metric here
  * is a small object registered on a private prom-client Registry whose get()
  * builds the values at scrape time, so nothing of prom-client runs per
- * request. Process metrics are prom-client's default ones, prefixed
- * `proxymapd_`, on the same registry.
+ * request. Process metrics (process-metrics.ts) are read at scrape time
+ * too, under the names of prom-client's default ones, prefixed `proxymapd_`.
  *
  * Tables are labelled `table="type:name"` (proxy: prefixes stripped, as the
  * server resolves them); a request that could not be parsed has table="" and,
@@ -18,12 +18,13 @@
  * so at most MAX_TABLE_LABELS distinct names get a series of their own; the
  * requests for names beyond are counted under table="(other)".
  */
-import { collectDefaultMetrics, Registry, type Metric } from 'prom-client';
+import { Registry, type Metric } from 'prom-client';
 import { logBytes } from '../log.js';
 import type { RequestKind } from '../protocol/messages.js';
 import { livePools, type LivePool } from '../tables/dbcommon/pool.js';
 import type { WriteStats } from '../tables/core/table.js';
 import { Buckets } from '../util/buckets.js';
+import { processMetrics } from './process-metrics.js';
 import type { Service } from './handler.js';
 
 /** Status label values, indexed by PROXY_STAT (src/protocol/flags.ts). */
@@ -103,7 +104,7 @@ export class Metrics {
 
   constructor(private readonly sources: MetricsSources) {
     this.define();
-    collectDefaultMetrics({ register: this.registry, prefix: 'proxymapd_' });
+    for (const m of processMetrics('proxymapd_')) this.add(m.name, m.help, m.type, m.values);
   }
 
   /** The table as the request names it ("" when malformed); `ms`: from the request parsed to its reply written. */

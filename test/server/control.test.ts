@@ -18,6 +18,7 @@ import { b } from '../support/bytes.js';
 import { CLI, run, startProxymapd, writeMainCf } from '../interop/harness.js';
 import { startTestServer } from './helpers.js';
 import { LookupCache } from '../../src/server/cache.js';
+import { POOL_RETRY, SqlPool, poolLabel, sharedPool, type PoolDriver } from '../../src/tables/dbcommon/pool.js';
 
 const lookup = (table: string, key: string) => b(`request|lookup|table|${table}|flags|0|key|${key}||`);
 
@@ -106,15 +107,55 @@ test('status: extra sections, and a section that throws', async () => {
   await withControl(async ({ control, sock }) => {
     let n = 0;
     control.addSection('cache', () => ({ entries: ++n, bytes: 100 }));
-    control.addSection('pools', async () => {
-      throw new Error('pool stats unavailable');
+    control.addSection('extra', async () => {
+      throw new Error('stats unavailable');
     });
     const st = ((await controlRequest(sock, 'status')) as { result: Record<string, unknown> }).result;
     assert.deepEqual(st.cache, { entries: 1, bytes: 100 });
-    assert.deepEqual(st.pools, { error: 'pool stats unavailable' });
-    assert.deepEqual(Object.keys(st), ['process', 'connections', 'tables', 'cache', 'pools']);
+    assert.deepEqual(st.extra, { error: 'stats unavailable' });
+    assert.deepEqual(Object.keys(st), ['process', 'connections', 'tables', 'pools', 'cache', 'extra']);
   });
 });
+
+test('status: the shared pools, with connections in use, lookups waiting and hosts down', async () => {
+  await withControl(async ({ sock }) => {
+    const driver: PoolDriver<string, object> = { connect: async () => ({}), close: () => undefined };
+    const hosts = ['inet:db1', 'inet:db2'].map((label) => ({ label, kind: 'inet' as const, target: label }));
+    const label = poolLabel('pgsql', ['inet:db1', 'inet:db2'], { dbname: 'pfx', user: 'pfuser' });
+    const shared = sharedPool('control-test-pool', () =>
+      new SqlPool(hosts, driver, { maxConnections: 1, retryInterval: 60, idleInterval: 60, connectTimeoutMs: 1000, label }),
+    );
+    try {
+      const pools = async () =>
+        (((await controlRequest(sock, 'status')) as { result: { pools: Array<Record<string, unknown>> } }).result.pools).filter((p) => p.pool === label);
+      assert.deepEqual(await pools(), [{ pool: label, open: 0, busy: 0, idle: 0, waiting: 0, peak: 0, max: 1, hostsDown: [] }]);
+      let finish!: () => void;
+      const held = new Promise<void>((r) => (finish = r));
+      const uo = { deadline: Date.now() + 10_000, warn: () => undefined };
+      const first = shared.pool.use(async () => (await held, { kind: 'ok' as const, value: 1 }), uo);
+      const second = shared.pool.use(() => ({ kind: 'ok' as const, value: 2 }), uo);
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(await pools(), [{ pool: label, open: 1, busy: 1, idle: 0, waiting: 1, peak: 1, max: 1, hostsDown: [] }]);
+      finish();
+      assert.equal(await first, 1);
+      assert.equal(await second, 2);
+      // A query that fails marks its host down (Postfix's rule); status names it.
+      const failing = await shared.pool.use((_c, h) => ({ kind: 'host-error' as const, message: `query failed on ${h.label}` }), uo);
+      assert.equal(failing, POOL_RETRY);
+      const [st] = await pools();
+      assert.equal(st.busy, 0);
+      assert.equal((st.hostsDown as string[]).length >= 1, true, JSON.stringify(st));
+    } finally {
+      shared.release();
+    }
+    assert.deepEqual(await pools2(sock, label), [], 'a released pool is no longer listed');
+  });
+});
+
+async function pools2(sock: string, label: string): Promise<unknown[]> {
+  const st = ((await controlRequest(sock, 'status')) as { result: { pools: Array<{ pool: string }> } }).result;
+  return st.pools.filter((p) => p.pool === label);
+}
 
 test('commands: arguments, unknown commands, bad requests, failing handlers', async () => {
   await withControl(async ({ control, sock }) => {

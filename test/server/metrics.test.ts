@@ -114,6 +114,11 @@ test('scrape after a known workload: requests by service, request, table and sta
     // process metrics, prefixed
     assert.ok(fams.some((f) => f.name === 'proxymapd_process_cpu_seconds_total'));
     assert.ok(fams.some((f) => f.name === 'proxymapd_nodejs_heap_size_used_bytes'));
+    const gauge = (name: string) => Number(fams.find((f) => f.name === name)?.metrics[0]?.value);
+    assert.ok(gauge('proxymapd_process_resident_memory_bytes') > 10 * 1024 * 1024, 'rss');
+    assert.ok(gauge('proxymapd_process_open_fds') >= 3 && gauge('proxymapd_process_open_fds') <= gauge('proxymapd_process_max_fds'), 'descriptors');
+    assert.ok(gauge('proxymapd_nodejs_eventloop_utilization_ratio') >= 0 && gauge('proxymapd_nodejs_eventloop_utilization_ratio') <= 1, 'utilization');
+    assert.ok(Math.abs(gauge('proxymapd_process_start_time_seconds') - (Date.now() / 1000 - process.uptime())) < 5, 'start time');
     // the scrape was no client connection
     c.close();
     w.close();

@@ -24,7 +24,8 @@ import path from 'node:path';
 import { log, logBytes } from '../log.js';
 import { splitAtColon } from '../tables/core/registry.js';
 import { livePools } from '../tables/dbcommon/pool.js';
-import { isLive, type ProxyServer } from './server.js';
+import type { ProxyServer } from './server.js';
+import { listenOnPath } from './socket-path.js';
 import type { Service } from './handler.js';
 
 /** Longest request line accepted (bytes). */
@@ -106,22 +107,10 @@ export class ControlServer {
 
   /** Listen on a socket path (a stale socket file is replaced, a live one is an error). */
   async listen(sockPath: string, owner?: { uid: number; gid: number }): Promise<void> {
-    if (fs.existsSync(sockPath)) {
-      if (await isLive(sockPath)) throw new Error(`${sockPath}: another server is listening there`);
-      fs.unlinkSync(sockPath);
-    }
     const srv = net.createServer((sock) => this.accept(sock));
     srv.on('error', (e) => log.warn(`control listener: ${e.message}`));
     // (private/ is mode 0700: nobody else can reach the socket before its mode is set)
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen(sockPath, () => {
-        srv.off('error', reject);
-        resolve();
-      });
-    });
-    fs.chmodSync(sockPath, 0o600);
-    if (owner) fs.chownSync(sockPath, owner.uid, owner.gid);
+    await listenOnPath(srv, sockPath, 0o600, owner);
     this.server = srv;
     this.socketPath = sockPath;
   }

@@ -21,7 +21,8 @@ import http from 'node:http';
 import net from 'node:net';
 import { log } from '../log.js';
 import { health, readiness, type ReadyOptions } from './health.js';
-import { isLive, type ProxyServer } from './server.js';
+import type { ProxyServer } from './server.js';
+import { listenOn, listenOnPath } from './socket-path.js';
 
 export const METRICS_LISTEN_PARAM = 'proxymapd_metrics_listen';
 
@@ -64,21 +65,9 @@ export class MetricsHttp {
       if (sock.writable) sock.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       else sock.destroy();
     });
-    if ('path' in where && fs.existsSync(where.path)) {
-      if (await isLive(where.path)) throw new Error(`${where.path}: another server is listening there`);
-      fs.unlinkSync(where.path);
-    }
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      const done = () => {
-        srv.off('error', reject);
-        resolve();
-      };
-      if ('path' in where) srv.listen(where.path, done);
-      else srv.listen(where.port, where.host, done);
-    });
     // as Postfix's sockets: open to all, access controlled by the directory
-    if ('path' in where) fs.chmodSync(where.path, 0o666);
+    if ('path' in where) await listenOnPath(srv, where.path, 0o666);
+    else await listenOn(srv, (done) => srv.listen(where.port, where.host, done));
     srv.on('error', (e) => log.warn(`metrics listener: ${e.message}`));
     return new MetricsHttp(srv, where);
   }

@@ -375,7 +375,7 @@ export class TableInstances {
   }
 }
 
-/** What list() tells of one instance. */
+/** What opened() tells of one instance (metrics). */
 export interface OpenInstanceInfo {
   spec: string;
   writable: boolean;

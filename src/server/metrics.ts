@@ -22,10 +22,10 @@ import { Registry, type Metric } from 'prom-client';
 import { logBytes } from '../log.js';
 import type { RequestKind } from '../protocol/messages.js';
 import { livePools, type LivePool } from '../tables/dbcommon/pool.js';
-import type { WriteStats } from '../tables/core/table.js';
 import { Buckets } from '../util/buckets.js';
 import { processMetrics } from './process-metrics.js';
 import type { Service } from './handler.js';
+import type { OpenInstanceInfo } from './instances.js';
 
 /** Status label values, indexed by PROXY_STAT (src/protocol/flags.ts). */
 export const STATUS_NAMES = ['OK', 'NOKEY', 'RETRY', 'BAD', 'DENY', 'CONFIG'] as const;
@@ -41,17 +41,7 @@ const KIND_INDEX: Readonly<Record<RequestKind, number>> = { open: 0, lookup: 1, 
 const PROXY_PREFIX = 'proxy:';
 
 /** One open table instance, as TableInstances lists them. */
-export interface OpenTableInfo {
-  spec: string;
-  writable: boolean;
-  ok: boolean;
-  /** why it could not be opened (ok false) */
-  reason?: string;
-  /** when it was opened (Date.now()) */
-  openedAt: number;
-  /** commits of a writable indexed table */
-  writeStats?: WriteStats;
-}
+export type OpenTableInfo = OpenInstanceInfo;
 
 /** What the lookup cache reports (src/server/cache.ts). */
 export interface CacheStats {

@@ -12,6 +12,7 @@ import { dupFd } from '../addon/fd.js';
 import { Connection, DEFAULT_CONNECTION_OPTIONS, socketTransport, type ConnectionOptions, type Transport } from './connection.js';
 import { SockSet, loopSpin } from './sockset.js';
 import { RequestHandler, type Service } from './handler.js';
+import { listenOn, listenOnPath } from './socket-path.js';
 import { TableInstances, type Opener, type ReloadOptions } from './instances.js';
 import { Metrics } from './metrics.js';
 import type { LookupCache } from './cache.js';
@@ -273,33 +274,15 @@ export class ProxyServer {
       fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
       if (owner) fs.chownSync(dir, owner.uid, owner.gid);
     }
-    if (fs.existsSync(sockPath)) {
-      if (await isLive(sockPath)) throw new Error(`${sockPath}: another server is listening there`);
-      fs.unlinkSync(sockPath);
-    }
     const srv = this.makeServer(service);
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen(sockPath, () => {
-        srv.off('error', reject);
-        resolve();
-      });
-    });
-    fs.chmodSync(sockPath, 0o666);
-    if (owner) fs.chownSync(sockPath, owner.uid, owner.gid);
+    await listenOnPath(srv, sockPath, 0o666, owner);
     this.listeners.push({ service, server: srv, path: sockPath });
   }
 
   /** Take over an already-listening descriptor (master(8) fd 6, systemd LISTEN_FDS). */
   async listenFd(fd: number, service: Service): Promise<void> {
     const srv = this.makeServer(service);
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen({ fd }, () => {
-        srv.off('error', reject);
-        resolve();
-      });
-    });
+    await listenOn(srv, (done) => srv.listen({ fd }, done));
     this.listeners.push({ service, server: srv });
   }
 
@@ -369,16 +352,4 @@ export class ProxyServer {
     await closing;
     await this.instances.closeAll();
   }
-}
-
-/** Whether a server answers on a UNIX socket path (a stale socket file refuses the connection). */
-export function isLive(sockPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createConnection(sockPath);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }

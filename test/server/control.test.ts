@@ -18,7 +18,8 @@ import { b } from '../support/bytes.js';
 import { CLI, run, startProxymapd, writeMainCf } from '../interop/harness.js';
 import { startTestServer } from './helpers.js';
 import { LookupCache } from '../../src/server/cache.js';
-import { POOL_RETRY, SqlPool, poolLabel, sharedPool, type PoolDriver } from '../../src/tables/dbcommon/pool.js';
+import { POOL_RETRY, poolLabel } from '../../src/tables/dbcommon/pool.js';
+import { holdPool, testPool } from '../support/pool.js';
 
 const lookup = (table: string, key: string) => b(`request|lookup|table|${table}|flags|0|key|${key}||`);
 
@@ -119,28 +120,19 @@ test('status: extra sections, and a section that throws', async () => {
 
 test('status: the shared pools, with connections in use, lookups waiting and hosts down', async () => {
   await withControl(async ({ sock }) => {
-    const driver: PoolDriver<string, object> = { connect: async () => ({}), close: () => undefined };
-    const hosts = ['inet:db1', 'inet:db2'].map((label) => ({ label, kind: 'inet' as const, target: label }));
     const label = poolLabel('pgsql', ['inet:db1', 'inet:db2'], { dbname: 'pfx', user: 'pfuser' });
-    const shared = sharedPool('control-test-pool', () =>
-      new SqlPool(hosts, driver, { maxConnections: 1, retryInterval: 60, idleInterval: 60, connectTimeoutMs: 1000, label }),
-    );
+    const shared = testPool('control-test-pool', label, ['inet:db1', 'inet:db2']);
     try {
       const pools = async () =>
         (((await controlRequest(sock, 'status')) as { result: { pools: Array<Record<string, unknown>> } }).result.pools).filter((p) => p.pool === label);
       assert.deepEqual(await pools(), [{ pool: label, open: 0, busy: 0, idle: 0, waiting: 0, peak: 0, max: 1, hostsDown: [] }]);
-      let finish!: () => void;
-      const held = new Promise<void>((r) => (finish = r));
-      const uo = { deadline: Date.now() + 10_000, warn: () => undefined };
-      const first = shared.pool.use(async () => (await held, { kind: 'ok' as const, value: 1 }), uo);
-      const second = shared.pool.use(() => ({ kind: 'ok' as const, value: 2 }), uo);
-      await new Promise((r) => setImmediate(r));
+      const { first, second, finish } = await holdPool(shared.pool);
       assert.deepEqual(await pools(), [{ pool: label, open: 1, busy: 1, idle: 0, waiting: 1, peak: 1, max: 1, hostsDown: [] }]);
       finish();
       assert.equal(await first, 1);
       assert.equal(await second, 2);
       // A query that fails marks its host down (Postfix's rule); status names it.
-      const failing = await shared.pool.use((_c, h) => ({ kind: 'host-error' as const, message: `query failed on ${h.label}` }), uo);
+      const failing = await shared.pool.use((_c, h) => ({ kind: 'host-error' as const, message: `query failed on ${h.label}` }), { deadline: Date.now() + 10_000, warn: () => undefined });
       assert.equal(failing, POOL_RETRY);
       const [st] = await pools();
       assert.equal(st.busy, 0);

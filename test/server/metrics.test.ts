@@ -15,7 +15,8 @@ import parse, { type Family } from 'parse-prometheus-text-format';
 import { ProxyConnection } from '../../src/client/client.js';
 import { Metrics, MAX_TABLE_LABELS, OTHER_TABLE, type CacheStats } from '../../src/server/metrics.js';
 import { startMetricsListener } from '../../src/server/http.js';
-import { POOL_RETRY, SqlPool, livePools, poolLabel, sharedPool, type PoolDriver } from '../../src/tables/dbcommon/pool.js';
+import { POOL_RETRY, livePools, poolLabel } from '../../src/tables/dbcommon/pool.js';
+import { holdPool, testPool } from '../support/pool.js';
 import { openTable } from '../../src/tables/index.js';
 import type { TableOpenOptions } from '../../src/tables/core/table.js';
 import { startTestServer, testOpener } from './helpers.js';
@@ -131,18 +132,10 @@ test('pool gauges: size, in use, waiting, max; the label carries no password', a
   const ts = await startTestServer([], [], { metricsListen: '127.0.0.1:0' });
   let release: (() => void) | undefined;
   try {
-    const driver: PoolDriver<string, object> = { connect: async () => ({}), close: () => undefined };
     const label = poolLabel('pgsql', ['postgresql://pfuser:s3cret@db1:5432/pfx?password=s3cret', 'inet:db2'], { dbname: 'pfx', user: 'pfuser' });
-    const shared = sharedPool('metrics-test-pool', () =>
-      new SqlPool([{ label: 'a', kind: 'inet', target: 'a' }], driver, { maxConnections: 1, retryInterval: 60, idleInterval: 60, connectTimeoutMs: 1000, label }),
-    );
+    const shared = testPool('metrics-test-pool', label);
     release = shared.release;
-    let finish!: () => void;
-    const held = new Promise<void>((r) => (finish = r));
-    const uo = { deadline: Date.now() + 10_000, warn: () => undefined };
-    const first = shared.pool.use(async () => (await held, { kind: 'ok' as const, value: 1 }), uo);
-    const second = shared.pool.use(() => ({ kind: 'ok' as const, value: 2 }), uo);
-    await new Promise((r) => setImmediate(r));
+    const { first, second, finish } = await holdPool(shared.pool);
     const { text } = await scrape(ts.http!.address);
     assert.ok(!text.includes('s3cret'), 'no password in the output');
     assert.equal(label, 'pgsql:postgresql://pfuser:***@db1:5432/pfx?password=***,inet:db2 dbname=pfx user=pfuser');

@@ -36,7 +36,7 @@ const SQL: Record<Kind, { ddl: string; update: string; bulk: string }> = {
   mysql: {
     ddl: 'CREATE TABLE cache (k varbinary(255) PRIMARY KEY, v blob NOT NULL)',
     update: "INSERT INTO cache (k, v) VALUES ('%s', '%v') ON DUPLICATE KEY UPDATE v = VALUES(v)",
-    bulk: `INSERT INTO cache WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ${ROWS}) SELECT concat('bulk', lpad(i, 6, '0')), concat('v', i) FROM s`,
+    bulk: `SET SESSION max_recursive_iterations = ${2 * ROWS};\nINSERT INTO cache WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ${ROWS}) SELECT concat('bulk', lpad(i, 6, '0')), concat('v', i) FROM s`,
   },
   sqlite: {
     ddl: 'CREATE TABLE cache (k text PRIMARY KEY, v text NOT NULL)',

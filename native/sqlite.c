@@ -128,19 +128,24 @@ static SqConn *get_conn(napi_env env, napi_value v) {
   return data;
 }
 
-/* sqliteOpen(path, busyTimeoutMs) -> { handle } | { error, code } */
+/*
+ * sqliteOpen(path, busyTimeoutMs[, writable]) -> { handle } | { error, code }.
+ * Read-only unless writable is true (then read-write; a missing database is never created).
+ */
 static napi_value SqliteOpen(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) NAPI_THROW_TYPE(env, "sqliteOpen(path, busyTimeoutMs)");
+  if (argc < 2) NAPI_THROW_TYPE(env, "sqliteOpen(path, busyTimeoutMs[, writable])");
   int32_t busy_ms;
   if (napi_get_value_int32(env, argv[1], &busy_ms) != napi_ok) NAPI_THROW_TYPE(env, "busyTimeoutMs must be a number");
+  bool writable = false;
+  if (argc >= 3 && napi_get_value_bool(env, argv[2], &writable) != napi_ok) NAPI_THROW_TYPE(env, "writable must be a boolean");
   char *path = sq_get_bytes(env, argv[0]);
   if (path == NULL) return NULL;
 
   sqlite3 *db = NULL;
-  int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
+  int rc = sqlite3_open_v2(path, &db, writable ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY, NULL);
   free(path);
   if (rc != SQLITE_OK) {
     /* The message of a failed open lives in the (unusable) handle, or is the code's text. */
@@ -214,6 +219,7 @@ typedef struct {
   int code;
   char *message;
   char *tail; /* text after the first statement, if any */
+  int64_t changes; /* rows the statement inserted, updated or deleted (sqlite3_changes64; 0 for a read-only one) */
 } SqQuery;
 
 static void query_free(SqQuery *q) {
@@ -295,7 +301,10 @@ static void query_execute(napi_env env, void *data) {
      */
     for (;;) {
       rc = sqlite3_step(stmt);
-      if (rc == SQLITE_DONE) break;
+      if (rc == SQLITE_DONE) {
+        if (!sqlite3_stmt_readonly(stmt)) q->changes = sqlite3_changes64(db);
+        break;
+      }
       if (rc == SQLITE_ROW) {
         if (!query_add_row(q, stmt)) {
           query_fail(q, STAGE_NOMEM, SQLITE_NOMEM, "out of memory");
@@ -329,7 +338,7 @@ static napi_value query_result(napi_env env, SqQuery *q) {
     }
     NAPI_CHECK(env, napi_set_element(env, rows, (uint32_t)i, row));
   }
-  if (!sq_set(env, result, "rows", rows)) return NULL;
+  if (!sq_set(env, result, "rows", rows) || !sq_set_int(env, result, "changes", q->changes)) return NULL;
   if (q->tail != NULL && !sq_set(env, result, "tail", sq_string(env, q->tail, NAPI_AUTO_LENGTH))) return NULL;
   if (q->stage != STAGE_NONE) {
     static const char *stages[] = {"", "prepare", "step", "closed", "nomem"};

@@ -6,7 +6,7 @@
 import { loadNative } from './load.js';
 
 declare const brand: unique symbol;
-/** An open read-only database connection (closed by sqliteClose or the garbage collector). */
+/** An open database connection, read-only or read-write (closed by sqliteClose or the garbage collector). */
 export type SqliteHandle = { readonly [brand]: 'sqlite' };
 
 export interface SqliteQueryError {
@@ -23,13 +23,18 @@ export interface SqliteQueryResult {
   rows: Array<Array<string | null>>;
   /** Text after the first statement (not run). */
   tail?: string;
+  /** Rows the statement inserted, updated or deleted (sqlite3_changes64); 0 for a read-only statement. */
+  changes: number;
   error?: SqliteQueryError;
 }
 
 export interface NativeSqlite {
   readonly SQLITE: { VERSION: string; VERSION_NUMBER: number; BUSY: number; LOCKED: number; CANTOPEN: number; NOMEM: number };
-  /** sqlite3_open_v2(path, SQLITE_OPEN_READONLY) plus sqlite3_busy_timeout(busyTimeoutMs; 0 = none). */
-  sqliteOpen(path: string, busyTimeoutMs: number): { handle: SqliteHandle } | { error: string; code: number };
+  /**
+   * sqlite3_open_v2(path, SQLITE_OPEN_READONLY, or SQLITE_OPEN_READWRITE when `writable`: never
+   * created) plus sqlite3_busy_timeout(busyTimeoutMs; 0 = none).
+   */
+  sqliteOpen(path: string, busyTimeoutMs: number, writable?: boolean): { handle: SqliteHandle } | { error: string; code: number };
   /** Prepare the first statement of sql and step it to the end, on the thread pool. Never rejects for database errors. */
   sqliteQuery(handle: SqliteHandle, sql: string): Promise<SqliteQueryResult>;
   /** Close now, or once the queries still running are done. */

@@ -26,7 +26,7 @@ export interface TableType {
   readonly open: TableOpener;
   /** FIXED or PATTERN (plus MULTI_WRITER ...), as the opened tables report in implFlags; 0 when only known once opened. */
   readonly implFlags: number;
-  /** Whether tables of this type can be opened for writing (proxywrite). */
+  /** Whether tables of this type can be opened for writing (proxywrite); the SQL types only when their .cf has an update or delete query. */
   readonly writable: boolean;
   /**
    * Whether the type folds keys and applies the duplicate policy while it

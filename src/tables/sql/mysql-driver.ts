@@ -339,3 +339,25 @@ function mysqlResult(r: MyWireResult, requireResultSet: boolean, label: string):
   for (const row of r.sets[0]!) for (const v of row) values.push(v === null ? null : v.toString('latin1'));
   return { kind: 'ok', value: values };
 }
+
+/** Run a write statement (update_query, delete_query): the affected rows of its last OK packet. */
+export function mysqlExec(conn: MyConn, query: Bytes, label: string): Promise<WorkResult<number>> {
+  if (conn.dead !== undefined || !conn.wire) {
+    return Promise.resolve({ kind: 'host-error', message: `${label}: query failed: ${conn.dead ?? 'not connected'}` });
+  }
+  return conn.wire.query(query, (r): WorkResult<number> =>
+    r.error !== undefined ? { kind: 'host-error', message: `${label}: query failed: ${r.error}` } : { kind: 'ok', value: r.affected },
+  );
+}
+
+/** Run the sequence query: the rows of its first result set, every column (null = SQL NULL). */
+export function mysqlRows(conn: MyConn, query: Bytes, label: string): Promise<WorkResult<(Bytes | null)[][]>> {
+  if (conn.dead !== undefined || !conn.wire) {
+    return Promise.resolve({ kind: 'host-error', message: `${label}: query failed: ${conn.dead ?? 'not connected'}` });
+  }
+  return conn.wire.query(query, (r): WorkResult<(Bytes | null)[][]> => {
+    if (r.error !== undefined) return { kind: 'host-error', message: `${label}: query failed: ${r.error}` };
+    if (r.sets.length === 0) return { kind: 'host-error', message: `${label}: sequence_query returned no result set` };
+    return { kind: 'ok', value: r.sets[0]!.map((row) => row.map((v) => (v === null ? null : v.toString('latin1')))) };
+  });
+}

@@ -8,9 +8,13 @@ import type { Bytes } from '../core/table.js';
 import type { MyConn } from './mysql-driver.js';
 import { Outbox } from './outbox.js';
 
-/** What one COM_QUERY answered: its result sets with data (column count > 0), or the error that ended it. */
+/**
+ * What one COM_QUERY answered: its result sets with data (column count > 0),
+ * the affected rows of its last OK packet, or the error that ended it.
+ */
 export interface MyWireResult {
   sets: (Buffer | null)[][][];
+  affected: number;
   error?: string;
 }
 
@@ -42,6 +46,8 @@ export class MyWire {
   private columnsLeft = 0;
   private sets: (Buffer | null)[][][] = [];
   private rows: (Buffer | null)[][] | null = null;
+  /** affected rows of the last OK packet */
+  private affected = 0;
   private readonly stream: import('node:net').Socket;
   private readonly out: Outbox;
 
@@ -57,12 +63,12 @@ export class MyWire {
 
   private fail(why: string): void {
     this.dead ??= why;
-    for (const p of this.pending.splice(0)) p({ sets: [], error: this.dead });
+    for (const p of this.pending.splice(0)) p({ sets: [], affected: 0, error: this.dead });
   }
 
   /** Send one query (raw bytes), collect its result sets, and answer what `map` makes of them. */
   query<X>(sql: Bytes, map: (r: MyWireResult) => X): Promise<X> {
-    if (this.dead !== undefined) return Promise.resolve(map({ sets: [], error: this.dead }));
+    if (this.dead !== undefined) return Promise.resolve(map({ sets: [], affected: 0, error: this.dead }));
     return new Promise((resolve) => {
       this.pending.push((r) => resolve(map(r)));
       const len = sql.length + 1; // COM_QUERY and the query's bytes
@@ -120,10 +126,12 @@ export class MyWire {
   private finish(error?: string): void {
     const p = this.pending.shift();
     const sets = this.sets;
+    const affected = this.affected;
     this.phase = 'start';
     this.sets = [];
     this.rows = null;
-    p?.({ sets, error });
+    this.affected = 0;
+    p?.({ sets, affected, error });
   }
 
   private status(flags: number): void {
@@ -143,9 +151,8 @@ export class MyWire {
       case 'start': {
         if (first === 0x00) {
           // OK: no result set (a command, or the status of a CALL)
-          let o = 1;
-          o = lenencSkip(p, o); // affected rows
-          o = lenencSkip(p, o); // last insert id
+          this.affected = p.length > 1 ? lenencInt(p, 1).value : 0;
+          const o = lenencSkip(p, lenencSkip(p, 1)); // affected rows, last insert id
           const flags = p.length >= o + 2 ? p.readUInt16LE(o) : 0;
           this.status(flags);
           if (!(flags & SERVER_MORE_RESULTS_EXISTS)) this.finish();

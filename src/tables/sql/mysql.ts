@@ -10,7 +10,9 @@
  * result_format, domain, expansion_limit, option_file, option_group
  * (default `client`), require_result_set, tls_cert_file, tls_key_file,
  * tls_CAfile, tls_CApath, tls_ciphers, tls_verify_cert, and from Postfix
- * 3.9 charset, retry_interval and idle_interval.
+ * 3.9 charset, retry_interval and idle_interval; as a proxymapd extension
+ * update_query, delete_query and sequence_query (dbcommon/writes.ts:
+ * writable through proxywrite only with update_query or delete_query).
  *
  * Connections come from a pool shared by every mysql table that connects
  * the same way (hosts, credentials, database, client settings), bounded by
@@ -18,19 +20,17 @@
  * states (see sql/pool.ts for the failover rules and the time budget).
  */
 import { TableOpenError, type Table, type TableOpenOptions } from '../core/table.js';
-import { CfParser } from '../dbcommon/cf.js';
+import { SqlWrites } from '../dbcommon/writes.js';
 import { buildLegacyQuery, finishSqlSettings } from '../dbcommon/common.js';
-import { MysqlConfigError, MysqlDriver, mysqlEscape, mysqlQuery, parseMysqlHosts, type MyConn, type MyTarget, type MysqlSettings } from './mysql-driver.js';
+import { MysqlConfigError, MysqlDriver, mysqlEscape, mysqlExec, mysqlQuery, mysqlRows, parseMysqlHosts, type MyConn, type MyTarget, type MysqlSettings } from './mysql-driver.js';
 import { NetSqlTable, poolKey, type NetSqlBackend } from './netsql.js';
 import { SqlPool, poolLabel, poolSettings, sharedPool } from '../dbcommon/pool.js';
-import { requireReadOnly } from '../core/util.js';
 import type { TableType } from '../core/registry.js';
 import { DICT_FLAG } from '../../protocol/flags.js';
 import { warmUpSql } from './warmup.js';
 
 export async function openMysql(opts: TableOpenOptions): Promise<Table> {
-  requireReadOnly(opts);
-  const cf = await CfParser.open(opts.name, opts);
+  const { cf, writes } = await SqlWrites.open(opts);
   // the order in which Postfix reads (and so complains about) parameters
   const user = cf.getStr('user', '', 0, 0);
   const password = cf.getStr('password', '', 0, 0);
@@ -84,10 +84,12 @@ export async function openMysql(opts: TableOpenOptions): Promise<Table> {
       quoter: (conn) => (raw) => mysqlEscape(raw, conn),
       quoteFailure: (host) => ({ kind: 'host-error', message: `${label}: cannot escape the key for ${host.label}` }),
       run: (conn, _host, q) => mysqlQuery(conn, q, requireResultSet, label),
+      exec: (conn, _host, q) => mysqlExec(conn, q, label),
+      rows: (conn, _host, q) => mysqlRows(conn, q, label),
     };
     return new NetSqlTable({
       type: opts.type, name: opts.name, cf, settings, pool, releasePool: release, backend,
-      timeoutMs: ps.timeoutMs, lookupName: 'dict_mysql_lookup', warn: opts.warn,
+      timeoutMs: ps.timeoutMs, lookupName: 'dict_mysql_lookup', writes, warn: opts.warn,
     });
   } catch (e) {
     await settings.domain?.close();
@@ -95,4 +97,4 @@ export async function openMysql(opts: TableOpenOptions): Promise<Table> {
   }
 }
 
-export const mysqlType: TableType = { name: 'mysql', open: openMysql, implFlags: DICT_FLAG.FIXED, writable: false, warmUp: () => warmUpSql('mysql', openMysql) };
+export const mysqlType: TableType = { name: 'mysql', open: openMysql, implFlags: DICT_FLAG.FIXED, writable: true, warmUp: () => warmUpSql('mysql', openMysql) };

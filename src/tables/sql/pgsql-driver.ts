@@ -298,14 +298,13 @@ export function pgsqlEscape(s: Bytes, conn: Pick<PgConn, 'standardStrings'>, cod
  * "" (PQgetvalue). `host` names the host in warnings.
  */
 export function pgsqlQuery(conn: PgConn, query: Bytes, codec: PgCodec, host: string): WorkResult<Bytes[]> | Promise<WorkResult<Bytes[]>> {
-  const text = codec.decode(query);
-  if (text === null) {
-    return { kind: 'retry', message: `pgsql query failed: fatal error from host ${host}: ERROR:  invalid byte sequence for encoding "${codec.name}"` };
-  }
+  const text = pgsqlText(query, codec, host);
+  if (typeof text !== 'string') return text;
   return conn.wire.query(text, (res) => pgsqlResult(res, codec, host));
 }
 
-function pgsqlResult(res: WireResult, codec: PgCodec, host: string): WorkResult<Bytes[]> {
+/** A result that is not rows, as the failure Postfix reports for it; null for rows. */
+function pgsqlFailure(res: WireResult, host: string): WorkResult<never> | null {
   if (res.kind === 'error') {
     const msg = res.severity ? `${res.severity}:  ${res.message}` : res.message;
     return { kind: 'host-error', message: `pgsql query failed: fatal error from host ${host}: ${msg}` };
@@ -313,7 +312,20 @@ function pgsqlResult(res: WireResult, codec: PgCodec, host: string): WorkResult<
   if (res.kind === 'none') {
     return { kind: 'host-error', message: `pgsql query failed: ${res.why === 'empty query' || res.why === 'no result' ? 'unknown code 0x0' : res.why} from host ${host}` };
   }
-  const utf8 = codec.name === 'UTF8';
+  return null;
+}
+
+/** A value the server sent (UTF-8) in the emulated client encoding, or null when it has no equivalent there. */
+function pgsqlCell(cell: Buffer, codec: PgCodec): Bytes | null {
+  return codec.name === 'UTF8' ? cell.toString('latin1') : codec.encode(cell.toString('utf8'));
+}
+
+function noEquivalent(host: string, codec: PgCodec): WorkResult<never> {
+  return { kind: 'retry', message: `pgsql query failed: fatal error from host ${host}: ERROR:  character has no equivalent in encoding "${codec.name}"` };
+}
+
+function pgsqlResult(res: WireResult, codec: PgCodec, host: string): WorkResult<Bytes[]> {
+  if (res.kind !== 'rows') return pgsqlFailure(res, host)!;
   const values: Bytes[] = [];
   for (const row of res.rows) {
     for (const cell of row) {
@@ -322,15 +334,52 @@ function pgsqlResult(res: WireResult, codec: PgCodec, host: string): WorkResult<
         continue;
       }
       // the connection speaks UTF-8; convert to the emulated client encoding
-      const b = utf8 ? cell.toString('latin1') : codec.encode(cell.toString('utf8'));
-      if (b === null) {
-        return {
-          kind: 'retry',
-          message: `pgsql query failed: fatal error from host ${host}: ERROR:  character has no equivalent in encoding "${codec.name}"`,
-        };
-      }
+      const b = pgsqlCell(cell, codec);
+      if (b === null) return noEquivalent(host, codec);
       values.push(b);
     }
   }
   return { kind: 'ok', value: values };
+}
+
+/** The query as UTF-8 text for the wire, or the failure libpq reports for bytes invalid in the client encoding. */
+function pgsqlText(query: Bytes, codec: PgCodec, host: string): string | WorkResult<never> {
+  const text = codec.decode(query);
+  if (text !== null) return text;
+  return { kind: 'retry', message: `pgsql query failed: fatal error from host ${host}: ERROR:  invalid byte sequence for encoding "${codec.name}"` };
+}
+
+/**
+ * Run a write statement (update_query, delete_query): the rows it affected,
+ * the count of the last CommandComplete tag (`INSERT 0 1`, `DELETE 3`; 0
+ * for a command without one).
+ */
+export function pgsqlExec(conn: PgConn, query: Bytes, codec: PgCodec, host: string): WorkResult<number> | Promise<WorkResult<number>> {
+  const text = pgsqlText(query, codec, host);
+  if (typeof text !== 'string') return text;
+  return conn.wire.query(text, (res): WorkResult<number> => {
+    if (res.kind !== 'rows') return pgsqlFailure(res, host)!;
+    const m = / (\d+)$/.exec(res.tag);
+    return { kind: 'ok', value: m ? Number(m[1]) : 0 };
+  });
+}
+
+/** Run the sequence query: its rows, every column (null = SQL NULL), in the emulated client encoding. */
+export function pgsqlRows(conn: PgConn, query: Bytes, codec: PgCodec, host: string): WorkResult<(Bytes | null)[][]> | Promise<WorkResult<(Bytes | null)[][]>> {
+  const text = pgsqlText(query, codec, host);
+  if (typeof text !== 'string') return text;
+  return conn.wire.query(text, (res): WorkResult<(Bytes | null)[][]> => {
+    if (res.kind !== 'rows') return pgsqlFailure(res, host)!;
+    const rows: (Bytes | null)[][] = [];
+    for (const row of res.rows) {
+      const out: (Bytes | null)[] = [];
+      for (const cell of row) {
+        const b = cell === null ? null : pgsqlCell(cell, codec);
+        if (cell !== null && b === null) return noEquivalent(host, codec);
+        out.push(b);
+      }
+      rows.push(out);
+    }
+    return { kind: 'ok', value: rows };
+  });
 }

@@ -7,9 +7,12 @@ import type pg from 'pg';
 import type { PgConn } from './pgsql-driver.js';
 import { Outbox } from './outbox.js';
 
-/** What PQexec's last result was: rows (tuples or a command), the server's error, or nothing usable. */
+/**
+ * What PQexec's last result was: rows (tuples or a command, with the
+ * CommandComplete tag such as `DELETE 3`), the server's error, or nothing usable.
+ */
 export type WireResult =
-  | { kind: 'rows'; rows: (Buffer | null)[][] }
+  | { kind: 'rows'; rows: (Buffer | null)[][]; tag: string }
   | { kind: 'error'; severity: string; message: string }
   | { kind: 'none'; why: string };
 
@@ -96,7 +99,7 @@ export class PgWire {
         break;
       }
       case 0x43: // C CommandComplete: a result (rows, or a command without)
-        this.last = { kind: 'rows', rows: this.current ?? [] };
+        this.last = { kind: 'rows', rows: this.current ?? [], tag: b.toString('latin1', start, Math.max(start, end - 1)) };
         this.current = null;
         break;
       case 0x49: // I EmptyQueryResponse: PGRES_EMPTY_QUERY

@@ -9,7 +9,9 @@
  * user, password, dbname (required unless every host is a URI), query,
  * else select_function (`SELECT fn('%s')`), else the legacy form;
  * result_format, domain, expansion_limit, and from Postfix 3.8/3.9
- * encoding, retry_interval and idle_interval.
+ * encoding, retry_interval and idle_interval; as a proxymapd extension
+ * update_query, delete_query and sequence_query (dbcommon/writes.ts:
+ * writable through proxywrite only with update_query or delete_query).
  *
  * Client encoding: Postfix 3.7 always uses LATIN1 (key bytes are Latin-1
  * characters to the server); 3.8+ uses the `encoding` parameter, default
@@ -22,12 +24,11 @@
  * states (see sql/pool.ts).
  */
 import { TableOpenError, type Table, type TableOpenOptions } from '../core/table.js';
-import { CfParser } from '../dbcommon/cf.js';
 import { buildLegacyQuery, finishSqlSettings } from '../dbcommon/common.js';
 import { NetSqlTable, QuoteError, poolKey, type NetSqlBackend } from './netsql.js';
-import { PgsqlDriver, parsePgsqlHosts, pgCodec, pgsqlEscape, pgsqlQuery, type PgConn, type PgTarget } from './pgsql-driver.js';
+import { PgsqlDriver, parsePgsqlHosts, pgCodec, pgsqlEscape, pgsqlExec, pgsqlQuery, pgsqlRows, type PgConn, type PgTarget } from './pgsql-driver.js';
+import { SqlWrites } from '../dbcommon/writes.js';
 import { SqlPool, poolLabel, poolSettings, sharedPool } from '../dbcommon/pool.js';
-import { requireReadOnly } from '../core/util.js';
 import type { TableType } from '../core/registry.js';
 import { DICT_FLAG } from '../../protocol/flags.js';
 import { warmUpSql } from './warmup.js';
@@ -36,8 +37,7 @@ import { warmUpSql } from './warmup.js';
 export const PGSQL_DEFAULT_ENCODING = 'LATIN1';
 
 export async function openPgsql(opts: TableOpenOptions): Promise<Table> {
-  requireReadOnly(opts);
-  const cf = await CfParser.open(opts.name, opts);
+  const { cf, writes } = await SqlWrites.open(opts);
   const hostsText = cf.lookup('hosts') ?? '';
   const hosts = parsePgsqlHosts(hostsText);
   const user = cf.getStr('user', '', 0, 0);
@@ -83,10 +83,12 @@ export async function openPgsql(opts: TableOpenOptions): Promise<Table> {
       // Postfix marks the host down here; a key's bytes say nothing about the host, so only this lookup fails.
       quoteFailure: (host, err) => ({ kind: 'retry', message: `dict pgsql: (host ${host.label}) cannot escape input string: ${err.message}` }),
       run: (conn, host, q) => pgsqlQuery(conn, q, codec, host.label),
+      exec: (conn, host, q) => pgsqlExec(conn, q, codec, host.label),
+      rows: (conn, host, q) => pgsqlRows(conn, q, codec, host.label),
     };
     return new NetSqlTable({
       type: opts.type, name: opts.name, cf, settings, pool, releasePool: release, backend,
-      timeoutMs: ps.timeoutMs, lookupName: 'dict_pgsql_lookup', warn: opts.warn,
+      timeoutMs: ps.timeoutMs, lookupName: 'dict_pgsql_lookup', writes, warn: opts.warn,
     });
   } catch (e) {
     await settings.domain?.close();
@@ -94,4 +96,4 @@ export async function openPgsql(opts: TableOpenOptions): Promise<Table> {
   }
 }
 
-export const pgsqlType: TableType = { name: 'pgsql', open: openPgsql, implFlags: DICT_FLAG.FIXED, writable: false, warmUp: () => warmUpSql('pgsql', openPgsql) };
+export const pgsqlType: TableType = { name: 'pgsql', open: openPgsql, implFlags: DICT_FLAG.FIXED, writable: true, warmUp: () => warmUpSql('pgsql', openPgsql) };

@@ -24,14 +24,22 @@
  * never created: a missing or unreadable database fails the open, so every
  * lookup answers RETRY until the table is opened again (after 10 seconds)
  * and the file is there.
+ *
+ * As a proxymapd extension, update_query, delete_query and sequence_query
+ * (dbcommon/writes.ts, quoted with %q as `query`): a proxywrite open with
+ * update_query or delete_query opens the database read-write (never
+ * creating it); writes run in the same one-at-a-time queue as lookups, in
+ * autocommit, so an acknowledged write is committed. A busy or locked
+ * database answers RETRY.
  */
 import { stat } from 'node:fs/promises';
 import { loadSqlite, type NativeSqlite, type SqliteHandle, type SqliteQueryResult } from '../../addon/sqlite.js';
 import { DICT_FLAG } from '../../protocol/flags.js';
-import { CfParser } from '../dbcommon/cf.js';
+import type { CfParser } from '../dbcommon/cf.js';
 import { ResultCollector, loadSqlSettings, planQuery, type SqlSettings } from '../dbcommon/common.js';
-import { DICT_ERR, RETRY, TableOpenError, type Bytes, type LookupResult, type Table, type TableOpenOptions } from '../core/table.js';
-import { requireReadOnly } from '../core/util.js';
+import { DICT_ERR, RETRY, TableOpenError, type Bytes, type LookupResult, type SequenceResult, type Table, type TableOpenOptions, type WriteResult } from '../core/table.js';
+import { passesUtf8Check } from '../core/casefold.js';
+import { SqlSequence, SqlWrites, WRITE_CONFIG, WRITE_FAIL, WRITE_OK, WRITE_RETRY, type PageResult } from '../dbcommon/writes.js';
 import type { TableType } from '../core/registry.js';
 
 /** How long a lookup waits for a database another process has locked (ms). Postfix waits not at all and exits. */
@@ -59,6 +67,10 @@ class SqliteTable implements Table {
   private queue: Job[] = [];
   private running = false;
   private closed = false;
+  // present only when configured: the server answers "not supported" for a table without them
+  readonly update?: (key: Bytes, value: Bytes) => Promise<WriteResult>;
+  readonly delete?: (key: Bytes) => Promise<WriteResult>;
+  readonly sequence?: (fn: 0 | 1) => Promise<SequenceResult>;
 
   constructor(
     readonly name: Bytes,
@@ -70,7 +82,35 @@ class SqliteTable implements Table {
     /** The database file's identity at open (undefined: not a plain file). */
     private readonly dbId: string | undefined,
     private readonly warn: (text: string) => void,
-  ) {}
+    writes: SqlWrites,
+  ) {
+    if (writes.canUpdate) this.update = (key, value) => this.write(key, writes.updateQuery(key, value, sqliteQuote), false);
+    if (writes.canDelete) this.delete = (key) => this.write(key, writes.deleteQuery(key, sqliteQuote), true);
+    if (writes.canSequence) {
+      const seq = new SqlSequence((last) => this.page(writes.sequenceQuery(last, sqliteQuote)), warn, `sqlite:${name}`);
+      this.sequence = (fn) => seq.next(fn);
+    }
+  }
+
+  /** A write statement (null: the key lacks what the template needs, or is not UTF-8 as lookups require). */
+  private async write(key: Bytes, sql: Bytes | null, isDelete: boolean): Promise<WriteResult> {
+    if (sql === null || !passesUtf8Check(key)) return WRITE_FAIL;
+    const res = await this.run(sql);
+    const err = res.error;
+    if (err !== undefined) {
+      this.warn(`dict_sqlite_${isDelete ? 'delete' : 'update'}: ${this.name}: SQL ${err.stage === 'prepare' ? 'prepare' : 'step'} failed: ${err.message}`);
+      return err.stage === 'prepare' && !isBusy(this.native, err.code) ? WRITE_CONFIG : WRITE_RETRY;
+    }
+    return isDelete && res.changes === 0 ? WRITE_FAIL : WRITE_OK;
+  }
+
+  private async page(sql: Bytes): Promise<PageResult> {
+    const res = await this.run(sql);
+    const err = res.error;
+    if (err === undefined) return { rows: res.rows };
+    this.warn(`dict_sqlite_sequence: ${this.name}: SQL ${err.stage === 'prepare' ? 'prepare' : 'step'} failed: ${err.message}`);
+    return { error: err.stage === 'prepare' && !isBusy(this.native, err.code) ? DICT_ERR.CONFIG : DICT_ERR.RETRY };
+  }
 
   async lookup(key: Bytes): Promise<LookupResult> {
     const plan = await planQuery(this.settings, key, { utf8Check: true, quote: sqliteQuote });
@@ -116,18 +156,18 @@ class SqliteTable implements Table {
       for (let job = this.queue.shift(); job !== undefined; job = this.queue.shift()) {
         let res: SqliteQueryResult;
         if (this.closed) {
-          res = { rows: [], error: { stage: 'closed', message: 'database is closed', code: 21 } };
+          res = { rows: [], changes: 0, error: { stage: 'closed', message: 'database is closed', code: 21 } };
         } else {
           try {
             res = await this.native.sqliteQuery(this.handle, job.sql);
           } catch (e) {
-            res = { rows: [], error: { stage: 'closed', message: String((e as Error).message ?? e), code: 21 } };
+            res = { rows: [], changes: 0, error: { stage: 'closed', message: String((e as Error).message ?? e), code: 21 } };
           }
         }
         job.resolve(res);
         if (res.error !== undefined && isBusy(this.native, res.error.code)) {
           const error = { ...res.error };
-          for (const w of this.queue.splice(0)) w.resolve({ rows: [], error });
+          for (const w of this.queue.splice(0)) w.resolve({ rows: [], changes: 0, error });
         }
       }
     } finally {
@@ -165,8 +205,7 @@ async function fileId(path: Bytes): Promise<string | undefined> {
 }
 
 export async function openSqlite(opts: TableOpenOptions): Promise<Table> {
-  requireReadOnly(opts);
-  const cf = await CfParser.open(opts.name, opts);
+  const { cf, writes } = await SqlWrites.open(opts);
   const dbpath = cf.getStr('dbpath', '', 1, 0);
   const settings = await loadSqlSettings(cf, opts);
 
@@ -179,12 +218,12 @@ export async function openSqlite(opts: TableOpenOptions): Promise<Table> {
   }
   // Identity first: a file replaced while we open it shows as a change at the next check.
   const dbId = await fileId(dbpath);
-  const opened = native.sqliteOpen(dbpath, SQLITE_BUSY_TIMEOUT_MS);
+  const opened = native.sqliteOpen(dbpath, SQLITE_BUSY_TIMEOUT_MS, writes.canUpdate || writes.canDelete);
   if ('error' in opened) {
     await settings.domain?.close();
     throw new TableOpenError(`${opts.type}:${opts.name}: open database ${dbpath}: ${opened.error}`);
   }
-  return new SqliteTable(opts.name, native, opened.handle, settings, cf, dbpath, dbId, opts.warn);
+  return new SqliteTable(opts.name, native, opened.handle, settings, cf, dbpath, dbId, opts.warn, writes);
 }
 
-export const sqliteType: TableType = { name: 'sqlite', open: openSqlite, implFlags: DICT_FLAG.FIXED, writable: false };
+export const sqliteType: TableType = { name: 'sqlite', open: openSqlite, implFlags: DICT_FLAG.FIXED, writable: true };

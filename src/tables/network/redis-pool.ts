@@ -93,6 +93,8 @@ export class RedisPool implements SharedPool {
   private closed = false;
   private waiting = 0;
   private peak = 0;
+  /** a connection failed since one was last ready (for the one "restored" line) */
+  private down = false;
   private readonly throttle: Throttle;
 
   constructor(
@@ -162,11 +164,14 @@ export class RedisPool implements SharedPool {
     const slot: Slot = { client, host, inFlight: 0, pending: undefined, failed: false };
     client.on('error', (e: Error) => {
       slot.failed = true;
+      this.down = true;
       this.throttle.say(`connect to redis server ${this.targetLabel(slot)}: ${e.message}`);
     });
     client.on('ready', () => {
-      if (slot.failed) log.info(`redis server ${this.targetLabel(slot)}: connection restored`);
       slot.failed = false;
+      if (!this.down) return;
+      this.down = false;
+      log.info(`redis server ${this.targetLabel(slot)}: connection restored`);
     });
     this.slots[i] = slot;
     return slot;

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { DICT_ERR, openTable, type LookupResult, type Table } from '../../../src/tables/index.js';
+import { DICT_ERR, openTable, type LookupResult, type Table, type WriteResult } from '../../../src/tables/index.js';
 import { CfParser } from '../../../src/tables/dbcommon/cf.js';
 import { livePools } from '../../../src/tables/dbcommon/pool.js';
 import { keyAffixes, parseRedisHost, readRedisSettings, scanPattern } from '../../../src/tables/network/redis-cf.js';
@@ -254,7 +254,7 @@ describe('redis against redis-server', { skip }, () => {
     const t = await open(`hosts = ${rs!.inet}\ndatabase = 9\nkey_format = psc:%s\n`);
     const seen = new Map<string, string>();
     const started = Date.now();
-    let pending: Promise<unknown>[] = [];
+    let pending: (WriteResult | Promise<WriteResult>)[] = [];
     let dupes = 0;
     for (let res = await t.sequence!(0, 0); ; res = await t.sequence!(1, 0)) {
       if (!res.found) {
@@ -265,7 +265,7 @@ describe('redis against redis-server', { skip }, () => {
       seen.set(res.key, res.value);
       pending.push(t.delete!(res.key, 0));
       if (pending.length >= 200) {
-        for (const d of await Promise.all(pending)) assert.ok((d as { status: number }).status >= 0);
+        for (const d of await Promise.all(pending)) assert.ok(d.status >= 0);
         pending = [];
       }
     }

@@ -16,6 +16,8 @@ import { livePools } from '../../../src/tables/dbcommon/pool.js';
 import { keyAffixes, parseRedisHost, readRedisSettings, scanPattern } from '../../../src/tables/network/redis-cf.js';
 import { Throttle } from '../../../src/tables/network/redis-pool.js';
 import { openOptions } from '../conformance.js';
+import { freePort } from '../../sql/servers.js';
+import { makeCerts } from './slapd.js';
 import { redisSkipReason, startRedis, until, type RedisServer } from './redis.js';
 
 const skip = redisSkipReason();
@@ -214,6 +216,33 @@ describe('redis against redis-server', { skip }, () => {
       opened.splice(opened.indexOf(none), 1);
     } finally {
       await secured.stop();
+    }
+  });
+
+  it('TLS: rediss:// and tls_CAfile; a server the CA did not sign is RETRY unless tls_verify_cert = no', { skip: !fs.existsSync('/usr/bin/openssl') && 'openssl is not installed' }, async () => {
+    const certDir = fs.mkdtempSync(path.join(scratch, 'tls-'));
+    const tlsPort = await freePort();
+    const certs = await makeCerts(certDir, tlsPort);
+    const secure = await startRedis(['--tls-port', String(tlsPort), '--tls-cert-file', certs.certFile, '--tls-key-file', certs.keyFile,
+      '--tls-ca-cert-file', certs.caFile, '--tls-auth-clients', 'no']);
+    try {
+      await secure.client().set('tls-key', 'over-tls');
+      const good = await open(`hosts = rediss://127.0.0.1:${tlsPort}\ntls_CAfile = ${certs.caFile}\n`);
+      assert.deepEqual(await good.lookup('tls-key', 0), FOUND('over-tls'));
+      const byName = await open(`hosts = inet:localhost:${tlsPort}\ntls_CAfile = ${certs.caFile}\n`);
+      assert.deepEqual(await byName.lookup('tls-key', 0), FOUND('over-tls'));
+      const warnings: string[] = [];
+      const wrongCa = await open(`hosts = rediss://127.0.0.1:${tlsPort}\ntls_CAfile = ${certs.otherCaFile}\ntimeout = 1\n`, { warnings });
+      assert.deepEqual(await wrongCa.lookup('tls-key', 0), RETRY);
+      assert.ok(warnings.some((w) => /certificate/i.test(w)), warnings.join('\n'));
+      const noVerify = await open(`hosts = rediss://127.0.0.1:${tlsPort}\ntls_CAfile = ${certs.otherCaFile}\ntls_verify_cert = no\n`);
+      assert.deepEqual(await noVerify.lookup('tls-key', 0), FOUND('over-tls'));
+      for (const t of [good, byName, wrongCa, noVerify]) {
+        await t.close?.();
+        opened.splice(opened.indexOf(t), 1);
+      }
+    } finally {
+      await secure.stop();
     }
   });
 

@@ -24,7 +24,7 @@
  * Warnings (connection errors, failed commands) are rate limited: one line
  * per WARN_INTERVAL_MS per pool, the next one saying how many were left out.
  */
-import { Redis, type RedisOptions } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 import type { ConnectionOptions } from 'node:tls';
 import type { PoolStats, SharedPool } from '../dbcommon/pool.js';
 import { log } from '../../log.js';
@@ -34,6 +34,20 @@ import type { RedisConnect, RedisTarget } from './redis-cf.js';
 export const RECONNECT_MAX_MS = 1000;
 /** At most one warning per this long per pool. */
 export const WARN_INTERVAL_MS = 10_000;
+
+/** The client class. */
+export type RedisClient = typeof Redis;
+
+let ioredis: Promise<RedisClient> | undefined;
+
+/**
+ * ioredis, loaded when the first redis table opens: loading it costs tens
+ * of milliseconds, which every proxymapd process start would pay otherwise.
+ */
+export function loadRedisClient(): Promise<RedisClient> {
+  ioredis ??= import('ioredis').then((m) => m.Redis);
+  return ioredis;
+}
 
 /** Returned by `run` when the command must answer RETRY. */
 export const REDIS_RETRY: unique symbol = Symbol('REDIS_RETRY');
@@ -98,6 +112,7 @@ export class RedisPool implements SharedPool {
   private readonly throttle: Throttle;
 
   constructor(
+    private readonly Client: RedisClient,
     private readonly c: RedisConnect,
     size: number,
     readonly label: string,
@@ -160,7 +175,7 @@ export class RedisPool implements SharedPool {
   }
 
   private makeSlot(i: number, host: number): Slot {
-    const client = new Redis(this.options(host));
+    const client = new this.Client(this.options(host));
     const slot: Slot = { client, host, inFlight: 0, pending: undefined, failed: false };
     client.on('error', (e: Error) => {
       slot.failed = true;

@@ -55,7 +55,7 @@ import { poolLabel, poolSettings, sharedPool } from '../dbcommon/pool.js';
 import { TemplateContext } from '../dbcommon/template.js';
 import { poolKey } from '../sql/netsql.js';
 import { keyAffixes, readRedisSettings, scanPattern, type RedisSettings } from './redis-cf.js';
-import { REDIS_RETRY, RedisPool } from './redis-pool.js';
+import { REDIS_RETRY, RedisPool, loadRedisClient } from './redis-pool.js';
 
 /** Keys asked of SCAN per call. */
 export const SCAN_COUNT = 1000;
@@ -207,6 +207,7 @@ export async function openRedis(opts: TableOpenOptions): Promise<Table> {
   const cf = await CfParser.open(opts.name, opts);
   const where = `${opts.type}:${opts.name}`;
   const s = readRedisSettings(cf, where, opts.warn);
+  const Client = await loadRedisClient();
   const ctx = new TemplateContext({ type: opts.type, name: opts.name }, opts.warn);
   ctx.parse(s.keyFormat, 'query');
   const domain = await parseDomainFilter(cf, opts);
@@ -227,7 +228,7 @@ export async function openRedis(opts: TableOpenOptions): Promise<Table> {
   });
   const hostLabels = c.sentinels.length > 0 ? c.sentinels.map((x) => `sentinel:${x.host}:${x.port}/${c.sentinelMaster}`) : c.hosts.map((h) => h.label);
   const label = poolLabel('redis', hostLabels, { database: String(c.database), user: c.user });
-  const shared = sharedPool(key, () => new RedisPool(c, ps.maxConnections, label, opts.warn));
+  const shared = sharedPool(key, () => new RedisPool(Client, c, ps.maxConnections, label, opts.warn));
   return new RedisTable(opts.name, s, shared.pool, shared.release, ctx, domain, cf, opts);
 }
 

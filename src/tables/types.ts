@@ -22,6 +22,7 @@ import { pcreType } from './pattern/pcre.js';
 import { regexpType } from './pattern/regexp.js';
 import { ldapType } from './network/ldap.js';
 import { memcacheType } from './network/memcache.js';
+import { redisType } from './network/redis.js';
 import { mysqlType } from './sql/mysql.js';
 import { pgsqlType } from './sql/pgsql.js';
 import { sqliteType } from './sql/sqlite.js';
@@ -44,6 +45,7 @@ export const TABLE_TYPES: readonly TableType[] = [
   tcpType,
   ldapType,
   memcacheType,
+  redisType,
   cdbType,
   lmdbType,
   hashType,

@@ -164,6 +164,11 @@ export class CfParser {
     return this.fileStamp !== undefined && this.fileStamp.changedAt(this.name);
   }
 
+  /** The parameter names the file sets (main.cf form: undefined, the names cannot be listed). */
+  names(): Bytes[] | undefined {
+    return this.values !== null ? [...this.values.keys()] : undefined;
+  }
+
   /** The raw value or undefined (main.cf form: `NAME_P`, already $-expanded). */
   lookup(param: string): Bytes | undefined {
     if (this.values !== null) return this.values.get(param);

@@ -693,8 +693,13 @@ function errText(e: unknown): string {
 
 // ------------------------------------------------------------ shared registry
 
+/** What the shared registry holds: a pool metrics and status can see, closed with its last table (SqlPool, RedisPool). */
+export interface SharedPool extends LivePool {
+  close(): void;
+}
+
 interface Shared {
-  pool: SqlPool<unknown, unknown>;
+  pool: SharedPool;
   refs: number;
 }
 
@@ -706,17 +711,17 @@ const pools = new Map<string, Shared>();
  * settings). Call the returned release function when the table closes; the
  * pool is closed when its last table is.
  */
-export function sharedPool<T, C>(key: string, make: () => SqlPool<T, C>): { pool: SqlPool<T, C>; release: () => void } {
+export function sharedPool<P extends SharedPool>(key: string, make: () => P): { pool: P; release: () => void } {
   let s = pools.get(key);
   if (!s) {
-    s = { pool: make() as SqlPool<unknown, unknown>, refs: 0 };
+    s = { pool: make(), refs: 0 };
     pools.set(key, s);
   }
   s.refs++;
   const shared = s;
   let released = false;
   return {
-    pool: shared.pool as SqlPool<T, C>,
+    pool: shared.pool as P,
     release() {
       if (released) return;
       released = true;

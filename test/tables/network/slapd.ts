@@ -183,7 +183,7 @@ export interface SlapdTls {
 }
 
 /** A CA, a server certificate it signs (127.0.0.1, localhost), another CA, a hashed CA dir. */
-async function makeCerts(dir: string, port: number): Promise<SlapdTls> {
+export async function makeCerts(dir: string, port: number): Promise<SlapdTls> {
   const f = (n: string) => path.join(dir, n);
   const ssl = async (args: string[]) => {
     const r = await runCmd(OPENSSL, args, 120_000);

@@ -1,0 +1,522 @@
+/**
+ * The socketmap front-end (a proxymapd extension; Postfix has only the
+ * client side, dict_sockmap.c): proxymapd also answers socketmap(5)
+ * requests, so that another host's Postfix can use
+ * `socketmap:inet:tables.example:9000:virtual` for any table this server
+ * may serve.
+ *
+ * Each request is a netstring `NAME SP KEY`; NAME selects a table of
+ * proxymapd_socketmap_maps, and the lookup goes through the server's own
+ * RequestHandler as a read-only (proxymap) lookup with the flags a Postfix
+ * daemon or postmap uses (FOLD_FIX, UTF8_REQUEST): the same authorization
+ * (the table must be approved in proxy_read_maps), table instances, key
+ * folding, UTF-8 checks, lookup cache and metrics as the proxymap protocol.
+ * Postfix's socketmap client sends keys unfolded (socketmap is a pattern
+ * table to it), so the folding of a FIXED table happens here, as it would
+ * in a direct lookup. Replies: `OK value`, `NOTFOUND `, `TEMP reason`
+ * (RETRY), `TIMEOUT reason` (no answer within the request deadline),
+ * `PERM reason` (CONFIG, an unapproved or unknown table, a malformed
+ * request).
+ *
+ * Access control: inet clients must match proxymapd_socketmap_clients
+ * (others are closed at accept, with a rate-limited warning); UNIX-socket
+ * clients are controlled by the permissions of the socket's directory.
+ * Optional TLS (inet listeners only) with client certificates; Postfix's
+ * own socketmap client speaks no TLS, so TLS is for clients behind stunnel
+ * and the like. Limits: request size, idle and request deadlines, an
+ * optional connection bound. A malformed netstring gets a PERM reply (after
+ * the replies to the requests before it) and the connection is closed;
+ * nothing a client sends can stop the server or other clients.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import tls from 'node:tls';
+import { DICT_FLAG, PROXY_STAT } from '../protocol/flags.js';
+import type { LookupRequest } from '../protocol/messages.js';
+import { NetstringDecoder, NetstringError, encodeNetstring } from '../protocol/netstring.js';
+import { log, logBytes, printable } from '../log.js';
+import type { Outcome, RequestHandler } from './handler.js';
+import type { Metrics } from './metrics.js';
+import { isLive } from './server.js';
+import { AllowList } from './allowlist.js';
+import { SOCKETMAP_CLIENTS_PARAM, SOCKETMAP_MAPS_PARAM, socketmapSettings, type ListenSpec, type SocketmapSettings } from './socketmap-settings.js';
+
+/** Time and timers, replaceable in tests. */
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export const REAL_CLOCK: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+/** The flags of a Postfix daemon's (and postmap's) lookups: fixed-key folding, UTF-8 layer when smtputf8 is on. */
+const LOOKUP_FLAGS = DICT_FLAG.FOLD_FIX | DICT_FLAG.UTF8_REQUEST;
+/** Requests received ahead of the one in progress before reading pauses. */
+const MAX_QUEUED = 64;
+/** At most one warning of a kind (refused client, bad request, ...) per this interval. */
+const WARN_INTERVAL_MS = 10_000;
+/** Longest map name shown in a reply reason. */
+const MAX_NAME_SHOWN = 100;
+
+/** The parts of a ProxyServer the front-end uses. */
+export interface LookupBackend {
+  readonly handler: RequestHandler;
+  readonly metrics: Metrics | null;
+}
+
+/** A warning logged at most once per interval, telling how many were left out in between. */
+export class RateLimitedWarning {
+  private last = -Infinity;
+  private suppressed = 0;
+
+  constructor(
+    private readonly clock: Pick<Clock, 'now'>,
+    private readonly intervalMs = WARN_INTERVAL_MS,
+  ) {}
+
+  warn(text: string): void {
+    const now = this.clock.now();
+    if (now - this.last < this.intervalMs) {
+      this.suppressed++;
+      return;
+    }
+    const more = this.suppressed > 0 ? ` (${this.suppressed} more like this since the last warning)` : '';
+    this.last = now;
+    this.suppressed = 0;
+    log.warn(text + more);
+  }
+}
+
+interface Listener {
+  server: net.Server;
+  where: string;
+  path?: string;
+}
+
+export class SocketmapServer {
+  private settings: SocketmapSettings;
+  private allow: AllowList;
+  private readonly listeners: Listener[] = [];
+  private readonly conns = new Set<SocketmapConnection>();
+  private tlsContext: tls.SecureContext | undefined;
+  readonly clock: Clock;
+  private readonly refused: RateLimitedWarning;
+  private readonly overLimit: RateLimitedWarning;
+  /** malformed requests, unknown or unapproved names, TLS failures: things a client can repeat at will */
+  readonly clientWarning: RateLimitedWarning;
+  /** connections accepted and refused since start */
+  accepted = 0;
+  refusedCount = 0;
+
+  constructor(
+    private readonly backend: LookupBackend,
+    settings: SocketmapSettings,
+    clock: Clock = REAL_CLOCK,
+  ) {
+    this.clock = clock;
+    this.refused = new RateLimitedWarning(clock);
+    this.overLimit = new RateLimitedWarning(clock);
+    this.clientWarning = new RateLimitedWarning(clock);
+    this.settings = settings;
+    this.allow = this.makeAllowList(settings);
+    this.checkApproved();
+  }
+
+  /** Current limits (connections read them per request, so a reconfiguration applies at once). */
+  get limits(): Readonly<SocketmapSettings> {
+    return this.settings;
+  }
+
+  /**
+   * Use new settings for maps, allow-list and limits (a configuration
+   * reload); listen addresses and TLS files are read at start only.
+   */
+  configure(settings: SocketmapSettings): void {
+    this.settings = { ...settings, listen: this.settings.listen, tls: this.settings.tls };
+    this.allow = this.makeAllowList(settings);
+    this.checkApproved();
+  }
+
+  private makeAllowList(s: SocketmapSettings): AllowList {
+    return new AllowList(s.clients, (why) => log.warn(`${SOCKETMAP_CLIENTS_PARAM}: ${why}`));
+  }
+
+  /** Warn once for every mapped table that proxy_read_maps does not approve (its name answers PERM). */
+  private checkApproved(): void {
+    const approved = this.backend.handler.approvedFor('proxymap');
+    for (const [name, spec] of this.settings.maps) {
+      if (!approved.has(spec)) {
+        log.warn(`${SOCKETMAP_MAPS_PARAM}: table "${logBytes(spec)}" of name "${logBytes(name)}" is not listed in proxy_read_maps; requests for "${logBytes(name)}" get a PERM reply`);
+      }
+    }
+  }
+
+  /**
+   * Open every listener of the settings. One that cannot be opened is a
+   * warning (the others and the proxymap service go on). Returns the
+   * addresses listened on (an inet port 0 shows the port bound).
+   */
+  async listen(): Promise<string[]> {
+    const t = this.settings.tls;
+    if (t) {
+      try {
+        this.tlsContext = tls.createSecureContext({
+          cert: fs.readFileSync(t.certFile),
+          key: fs.readFileSync(t.keyFile),
+          ca: t.caFile ? fs.readFileSync(t.caFile) : undefined,
+        });
+      } catch (e) {
+        log.warn(`socketmap: TLS settings unusable: ${(e as Error).message}; not listening on inet addresses`);
+      }
+    }
+    for (const spec of this.settings.listen) {
+      const shown = spec.kind === 'unix' ? `unix:${spec.path}` : `inet:${spec.host.includes(':') ? `[${spec.host}]` : spec.host}:${spec.port}`;
+      if (spec.kind === 'inet' && t && !this.tlsContext) continue;
+      try {
+        this.listeners.push(await this.listenOne(spec, shown));
+      } catch (e) {
+        log.warn(`socketmap: cannot listen on ${shown}: ${(e as Error).message}`);
+      }
+    }
+    return this.listeners.map((l) => l.where);
+  }
+
+  private async listenOne(spec: ListenSpec, shown: string): Promise<Listener> {
+    const inet = spec.kind === 'inet';
+    const srv = net.createServer({ allowHalfOpen: true }, (sock) => this.accept(sock, inet));
+    srv.on('error', (e) => log.warn(`socketmap listener ${shown}: ${e.message}`));
+    if (spec.kind === 'unix') {
+      const dir = path.dirname(spec.path);
+      if (!fs.existsSync(dir)) fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+      if (fs.existsSync(spec.path)) {
+        if (await isLive(spec.path)) throw new Error('another server is listening there');
+        fs.unlinkSync(spec.path);
+      }
+    }
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      const done = () => {
+        srv.off('error', reject);
+        resolve();
+      };
+      if (spec.kind === 'unix') srv.listen(spec.path, done);
+      else srv.listen(spec.port, spec.host, done);
+    });
+    if (spec.kind === 'unix') {
+      // as Postfix's sockets: open to all, access controlled by the directory
+      fs.chmodSync(spec.path, 0o666);
+      return { server: srv, where: shown, path: spec.path };
+    }
+    const a = srv.address() as net.AddressInfo;
+    return { server: srv, where: `inet:${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` };
+  }
+
+  private accept(raw: net.Socket, inet: boolean): void {
+    if (inet && !this.allow.allows(raw.remoteAddress)) {
+      this.refusedCount++;
+      this.refused.warn(`socketmap: refusing connection from ${raw.remoteAddress ?? 'unknown'}: not in ${SOCKETMAP_CLIENTS_PARAM}`);
+      raw.destroy();
+      return;
+    }
+    const max = this.settings.maxConnections;
+    if (max > 0 && this.conns.size >= max) {
+      this.refusedCount++;
+      this.overLimit.warn(`socketmap: refusing connection from ${raw.remoteAddress ?? 'a local client'}: ${max} connections open (proxymapd_socketmap_max_connections)`);
+      raw.destroy();
+      return;
+    }
+    this.accepted++;
+    let sock: net.Socket = raw;
+    if (inet && this.tlsContext) {
+      const t = this.settings.tls!;
+      const peer = raw.remoteAddress;
+      sock = new tls.TLSSocket(raw, { isServer: true, secureContext: this.tlsContext, requestCert: t.requireClientCert, rejectUnauthorized: t.requireClientCert });
+      sock.on('error', (e) => this.clientWarning.warn(`socketmap: TLS with ${peer}: ${e.message}`));
+    }
+    const conn = new SocketmapConnection(sock, this, raw.remoteAddress ?? 'local client');
+    this.conns.add(conn);
+  }
+
+  /** A connection closed (called by the connection). */
+  closed(conn: SocketmapConnection): void {
+    this.conns.delete(conn);
+  }
+
+  get openConnections(): number {
+    return this.conns.size;
+  }
+
+  /** The answer to one request payload, as the reply payload (synchronous when the table is). */
+  answer(payload: string): string | Promise<string> {
+    const sp = payload.indexOf(' ');
+    if (sp <= 0) {
+      this.clientWarning.warn(`socketmap: malformed request "${printable(logBytes(payload.slice(0, MAX_NAME_SHOWN)))}": expected "name key"`);
+      return 'PERM malformed request: expected "name key"';
+    }
+    const name = payload.slice(0, sp);
+    const spec = this.settings.maps.get(name);
+    const shown = printable(logBytes(name.slice(0, MAX_NAME_SHOWN)));
+    if (spec === undefined) {
+      this.clientWarning.warn(`socketmap: request for unknown name "${shown}" (not in ${SOCKETMAP_MAPS_PARAM})`);
+      return `PERM unknown map name: ${shown}`;
+    }
+    if (!this.backend.handler.approvedFor('proxymap').has(spec)) {
+      this.clientWarning.warn(`socketmap: request for "${shown}", whose table "${logBytes(spec)}" is not approved in proxy_read_maps`);
+      return `PERM ${shown}: table not approved`;
+    }
+    const req: LookupRequest = { kind: 'lookup', dialect: 'new', table: spec, instanceFlags: LOOKUP_FLAGS, flags: LOOKUP_FLAGS, key: payload.slice(sp + 1) };
+    const metrics = this.backend.metrics;
+    const start = metrics === null ? 0 : performance.now();
+    const reply = (o: Outcome): string => {
+      metrics?.record('proxymap', 'lookup', spec, o.reply.status, performance.now() - start);
+      switch (o.reply.status) {
+        case PROXY_STAT.OK:
+          return `OK ${o.reply.value ?? ''}`;
+        case PROXY_STAT.NOKEY:
+          return 'NOTFOUND ';
+        case PROXY_STAT.RETRY:
+          return `TEMP ${shown}: temporary lookup failure`;
+        case PROXY_STAT.DENY:
+          return `PERM ${shown}: table not approved`;
+        default:
+          return `PERM ${shown}: table configuration error`;
+      }
+    };
+    const internal = (e: unknown): string => {
+      log.warn(`socketmap: internal error: ${(e as Error)?.stack ?? e}`);
+      return `TEMP ${shown}: internal error`;
+    };
+    let out: Outcome | Promise<Outcome>;
+    try {
+      out = this.backend.handler.handle(req, 'proxymap');
+    } catch (e) {
+      return internal(e);
+    }
+    return out instanceof Promise ? out.then(reply, internal) : reply(out);
+  }
+
+  /** Stop listening (socket paths are removed) and close every connection. */
+  async close(): Promise<void> {
+    const listeners = this.listeners.splice(0);
+    for (const c of [...this.conns]) c.destroy();
+    await Promise.all(
+      listeners.map(
+        (l) =>
+          new Promise<void>((resolve) => {
+            l.server.close(() => resolve());
+            if (l.path) {
+              try {
+                fs.unlinkSync(l.path);
+              } catch {
+                /* already gone */
+              }
+            }
+          }),
+      ),
+    );
+  }
+}
+
+/**
+ * One socketmap client connection: requests answered one at a time in
+ * order, with the idle deadline (no request for idle_timeout), the request
+ * deadline (a started request must arrive, and its table must answer,
+ * within request_timeout; a reply that cannot be written in that time
+ * closes the connection).
+ */
+class SocketmapConnection {
+  private readonly decoder: NetstringDecoder;
+  private readonly queue: string[] = [];
+  private busy = false;
+  private closed = false;
+  private paused = false;
+  /** a framing error: answered with PERM once the requests before it are answered, then the connection closes */
+  private broken: string | null = null;
+  private idleTimer: unknown = null;
+  private recvTimer: unknown = null;
+  private lookupTimer: unknown = null;
+  private writeTimer: unknown = null;
+  /** number of the request in progress (a late answer after TIMEOUT is dropped) */
+  private seq = 0;
+
+  constructor(
+    private readonly sock: net.Socket,
+    private readonly owner: SocketmapServer,
+    private readonly peer: string,
+  ) {
+    this.decoder = new NetstringDecoder(owner.limits.maxRequest);
+    sock.on('data', (chunk: Buffer) => this.feed(chunk.toString('latin1')));
+    sock.on('end', () => this.maybeFinish());
+    sock.on('drain', () => this.drained());
+    sock.on('error', () => this.destroy());
+    sock.on('close', () => this.destroy());
+    this.armIdle();
+  }
+
+  private get clock(): Clock {
+    return this.owner.clock;
+  }
+
+  private feed(chunk: string): void {
+    if (this.closed || this.broken !== null) return;
+    this.decoder.push(chunk);
+    try {
+      let p: string | null;
+      while ((p = this.decoder.next()) !== null) this.queue.push(p);
+    } catch (e) {
+      if (!(e instanceof NetstringError)) throw e;
+      this.broken = e.message;
+      this.owner.clientWarning.warn(`socketmap: ${this.peer}: ${e.message}; closing connection`);
+      this.pauseReading();
+    }
+    this.stopTimer('idleTimer');
+    if (this.broken === null && this.decoder.pendingBytes > 0) {
+      if (this.recvTimer === null) {
+        this.recvTimer = this.clock.setTimeout(() => {
+          this.owner.clientWarning.warn(`socketmap: ${this.peer}: timeout receiving request; closing connection`);
+          this.destroy();
+        }, this.owner.limits.requestTimeoutMs);
+      }
+    } else {
+      this.stopTimer('recvTimer');
+    }
+    if (this.queue.length >= MAX_QUEUED) this.pauseReading();
+    this.pump();
+  }
+
+  private pump(): void {
+    while (!this.busy && !this.closed && this.queue.length > 0) {
+      const payload = this.queue.shift()!;
+      const out = this.owner.answer(payload);
+      if (typeof out === 'string') {
+        this.write(out);
+        continue;
+      }
+      this.busy = true;
+      const seq = ++this.seq;
+      this.lookupTimer = this.clock.setTimeout(() => {
+        this.lookupTimer = null;
+        const name = payload.slice(0, payload.indexOf(' '));
+        this.done(seq, `TIMEOUT ${printable(logBytes(name.slice(0, MAX_NAME_SHOWN)))}: no answer within ${this.owner.limits.requestTimeoutMs / 1000}s`);
+      }, this.owner.limits.requestTimeoutMs);
+      out.then((r) => this.done(seq, r));
+      return;
+    }
+    if (this.closed) return;
+    if (this.paused && this.broken === null && this.queue.length < MAX_QUEUED / 2 && this.sock.writableLength === 0) {
+      this.paused = false;
+      this.sock.resume();
+    }
+    if (!this.busy && this.queue.length === 0) {
+      if (this.broken !== null) {
+        this.write(`PERM ${this.broken}`);
+        this.finish();
+        return;
+      }
+      this.maybeFinish();
+      this.armIdle();
+    }
+  }
+
+  /** The answer of request `seq` (from its table, or the TIMEOUT of its deadline: whichever comes first). */
+  private done(seq: number, reply: string): void {
+    if (this.closed || seq !== this.seq || !this.busy) return;
+    this.stopTimer('lookupTimer');
+    this.busy = false;
+    this.write(reply);
+    this.pump();
+  }
+
+  private write(payload: string): void {
+    if (this.closed) return;
+    if (!this.sock.write(encodeNetstring(payload), 'latin1')) {
+      this.pauseReading();
+      if (this.writeTimer === null) {
+        this.writeTimer = this.clock.setTimeout(() => {
+          this.owner.clientWarning.warn(`socketmap: ${this.peer}: timeout sending reply; closing connection`);
+          this.destroy();
+        }, this.owner.limits.requestTimeoutMs);
+      }
+    }
+  }
+
+  private drained(): void {
+    this.stopTimer('writeTimer');
+    this.pump();
+  }
+
+  private pauseReading(): void {
+    if (!this.paused) {
+      this.paused = true;
+      this.sock.pause();
+    }
+  }
+
+  private armIdle(): void {
+    if (this.closed || this.busy || this.idleTimer !== null || this.decoder.pendingBytes > 0) return;
+    this.idleTimer = this.clock.setTimeout(() => {
+      log.debug(`socketmap: ${this.peer}: idle for ${this.owner.limits.idleTimeoutMs / 1000}s; closing connection`);
+      this.destroy();
+    }, this.owner.limits.idleTimeoutMs);
+  }
+
+  private stopTimer(which: 'idleTimer' | 'recvTimer' | 'lookupTimer' | 'writeTimer'): void {
+    if (this[which] !== null) {
+      this.clock.clearTimeout(this[which]);
+      this[which] = null;
+    }
+  }
+
+  /** The client closed its side: close ours once everything received is answered. */
+  private maybeFinish(): void {
+    if (this.sock.readableEnded && !this.busy && this.queue.length === 0) this.finish();
+  }
+
+  private finish(): void {
+    if (this.closed) return;
+    // Destroyed once the replies are written, whether or not the client closes its side.
+    this.sock.end(() => this.sock.destroy());
+    this.cleanup();
+  }
+
+  destroy(): void {
+    if (this.closed) return;
+    this.sock.destroy();
+    this.cleanup();
+  }
+
+  private cleanup(): void {
+    this.closed = true;
+    this.queue.length = 0;
+    this.stopTimer('idleTimer');
+    this.stopTimer('recvTimer');
+    this.stopTimer('lookupTimer');
+    this.stopTimer('writeTimer');
+    this.owner.closed(this);
+  }
+}
+
+/** The socketmap settings of a configuration (warnings to the log). */
+export function socketmapConfig(param: (name: string) => string | undefined): SocketmapSettings {
+  return socketmapSettings({ param, warn: log.warn });
+}
+
+/**
+ * Start the front-end when proxymapd_socketmap_listen names an address
+ * (standalone `proxymapd serve` only: under master(8) several processes
+ * would compete for the same addresses). Null when it is off.
+ */
+export async function startSocketmap(backend: LookupBackend, param: (name: string) => string | undefined): Promise<SocketmapServer | null> {
+  const settings = socketmapConfig(param);
+  if (settings.listen.length === 0) return null;
+  const sm = new SocketmapServer(backend, settings);
+  const where = await sm.listen();
+  if (where.length > 0) log.info(`socketmap front-end on ${where.join(', ')}`);
+  return sm;
+}

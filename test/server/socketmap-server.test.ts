@@ -26,6 +26,7 @@ const MAPS = {
   throws: 'throws:x',
   rejects: 'rejects:x',
   unapproved: 'mem:secret=1',
+  badvalue: 'mem:k=\xe9t\xe9',
 };
 const APPROVED = Object.entries(MAPS).filter(([n]) => n !== 'unapproved').map(([, s]) => s);
 
@@ -107,6 +108,7 @@ describe('socketmap front-end: answers', () => {
     assert.match(await c.ask('throws x'), /^TEMP throws: /);
     assert.match(await c.ask('rejects x'), /^TEMP rejects: /);
     assert.match(await c.ask('unapproved secret'), /^PERM unapproved: table not approved/);
+    assert.match(await c.ask('badvalue k'), /^PERM badvalue: table configuration error$/, 'a value that fails the UTF-8 check');
     assert.match(await c.ask('nosuch key'), /^PERM unknown map name: nosuch/);
     assert.match(await c.ask('nospace'), /^PERM malformed request/);
     assert.match(await c.ask(' key'), /^PERM malformed request/);

@@ -104,7 +104,8 @@ export class SocketmapServer {
   private allow: AllowList;
   private readonly listeners: Listener[] = [];
   private readonly conns = new Set<SocketmapConnection>();
-  private tlsContext: tls.SecureContext | undefined;
+  /** serves the inet connections when TLS is on (connections are handed to it after the allow-list check) */
+  private tls: tls.Server | undefined;
   readonly clock: Clock;
   private readonly refused: RateLimitedWarning;
   private readonly overLimit: RateLimitedWarning;
@@ -166,10 +167,18 @@ export class SocketmapServer {
     const t = this.settings.tls;
     if (t) {
       try {
-        this.tlsContext = tls.createSecureContext({
+        this.tls = tls.createServer({
           cert: fs.readFileSync(t.certFile),
           key: fs.readFileSync(t.keyFile),
           ca: t.caFile ? fs.readFileSync(t.caFile) : undefined,
+          requestCert: t.requireClientCert,
+          rejectUnauthorized: t.requireClientCert,
+          handshakeTimeout: this.settings.requestTimeoutMs,
+        });
+        this.tls.on('secureConnection', (sock: tls.TLSSocket) => this.conns.add(new SocketmapConnection(sock, this, sock.remoteAddress ?? 'unknown')));
+        this.tls.on('tlsClientError', (e, sock) => {
+          this.clientWarning.warn(`socketmap: TLS with ${sock.remoteAddress ?? 'unknown'}: ${e.message}`);
+          sock.destroy();
         });
       } catch (e) {
         log.warn(`socketmap: TLS settings unusable: ${(e as Error).message}; not listening on inet addresses`);
@@ -177,7 +186,7 @@ export class SocketmapServer {
     }
     for (const spec of this.settings.listen) {
       const shown = spec.kind === 'unix' ? `unix:${spec.path}` : `inet:${spec.host.includes(':') ? `[${spec.host}]` : spec.host}:${spec.port}`;
-      if (spec.kind === 'inet' && t && !this.tlsContext) continue;
+      if (spec.kind === 'inet' && t && !this.tls) continue;
       try {
         this.listeners.push(await this.listenOne(spec, shown));
       } catch (e) {
@@ -232,15 +241,13 @@ export class SocketmapServer {
       return;
     }
     this.accepted++;
-    let sock: net.Socket = raw;
-    if (inet && this.tlsContext) {
-      const t = this.settings.tls!;
-      const peer = raw.remoteAddress;
-      sock = new tls.TLSSocket(raw, { isServer: true, secureContext: this.tlsContext, requestCert: t.requireClientCert, rejectUnauthorized: t.requireClientCert });
-      sock.on('error', (e) => this.clientWarning.warn(`socketmap: TLS with ${peer}: ${e.message}`));
+    const peer = raw.remoteAddress ?? 'local client';
+    if (inet && this.tls) {
+      // tls.Server does the handshake (within the request deadline) and the client certificate check
+      this.tls.emit('connection', raw);
+      return;
     }
-    const conn = new SocketmapConnection(sock, this, raw.remoteAddress ?? 'local client');
-    this.conns.add(conn);
+    this.conns.add(new SocketmapConnection(raw, this, peer));
   }
 
   /** A connection closed (called by the connection). */

@@ -10,21 +10,31 @@
  * text itself is bounded (a stream of leading zeros is a format error).
  */
 
-/** Why a stream cannot be read further: a framing error or a length over the limit. */
-export class NetstringError extends Error {
+/** Why a stream of requests cannot be read further: a framing error or a request over the size limit. */
+export class FramingError extends Error {
   constructor(
     message: string,
     readonly kind: 'format' | 'size',
   ) {
     super(message);
-    this.name = 'NetstringError';
+    this.name = 'FramingError';
   }
+}
+
+/** What frames received bytes into requests (netstrings here, lines for tcp_table). */
+export interface RequestDecoder {
+  /** Append received bytes (a latin1 string). */
+  push(chunk: string): void;
+  /** The next complete request, or null until more bytes arrive. Throws FramingError. */
+  next(): string | null;
+  /** Bytes received that are not yet part of a returned request. */
+  readonly pendingBytes: number;
 }
 
 /** Most characters of a length (with leading zeros) before it is a format error. */
 const MAX_LENGTH_DIGITS = 20;
 
-export class NetstringDecoder {
+export class NetstringDecoder implements RequestDecoder {
   private buf = '';
 
   /** @param maxLength the longest payload accepted (bytes) */
@@ -40,7 +50,7 @@ export class NetstringDecoder {
     return this.buf.length;
   }
 
-  /** The next complete payload, or null until more bytes arrive. Throws NetstringError on a malformed stream. */
+  /** The next complete payload, or null until more bytes arrive. Throws FramingError on a malformed stream. */
   next(): string | null {
     const b = this.buf;
     let len = 0;
@@ -48,16 +58,16 @@ export class NetstringDecoder {
     for (; i < b.length; i++) {
       const c = b.charCodeAt(i);
       if (c === 0x3a) break;
-      if (c < 0x30 || c > 0x39) throw new NetstringError(i === 0 ? 'malformed netstring: expected a length' : 'malformed netstring: non-digit in length', 'format');
-      if (i >= MAX_LENGTH_DIGITS) throw new NetstringError('malformed netstring: length too long', 'format');
+      if (c < 0x30 || c > 0x39) throw new FramingError(i === 0 ? 'malformed netstring: expected a length' : 'malformed netstring: non-digit in length', 'format');
+      if (i >= MAX_LENGTH_DIGITS) throw new FramingError('malformed netstring: length too long', 'format');
       len = len * 10 + (c - 0x30);
-      if (len > this.maxLength) throw new NetstringError(`netstring length exceeds ${this.maxLength} bytes`, 'size');
+      if (len > this.maxLength) throw new FramingError(`netstring length exceeds ${this.maxLength} bytes`, 'size');
     }
     if (i === b.length) return null;
-    if (i === 0) throw new NetstringError('malformed netstring: expected a length', 'format');
+    if (i === 0) throw new FramingError('malformed netstring: expected a length', 'format');
     const end = i + 1 + len;
     if (b.length <= end) return null;
-    if (b.charCodeAt(end) !== 0x2c) throw new NetstringError('malformed netstring: missing "," after the data', 'format');
+    if (b.charCodeAt(end) !== 0x2c) throw new FramingError('malformed netstring: missing "," after the data', 'format');
     const payload = b.slice(i + 1, end);
     this.buf = b.length === end + 1 ? '' : b.slice(end + 1);
     return payload;

@@ -32,15 +32,16 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
-import { DICT_FLAG, PROXY_STAT } from '../protocol/flags.js';
+import { DICT_FLAG, PROXY_STAT, type ProxyStatus } from '../protocol/flags.js';
 import type { LookupRequest } from '../protocol/messages.js';
-import { NetstringDecoder, NetstringError, encodeNetstring } from '../protocol/netstring.js';
+import { FramingError, NetstringDecoder, encodeNetstring, type RequestDecoder } from '../protocol/netstring.js';
 import { log, logBytes, printable } from '../log.js';
 import type { Outcome, RequestHandler } from './handler.js';
 import type { Metrics } from './metrics.js';
 import { isLive } from './server.js';
 import { AllowList } from './allowlist.js';
-import { SOCKETMAP_CLIENTS_PARAM, SOCKETMAP_MAPS_PARAM, socketmapSettings, type ListenSpec, type SocketmapSettings } from './socketmap-settings.js';
+import { SOCKETMAP_CLIENTS_PARAM, SOCKETMAP_MAPS_PARAM, TCP_MAPS_PARAM, socketmapSettings, type ListenSpec, type SocketmapSettings } from './socketmap-settings.js';
+import { tcpCodec } from './tcp-frontend.js';
 
 /** Time and timers, replaceable in tests. */
 export interface Clock {
@@ -68,6 +69,25 @@ const MAX_NAME_SHOWN = 100;
 export interface LookupBackend {
   readonly handler: RequestHandler;
   readonly metrics: Metrics | null;
+}
+
+/** One wire protocol on a connection: framing, answers, and the replies of its error cases. */
+export interface WireCodec {
+  readonly decoder: RequestDecoder;
+  /** The reply to one request (synchronous when the table answers synchronously). */
+  answer(request: string): string | Promise<string>;
+  /** The reply when the table has not answered within the request deadline. */
+  timeout(request: string, seconds: number): string;
+  /** The last reply before the connection closes on a framing error. */
+  framingError(message: string): string;
+  /** A reply as the bytes to send. */
+  encode(reply: string): string;
+}
+
+/** A table's answer to a front-end lookup. */
+export interface LookupAnswer {
+  status: ProxyStatus;
+  value: string;
 }
 
 /** A warning logged at most once per interval, telling how many were left out in between. */
@@ -99,11 +119,19 @@ interface Listener {
   path?: string;
 }
 
+/** Where to listen, and the protocol spoken there. */
+interface ListenerPlan {
+  spec: ListenSpec;
+  codec: () => WireCodec;
+  /** TLS when configured (socketmap inet listeners) */
+  tls: boolean;
+}
+
 export class SocketmapServer {
   private settings: SocketmapSettings;
   private allow: AllowList;
   private readonly listeners: Listener[] = [];
-  private readonly conns = new Set<SocketmapConnection>();
+  private readonly conns = new Set<FrontEndConnection>();
   /** serves the inet connections when TLS is on (connections are handed to it after the allow-list check) */
   private tls: tls.Server | undefined;
   readonly clock: Clock;
@@ -139,7 +167,7 @@ export class SocketmapServer {
    * reload); listen addresses and TLS files are read at start only.
    */
   configure(settings: SocketmapSettings): void {
-    this.settings = { ...settings, listen: this.settings.listen, tls: this.settings.tls };
+    this.settings = { ...settings, listen: this.settings.listen, tcpMaps: this.settings.tcpMaps, tls: this.settings.tls };
     this.allow = this.makeAllowList(settings);
     this.checkApproved();
   }
@@ -148,12 +176,17 @@ export class SocketmapServer {
     return new AllowList(s.clients, (why) => log.warn(`${SOCKETMAP_CLIENTS_PARAM}: ${why}`));
   }
 
-  /** Warn once for every mapped table that proxy_read_maps does not approve (its name answers PERM). */
+  /** Warn once for every mapped table that proxy_read_maps does not approve (its lookups are refused). */
   private checkApproved(): void {
     const approved = this.backend.handler.approvedFor('proxymap');
     for (const [name, spec] of this.settings.maps) {
       if (!approved.has(spec)) {
         log.warn(`${SOCKETMAP_MAPS_PARAM}: table "${logBytes(spec)}" of name "${logBytes(name)}" is not listed in proxy_read_maps; requests for "${logBytes(name)}" get a PERM reply`);
+      }
+    }
+    for (const { listen, spec } of this.settings.tcpMaps) {
+      if (!approved.has(spec)) {
+        log.warn(`${TCP_MAPS_PARAM}: table "${logBytes(spec)}" of ${showListen(listen)} is not listed in proxy_read_maps; its lookups get a 400 reply`);
       }
     }
   }
@@ -175,7 +208,7 @@ export class SocketmapServer {
           rejectUnauthorized: t.requireClientCert,
           handshakeTimeout: this.settings.requestTimeoutMs,
         });
-        this.tls.on('secureConnection', (sock: tls.TLSSocket) => this.conns.add(new SocketmapConnection(sock, this, sock.remoteAddress ?? 'unknown')));
+        this.tls.on('secureConnection', (sock: tls.TLSSocket) => this.serve(sock, socketmapCodec(this), sock.remoteAddress ?? 'unknown'));
         this.tls.on('tlsClientError', (e, sock) => {
           this.clientWarning.warn(`socketmap: TLS with ${sock.remoteAddress ?? 'unknown'}: ${e.message}`);
           sock.destroy();
@@ -184,11 +217,15 @@ export class SocketmapServer {
         log.warn(`socketmap: TLS settings unusable: ${(e as Error).message}; not listening on inet addresses`);
       }
     }
-    for (const spec of this.settings.listen) {
-      const shown = spec.kind === 'unix' ? `unix:${spec.path}` : `inet:${spec.host.includes(':') ? `[${spec.host}]` : spec.host}:${spec.port}`;
-      if (spec.kind === 'inet' && t && !this.tls) continue;
+    const plans: ListenerPlan[] = [
+      ...this.settings.listen.map((spec) => ({ spec, codec: () => socketmapCodec(this), tls: true })),
+      ...this.settings.tcpMaps.map(({ listen, spec }) => ({ spec: listen, codec: () => tcpCodec(this, spec), tls: false })),
+    ];
+    for (const plan of plans) {
+      const shown = showListen(plan.spec);
+      if (plan.spec.kind === 'inet' && plan.tls && t && !this.tls) continue;
       try {
-        this.listeners.push(await this.listenOne(spec, shown));
+        this.listeners.push(await this.listenOne(plan, shown));
       } catch (e) {
         log.warn(`socketmap: cannot listen on ${shown}: ${(e as Error).message}`);
       }
@@ -196,9 +233,11 @@ export class SocketmapServer {
     return this.listeners.map((l) => l.where);
   }
 
-  private async listenOne(spec: ListenSpec, shown: string): Promise<Listener> {
+  private async listenOne(plan: ListenerPlan, shown: string): Promise<Listener> {
+    const { spec } = plan;
     const inet = spec.kind === 'inet';
-    const srv = net.createServer({ allowHalfOpen: true }, (sock) => this.accept(sock, inet));
+    const useTls = inet && plan.tls;
+    const srv = net.createServer({ allowHalfOpen: true }, (sock) => this.accept(sock, inet, useTls, plan.codec));
     srv.on('error', (e) => log.warn(`socketmap listener ${shown}: ${e.message}`));
     if (spec.kind === 'unix') {
       const dir = path.dirname(spec.path);
@@ -226,7 +265,7 @@ export class SocketmapServer {
     return { server: srv, where: `inet:${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` };
   }
 
-  private accept(raw: net.Socket, inet: boolean): void {
+  private accept(raw: net.Socket, inet: boolean, useTls: boolean, codec: () => WireCodec): void {
     if (inet && !this.allow.allows(raw.remoteAddress)) {
       this.refusedCount++;
       this.refused.warn(`socketmap: refusing connection from ${raw.remoteAddress ?? 'unknown'}: not in ${SOCKETMAP_CLIENTS_PARAM}`);
@@ -242,16 +281,20 @@ export class SocketmapServer {
     }
     this.accepted++;
     const peer = raw.remoteAddress ?? 'local client';
-    if (inet && this.tls) {
+    if (useTls && this.tls) {
       // tls.Server does the handshake (within the request deadline) and the client certificate check
       this.tls.emit('connection', raw);
       return;
     }
-    this.conns.add(new SocketmapConnection(raw, this, peer));
+    this.serve(raw, codec(), peer);
+  }
+
+  private serve(sock: net.Socket, codec: WireCodec, peer: string): void {
+    this.conns.add(new FrontEndConnection(sock, this, codec, peer));
   }
 
   /** A connection closed (called by the connection). */
-  closed(conn: SocketmapConnection): void {
+  closed(conn: FrontEndConnection): void {
     this.conns.delete(conn);
   }
 
@@ -259,45 +302,26 @@ export class SocketmapServer {
     return this.conns.size;
   }
 
-  /** The answer to one request payload, as the reply payload (synchronous when the table is). */
-  answer(payload: string): string | Promise<string> {
-    const sp = payload.indexOf(' ');
-    if (sp <= 0) {
-      this.clientWarning.warn(`socketmap: malformed request "${printable(logBytes(payload.slice(0, MAX_NAME_SHOWN)))}": expected "name key"`);
-      return 'PERM malformed request: expected "name key"';
-    }
-    const name = payload.slice(0, sp);
-    const spec = this.settings.maps.get(name);
-    const shown = printable(logBytes(name.slice(0, MAX_NAME_SHOWN)));
-    if (spec === undefined) {
-      this.clientWarning.warn(`socketmap: request for unknown name "${shown}" (not in ${SOCKETMAP_MAPS_PARAM})`);
-      return `PERM unknown map name: ${shown}`;
-    }
+  /**
+   * Look a key up in a table as a Postfix daemon's read-only lookup:
+   * DENY (with a rate-limited warning) when proxy_read_maps does not
+   * approve the table; a failure inside the handler is RETRY.
+   */
+  lookup(spec: string, key: string, what: string): LookupAnswer | Promise<LookupAnswer> {
     if (!this.backend.handler.approvedFor('proxymap').has(spec)) {
-      this.clientWarning.warn(`socketmap: request for "${shown}", whose table "${logBytes(spec)}" is not approved in proxy_read_maps`);
-      return `PERM ${shown}: table not approved`;
+      this.clientWarning.warn(`${what}: table "${logBytes(spec)}" is not approved in proxy_read_maps`);
+      return { status: PROXY_STAT.DENY, value: '' };
     }
-    const req: LookupRequest = { kind: 'lookup', dialect: 'new', table: spec, instanceFlags: LOOKUP_FLAGS, flags: LOOKUP_FLAGS, key: payload.slice(sp + 1) };
+    const req: LookupRequest = { kind: 'lookup', dialect: 'new', table: spec, instanceFlags: LOOKUP_FLAGS, flags: LOOKUP_FLAGS, key };
     const metrics = this.backend.metrics;
     const start = metrics === null ? 0 : performance.now();
-    const reply = (o: Outcome): string => {
+    const answer = (o: Outcome): LookupAnswer => {
       metrics?.record('proxymap', 'lookup', spec, o.reply.status, performance.now() - start);
-      switch (o.reply.status) {
-        case PROXY_STAT.OK:
-          return `OK ${o.reply.value ?? ''}`;
-        case PROXY_STAT.NOKEY:
-          return 'NOTFOUND ';
-        case PROXY_STAT.RETRY:
-          return `TEMP ${shown}: temporary lookup failure`;
-        case PROXY_STAT.DENY:
-          return `PERM ${shown}: table not approved`;
-        default:
-          return `PERM ${shown}: table configuration error`;
-      }
+      return { status: o.reply.status, value: o.reply.value ?? '' };
     };
-    const internal = (e: unknown): string => {
-      log.warn(`socketmap: internal error: ${(e as Error)?.stack ?? e}`);
-      return `TEMP ${shown}: internal error`;
+    const internal = (e: unknown): LookupAnswer => {
+      log.warn(`${what}: internal error: ${(e as Error)?.stack ?? e}`);
+      return { status: PROXY_STAT.RETRY, value: '' };
     };
     let out: Outcome | Promise<Outcome>;
     try {
@@ -305,7 +329,7 @@ export class SocketmapServer {
     } catch (e) {
       return internal(e);
     }
-    return out instanceof Promise ? out.then(reply, internal) : reply(out);
+    return out instanceof Promise ? out.then(answer, internal) : answer(out);
   }
 
   /** Stop listening (socket paths are removed) and close every connection. */
@@ -330,15 +354,65 @@ export class SocketmapServer {
   }
 }
 
+/** A listen address as the parameters write it. */
+export function showListen(spec: ListenSpec): string {
+  return spec.kind === 'unix' ? `unix:${spec.path}` : `inet:${spec.host.includes(':') ? `[${spec.host}]` : spec.host}:${spec.port}`;
+}
+
+/** The socketmap protocol: netstrings `name key`, replies `OK value`, `NOTFOUND `, `TEMP`, `TIMEOUT`, `PERM`. */
+function socketmapCodec(server: SocketmapServer): WireCodec {
+  return {
+    decoder: new NetstringDecoder(server.limits.maxRequest),
+    answer(payload) {
+      const sp = payload.indexOf(' ');
+      if (sp <= 0) {
+        server.clientWarning.warn(`socketmap: malformed request "${shownName(payload)}": expected "name key"`);
+        return 'PERM malformed request: expected "name key"';
+      }
+      const name = payload.slice(0, sp);
+      const spec = server.limits.maps.get(name);
+      const shown = shownName(name);
+      if (spec === undefined) {
+        server.clientWarning.warn(`socketmap: request for unknown name "${shown}" (not in ${SOCKETMAP_MAPS_PARAM})`);
+        return `PERM unknown map name: ${shown}`;
+      }
+      const reply = (a: LookupAnswer): string => {
+        switch (a.status) {
+          case PROXY_STAT.OK:
+            return `OK ${a.value}`;
+          case PROXY_STAT.NOKEY:
+            return 'NOTFOUND ';
+          case PROXY_STAT.RETRY:
+            return `TEMP ${shown}: temporary lookup failure`;
+          case PROXY_STAT.DENY:
+            return `PERM ${shown}: table not approved`;
+          default:
+            return `PERM ${shown}: table configuration error`;
+        }
+      };
+      const out = server.lookup(spec, payload.slice(sp + 1), `socketmap: request for "${shown}"`);
+      return out instanceof Promise ? out.then(reply) : reply(out);
+    },
+    timeout: (payload, seconds) => `TIMEOUT ${shownName(payload.slice(0, payload.indexOf(' ')))}: no answer within ${seconds}s`,
+    framingError: (message) => `PERM ${message}`,
+    encode: encodeNetstring,
+  };
+}
+
+/** A request name as replies and logs show it: printable, bounded. */
+function shownName(name: string): string {
+  return printable(logBytes(name.slice(0, MAX_NAME_SHOWN)));
+}
+
 /**
- * One socketmap client connection: requests answered one at a time in
+ * One front-end client connection: requests answered one at a time in
  * order, with the idle deadline (no request for idle_timeout), the request
  * deadline (a started request must arrive, and its table must answer,
  * within request_timeout; a reply that cannot be written in that time
  * closes the connection).
  */
-class SocketmapConnection {
-  private readonly decoder: NetstringDecoder;
+class FrontEndConnection {
+  private readonly decoder: RequestDecoder;
   private readonly queue: string[] = [];
   private busy = false;
   private closed = false;
@@ -355,9 +429,10 @@ class SocketmapConnection {
   constructor(
     private readonly sock: net.Socket,
     private readonly owner: SocketmapServer,
+    private readonly codec: WireCodec,
     private readonly peer: string,
   ) {
-    this.decoder = new NetstringDecoder(owner.limits.maxRequest);
+    this.decoder = codec.decoder;
     sock.on('data', (chunk: Buffer) => this.feed(chunk.toString('latin1')));
     sock.on('end', () => this.maybeFinish());
     sock.on('drain', () => this.drained());
@@ -377,7 +452,7 @@ class SocketmapConnection {
       let p: string | null;
       while ((p = this.decoder.next()) !== null) this.queue.push(p);
     } catch (e) {
-      if (!(e instanceof NetstringError)) throw e;
+      if (!(e instanceof FramingError)) throw e;
       this.broken = e.message;
       this.owner.clientWarning.warn(`socketmap: ${this.peer}: ${e.message}; closing connection`);
       this.pauseReading();
@@ -400,7 +475,7 @@ class SocketmapConnection {
   private pump(): void {
     while (!this.busy && !this.closed && this.queue.length > 0) {
       const payload = this.queue.shift()!;
-      const out = this.owner.answer(payload);
+      const out = this.codec.answer(payload);
       if (typeof out === 'string') {
         this.write(out);
         continue;
@@ -409,8 +484,7 @@ class SocketmapConnection {
       const seq = ++this.seq;
       this.lookupTimer = this.clock.setTimeout(() => {
         this.lookupTimer = null;
-        const name = payload.slice(0, payload.indexOf(' '));
-        this.done(seq, `TIMEOUT ${printable(logBytes(name.slice(0, MAX_NAME_SHOWN)))}: no answer within ${this.owner.limits.requestTimeoutMs / 1000}s`);
+        this.done(seq, this.codec.timeout(payload, this.owner.limits.requestTimeoutMs / 1000));
       }, this.owner.limits.requestTimeoutMs);
       out.then((r) => this.done(seq, r));
       return;
@@ -422,7 +496,7 @@ class SocketmapConnection {
     }
     if (!this.busy && this.queue.length === 0) {
       if (this.broken !== null) {
-        this.write(`PERM ${this.broken}`);
+        this.write(this.codec.framingError(this.broken));
         this.finish();
         return;
       }
@@ -442,7 +516,7 @@ class SocketmapConnection {
 
   private write(payload: string): void {
     if (this.closed) return;
-    if (!this.sock.write(encodeNetstring(payload), 'latin1')) {
+    if (!this.sock.write(this.codec.encode(payload), 'latin1')) {
       this.pauseReading();
       if (this.writeTimer === null) {
         this.writeTimer = this.clock.setTimeout(() => {
@@ -521,7 +595,7 @@ export function socketmapConfig(param: (name: string) => string | undefined): So
  */
 export async function startSocketmap(backend: LookupBackend, param: (name: string) => string | undefined): Promise<SocketmapServer | null> {
   const settings = socketmapConfig(param);
-  if (settings.listen.length === 0) return null;
+  if (settings.listen.length === 0 && settings.tcpMaps.length === 0) return null;
   const sm = new SocketmapServer(backend, settings);
   const where = await sm.listen();
   if (where.length > 0) log.info(`socketmap front-end on ${where.join(', ')}`);

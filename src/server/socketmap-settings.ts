@@ -1,8 +1,10 @@
 /**
- * The main.cf parameters of the socketmap front-end (socketmap-server.ts),
- * a proxymapd extension that Postfix does not have: where it listens, which
- * request names map to which tables, the client allow-list, the limits and
- * the optional TLS files. A malformed entry is skipped, and a malformed
+ * The main.cf parameters of the socketmap and tcp_table front-ends
+ * (socketmap-server.ts, tcp-frontend.ts), proxymapd extensions that Postfix
+ * does not have: where they listen, which request names (socketmap) or
+ * addresses (tcp_table, whose requests name no table) map to which tables,
+ * the client allow-list, the limits and the optional TLS files (socketmap
+ * only). A malformed entry is skipped, and a malformed
  * number replaced by its default, each with a warning.
  */
 import { tokenizeQ } from '../util/braces.js';
@@ -11,6 +13,7 @@ import { intParam, timeParam, type ParamSource } from '../tables/core/params.js'
 export const SOCKETMAP_LISTEN_PARAM = 'proxymapd_socketmap_listen';
 export const SOCKETMAP_MAPS_PARAM = 'proxymapd_socketmap_maps';
 export const SOCKETMAP_CLIENTS_PARAM = 'proxymapd_socketmap_clients';
+export const TCP_MAPS_PARAM = 'proxymapd_tcp_maps';
 
 /** Loopback only: other hosts must be allowed explicitly. */
 export const DEFAULT_SOCKETMAP_CLIENTS = '127.0.0.0/8 [::1]/128';
@@ -35,6 +38,8 @@ export interface SocketmapSettings {
   listen: ListenSpec[];
   /** request name -> table ("type:name", proxy: stripped) */
   maps: Map<string, string>;
+  /** tcp_table listeners, each serving one table */
+  tcpMaps: Array<{ listen: ListenSpec & { kind: 'inet' }; spec: string }>;
   /** the allow-list text for inet clients */
   clients: string;
   maxRequest: number;
@@ -64,6 +69,7 @@ export function socketmapSettings(src: ParamSource): SocketmapSettings {
   return {
     listen: parseListen(p(SOCKETMAP_LISTEN_PARAM), src.warn),
     maps: parseMaps(p(SOCKETMAP_MAPS_PARAM), src.warn),
+    tcpMaps: parseTcpMaps(p(TCP_MAPS_PARAM), src.warn),
     clients: clients === undefined ? DEFAULT_SOCKETMAP_CLIENTS : clients,
     maxRequest: intParam(src, 'proxymapd_socketmap_max_request', DEFAULT_SOCKETMAP_MAX_REQUEST, { min: 1 }),
     idleTimeoutMs: timeParam(src, 'proxymapd_socketmap_idle_timeout', DEFAULT_SOCKETMAP_IDLE_TIMEOUT, { min: 1 }) * 1000,
@@ -71,6 +77,33 @@ export function socketmapSettings(src: ParamSource): SocketmapSettings {
     maxConnections: intParam(src, 'proxymapd_socketmap_max_connections', 0),
     tls,
   };
+}
+
+/** `inet:host:port=type:table` entries (Postfix's tcp client reaches inet addresses only); a `proxy:` prefix is stripped. */
+export function parseTcpMaps(text: string, warn: (t: string) => void): SocketmapSettings['tcpMaps'] {
+  const out: SocketmapSettings['tcpMaps'] = [];
+  for (const token of tokenizeQ(text)) {
+    const bad = (why: string) => warn(`${TCP_MAPS_PARAM}: ignoring entry "${token}": ${why}`);
+    const eq = token.indexOf('=');
+    const listen = eq < 0 ? 'expected inet:host:port=type:table' : parseListenSpec(token.slice(0, eq));
+    if (typeof listen === 'string') {
+      bad(listen);
+      continue;
+    }
+    if (listen.kind !== 'inet') {
+      bad('a tcp_table listener must be inet:host:port');
+      continue;
+    }
+    let spec = token.slice(eq + 1);
+    while (spec.startsWith('proxy:')) spec = spec.slice('proxy:'.length);
+    const colon = spec.indexOf(':');
+    if (colon <= 0 || colon === spec.length - 1) {
+      bad('expected a table as type:name after the "="');
+      continue;
+    }
+    out.push({ listen, spec });
+  }
+  return out;
 }
 
 /** `inet:host:port`, `inet:[v6addr]:port`, `unix:/path`, separated by blanks or commas. */

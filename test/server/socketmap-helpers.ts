@@ -15,6 +15,7 @@ export function settings(maps: Record<string, string>, over: Partial<SocketmapSe
   return {
     listen: [{ kind: 'inet', host: '127.0.0.1', port: 0 }],
     maps: new Map(Object.entries(maps)),
+    tcpMaps: [],
     clients: DEFAULT_SOCKETMAP_CLIENTS,
     maxRequest: DEFAULT_SOCKETMAP_MAX_REQUEST,
     idleTimeoutMs: DEFAULT_SOCKETMAP_IDLE_TIMEOUT * 1000,

@@ -1,7 +1,8 @@
 /**
- * The socketmap front-end of a running `proxymapd serve`, with the real
- * Postfix postmap as client and as oracle: `postmap -q KEY
- * socketmap:inet:127.0.0.1:PORT:NAME` and `socketmap:unix:PATH:NAME` print
+ * The socketmap and tcp_table front-ends of a running `proxymapd serve`,
+ * with the real Postfix postmap as client and as oracle: `postmap -q KEY
+ * socketmap:inet:127.0.0.1:PORT:NAME`, `socketmap:unix:PATH:NAME` and
+ * `tcp:127.0.0.1:PORT` print
  * what the direct `postmap -q KEY TYPE:TABLE` prints, with the same exit
  * status, for texthash (mixed-case keys in the file and in the queries),
  * cidr, pcre and pgsql tables: found keys, missing keys, keys with spaces,
@@ -45,6 +46,8 @@ describe('socketmap front-end with postmap as client', { skip }, () => {
   let db: DbServer;
   let port: number;
   let unixPath: string;
+  /** tcp_table listeners by table name */
+  const tcpPorts: Record<string, number> = {};
   const tables: Record<string, string> = {};
 
   before(async () => {
@@ -64,6 +67,7 @@ describe('socketmap front-end with postmap as client', { skip }, () => {
     });
     fs.copyFileSync(path.join(dir, 'virtual'), path.join(dir, 'virtual.copy'));
     port = await freePort();
+    for (const name of ['virtual', 'cidr', 'pcre', 'pg']) tcpPorts[name] = await freePort();
     unixPath = path.join(dir, 'sm', 'socketmap');
     inst = await startProxymapd(
       {
@@ -71,10 +75,12 @@ describe('socketmap front-end with postmap as client', { skip }, () => {
         proxy_read_maps: Object.entries(tables).filter(([n]) => n !== 'unapproved').map(([, t]) => `proxy:${t}`).join(' '),
         proxymapd_socketmap_listen: `inet:127.0.0.1:${port} unix:${unixPath}`,
         proxymapd_socketmap_maps: Object.entries(tables).map(([n, t]) => `${n}=proxy:${t}`).join(' '),
+        proxymapd_tcp_maps: Object.entries(tcpPorts).map(([n, p]) => `inet:127.0.0.1:${p}=${tables[n]}`).join(' '),
       },
       path.join(dir, 'pmd'),
     );
     await waitConnectable({ path: unixPath });
+    for (const p of Object.values(tcpPorts)) await waitConnectable({ host: '127.0.0.1', port: p });
   });
   after(async () => {
     await inst?.stop();
@@ -82,16 +88,16 @@ describe('socketmap front-end with postmap as client', { skip }, () => {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  /** postmap -q KEY for the direct table and both socketmap endpoints: same stdout and exit status. */
+  /** postmap -q KEY for the direct table, both socketmap endpoints and the tcp_table listener: same stdout and exit status. */
   async function compare(name: string, keys: string[]): Promise<void> {
     let found = 0;
     for (const key of keys) {
       const direct = await runPostmap('utf8', ['-q', key, tables[name]!]);
       if (direct.status === 0) found++;
       assert.ok(direct.status === 0 || direct.status === 1, `direct ${name} ${JSON.stringify(key)}: ${direct.fatal}`);
-      for (const endpoint of [`inet:127.0.0.1:${port}`, `unix:${unixPath}`]) {
-        const viaSocketmap = await runPostmap('utf8', ['-q', key, `socketmap:${endpoint}:${name}`]);
-        const what = `${name} ${JSON.stringify(key)} via ${endpoint}`;
+      for (const table of [`socketmap:inet:127.0.0.1:${port}:${name}`, `socketmap:unix:${unixPath}:${name}`, `tcp:127.0.0.1:${tcpPorts[name]}`]) {
+        const viaSocketmap = await runPostmap('utf8', ['-q', key, table]);
+        const what = `${name} ${JSON.stringify(key)} via ${table}`;
         assert.equal(viaSocketmap.stdout, direct.stdout, what);
         assert.equal(viaSocketmap.status, direct.status, `${what}: ${viaSocketmap.fatal ?? ''}`);
       }

@@ -27,6 +27,10 @@
  * optional connection bound. A malformed netstring gets a PERM reply (after
  * the replies to the requests before it) and the connection is closed;
  * nothing a client sends can stop the server or other clients.
+ *
+ * The same listeners, limits and lookups serve the tcp_table protocol on the
+ * addresses of proxymapd_tcp_maps (tcp-frontend.ts); a WireCodec is what
+ * differs between the two.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -589,15 +593,16 @@ export function socketmapConfig(param: (name: string) => string | undefined): So
 }
 
 /**
- * Start the front-end when proxymapd_socketmap_listen names an address
- * (standalone `proxymapd serve` only: under master(8) several processes
- * would compete for the same addresses). Null when it is off.
+ * Start the front-end when proxymapd_socketmap_listen or proxymapd_tcp_maps
+ * names an address (standalone `proxymapd serve` only: under master(8)
+ * several processes would compete for the same addresses). Null when it
+ * is off.
  */
 export async function startSocketmap(backend: LookupBackend, param: (name: string) => string | undefined): Promise<SocketmapServer | null> {
   const settings = socketmapConfig(param);
   if (settings.listen.length === 0 && settings.tcpMaps.length === 0) return null;
   const sm = new SocketmapServer(backend, settings);
   const where = await sm.listen();
-  if (where.length > 0) log.info(`socketmap front-end on ${where.join(', ')}`);
+  if (where.length > 0) log.info(`socketmap/tcp_table front-end on ${where.join(', ')}`);
   return sm;
 }

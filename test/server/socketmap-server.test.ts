@@ -164,14 +164,15 @@ describe('socketmap front-end: access control', () => {
     await s.close();
   });
 
-  it('a client inside the allow-list is served; a reconfiguration applies to new connections', async () => {
+  it('a client inside the allow-list is served; a reconfiguration applies the allow-list to new connections, the maps at once', async () => {
     const s = await start({ clients: '127.0.0.1' });
     const c = await SmClient.connect(s.where);
     assert.equal(await c.ask('virtual alice'), 'OK alice@example.com');
-    s.sm.configure(settings(MAPS, { clients: '192.0.2.0/24' }));
+    s.sm.configure(settings({ ...MAPS, renamed: MAPS.virtual }, { clients: '192.0.2.0/24' }));
     const d = await SmClient.connect(s.where);
     await d.closed;
     assert.equal(await c.ask('virtual bob'), 'OK b', 'an open connection stays');
+    assert.equal(await c.ask('renamed bob'), 'OK b', 'and sees the new maps');
     c.close();
     await s.close();
   });

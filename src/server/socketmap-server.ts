@@ -161,7 +161,7 @@ export class SocketmapServer {
     this.checkApproved();
   }
 
-  /** Current limits (connections read them per request, so a reconfiguration applies at once). */
+  /** Current settings (connections read the deadlines as they arm them; the size limit when they open). */
   get limits(): Readonly<SocketmapSettings> {
     return this.settings;
   }

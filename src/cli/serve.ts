@@ -1,7 +1,8 @@
 /**
  * proxymapd serve: standalone daemon on $queue_directory/private/{proxymap,proxywrite},
  * with a control socket beside them (proxymapd status), SIGHUP reloading
- * main.cf, and systemd readiness notification when NOTIFY_SOCKET is set.
+ * main.cf, systemd readiness notification when NOTIFY_SOCKET is set, and
+ * the optional socketmap front-end (proxymapd_socketmap_listen).
  */
 import { log, setLogName, setVerbose } from '../log.js';
 import { createServer, reconfigureCache, listenControl, listenStandalone, startWarmUps, systemdListenFds } from '../server/daemon.js';
@@ -9,6 +10,7 @@ import { ControlServer, addServerSections, registerCachePurge } from '../server/
 import { ConfigReloader, type LiveConfig } from '../server/reload.js';
 import { SystemdNotifier } from '../server/notify.js';
 import { METRICS_LISTEN_PARAM, startMetricsListener } from '../server/http.js';
+import { socketmapConfig, startSocketmap } from '../server/socketmap-server.js';
 import { CONFIG_OPTIONS, loadConfig, parse } from './common.js';
 
 export async function runServe(args: string[]): Promise<number> {
@@ -44,6 +46,8 @@ export async function runServe(args: string[]): Promise<number> {
     log.warn(`control socket: ${(e as Error).message}; proxymapd status will not reach this server`);
   }
   const metricsHttp = await startMetricsListener(server, config.get(METRICS_LISTEN_PARAM));
+  const socketmap = await startSocketmap(server, (n) => config.lookup(n));
+  if (socketmap) reloader.onReload.push((cfg) => socketmap.configure(socketmapConfig((n) => cfg.lookup(n))));
   if (metricsHttp) log.info(`metrics and health checks on ${metricsHttp.address}`);
   startWarmUps(server);
   const approved = () => `${server.handler.approvedFor('proxymap').size} read, ${server.handler.approvedFor('proxywrite').size} write tables approved`;
@@ -58,7 +62,7 @@ export async function runServe(args: string[]): Promise<number> {
     const stop = (sig: string) => {
       log.info(`${sig}: shutting down`);
       notifier?.stopping();
-      Promise.all([control.close(), server.close(), metricsHttp?.close()]).then(() => resolve(), resolve);
+      Promise.all([control.close(), socketmap?.close(), server.close(), metricsHttp?.close()]).then(() => resolve(), resolve);
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

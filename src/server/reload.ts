@@ -41,6 +41,13 @@ export const RESTART_PARAMETERS = [
   'proxymapd_busy_poll_usec',
   'proxymapd_metrics_listen',
   'proxymapd_pattern_threads',
+  // the socketmap/tcp_table front-end's listeners (its maps, allow-list and limits are re-read)
+  'proxymapd_socketmap_listen',
+  'proxymapd_tcp_maps',
+  'proxymapd_socketmap_tls_cert_file',
+  'proxymapd_socketmap_tls_key_file',
+  'proxymapd_socketmap_tls_ca_file',
+  'proxymapd_socketmap_tls_require_client_cert',
 ] as const;
 
 /** The configuration tables read their parameters from; replaced by a reload. */

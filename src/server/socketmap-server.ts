@@ -42,7 +42,7 @@ import { FramingError, NetstringDecoder, encodeNetstring, type RequestDecoder } 
 import { log, logBytes, printable } from '../log.js';
 import type { Outcome, RequestHandler } from './handler.js';
 import type { Metrics } from './metrics.js';
-import { isLive } from './server.js';
+import { listenOn, listenOnPath } from './socket-path.js';
 import { AllowList } from './allowlist.js';
 import { SOCKETMAP_CLIENTS_PARAM, SOCKETMAP_MAPS_PARAM, TCP_MAPS_PARAM, socketmapSettings, type ListenSpec, type SocketmapSettings } from './socketmap-settings.js';
 import { tcpCodec } from './tcp-frontend.js';
@@ -246,25 +246,11 @@ export class SocketmapServer {
     if (spec.kind === 'unix') {
       const dir = path.dirname(spec.path);
       if (!fs.existsSync(dir)) fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-      if (fs.existsSync(spec.path)) {
-        if (await isLive(spec.path)) throw new Error('another server is listening there');
-        fs.unlinkSync(spec.path);
-      }
-    }
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      const done = () => {
-        srv.off('error', reject);
-        resolve();
-      };
-      if (spec.kind === 'unix') srv.listen(spec.path, done);
-      else srv.listen(spec.port, spec.host, done);
-    });
-    if (spec.kind === 'unix') {
       // as Postfix's sockets: open to all, access controlled by the directory
-      fs.chmodSync(spec.path, 0o666);
+      await listenOnPath(srv, spec.path, 0o666);
       return { server: srv, where: shown, path: spec.path };
     }
+    await listenOn(srv, (done) => srv.listen(spec.port, spec.host, done));
     const a = srv.address() as net.AddressInfo;
     return { server: srv, where: `inet:${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` };
   }

@@ -42,7 +42,7 @@ import { FramingError, NetstringDecoder, encodeNetstring, type RequestDecoder } 
 import { log, logBytes, printable } from '../log.js';
 import type { Outcome, RequestHandler } from './handler.js';
 import type { Metrics } from './metrics.js';
-import { isLive } from './server.js';
+import { isLive } from './socket-path.js';
 import { AllowList } from './allowlist.js';
 import { SOCKETMAP_CLIENTS_PARAM, SOCKETMAP_MAPS_PARAM, TCP_MAPS_PARAM, socketmapSettings, type ListenSpec, type SocketmapSettings } from './socketmap-settings.js';
 import { tcpCodec } from './tcp-frontend.js';

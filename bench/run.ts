@@ -51,8 +51,8 @@
  * The socketmap scenario looks the texthash table up through proxymapd's
  * socketmap front-end (proxymapd_socketmap_listen on a UNIX socket and on
  * 127.0.0.1, targets pmd-sm-unix and pmd-sm-inet; the node client of
- * bench/socketmap-load.ts, the C generator speaks only proxymap) and through
- * the proxymap protocol of the same process.
+ * bench/socketmap-load.ts, and loadgen.c -m) and through the proxymap
+ * protocol of the same process.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -844,7 +844,6 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
         for (const gen of args.loadgens) {
         for (const t of live) {
           if (interrupted) throw new Error('interrupted');
-          if (gen === 'c' && t.socketmap) continue;
           const backendPids = sql?.serverPids?.() ?? redis?.pid() ?? [];
           const before = snapshot(t.pids(), backendPids);
           const counting = sql ? peakWhile(() => sql!.connections(dbUser(t.target))) : undefined;
@@ -853,11 +852,12 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
               ? await runCLoad({
                   binary: ctx.loadgenBin!,
                   plan,
-                  socketPath: t.socket,
+                  socketPath: !t.socketmap ? t.socket : 'path' in t.socketmap.address ? t.socketmap.address.path : `inet:${t.socketmap.address.host}:${t.socketmap.address.port}`,
                   table: t.table,
                   connections: conns,
                   durationMs: args.durationSec * 1000,
                   warmupMs: args.warmupSec * 1000,
+                  socketmap: t.socketmap?.name,
                 })
               : await nodeLoad(t, { connections: conns, durationMs: args.durationSec * 1000, warmupMs: args.warmupSec * 1000, workers: args.workers });
           const after = snapshot([...new Set([...before.server.keys(), ...t.pids()])], backendPids);
@@ -947,8 +947,8 @@ function printScenario(sr: ScenarioResult, args: Args): void {
     const w = [10, 14, 16, 16];
     console.log(pad(['open', 'first (ms)', `median of ${args.openSamples}`, '1st lookup ms'], w));
     for (const t of sr.targets) {
-      const o = openOf(sr, t)!;
-      console.log(pad([t, fmt(o.first, 1), fmt(o.median, 1), fmt(o.firstLookup, 2)], w));
+      const o = openOf(sr, t);
+      if (o) console.log(pad([t, fmt(o.first, 1), fmt(o.median, 1), fmt(o.firstLookup, 2)], w));
     }
     const m = openOf(sr, 'proxymapd');
     const p = openOf(sr, 'postfix');
@@ -1197,6 +1197,8 @@ function checks(sr: ScenarioResult, args: Args): Check[] {
     }
   }
   if (!(sr.targets.includes('proxymapd') && sr.targets.includes('postfix'))) return out;
+  // no targets: their proxymapd-vs-postfix tables are the lmdb and texthash scenarios', checked there
+  if (COMPARISONS[sr.name]) return out;
   if (sr.name === 'proxywrite') {
     for (const table of ['lmdb', 'btree']) {
       for (const conns of args.updateConns) {
@@ -1260,7 +1262,7 @@ function checks(sr: ScenarioResult, args: Args): Check[] {
 }
 
 function printSummary(all: ScenarioResult[], args: Args): void {
-  const both = all.filter((s) => s.targets.includes('proxymapd') && s.targets.includes('postfix') && s.name !== 'proxywrite');
+  const both = all.filter((s) => s.targets.includes('proxymapd') && s.targets.includes('postfix') && s.name !== 'proxywrite' && !COMPARISONS[s.name]);
   if (all.length < 2 || !both.length) return;
   console.log('');
   console.log('== summary (proxymapd vs postfix; medians over rounds)');

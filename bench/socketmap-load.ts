@@ -5,8 +5,8 @@
  * reply, as Postfix's dict_sockmap client does (it holds one connection and
  * waits for each reply). Requests and the expected replies (`OK value` or
  * `NOTFOUND `, as netstrings) are encoded once up front and every reply is
- * compared byte for byte. Main thread only; the C load generator
- * (bench/loadgen.c) speaks only the proxymap protocol.
+ * compared byte for byte. Main thread only; the C load generator has the
+ * same mode (bench/loadgen.c -m NAME).
  *
  * The result has the shape of bench/load.ts's LoadResult, so the bench
  * reports both protocols in the same table.

@@ -15,6 +15,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startRedis, type RedisServer } from '../test/tables/network/redis.js';
 
+const UPDATE_PREFIX = 'verify:';
+
 export interface RedisScenario {
   /** `redis:CF` per open sample; the first is the measured table */
   lookupTables: string[];
@@ -22,6 +24,8 @@ export interface RedisScenario {
   updateTable: string;
   /** the redis-server's pid, whose CPU the report shows apart from the rest of the machine's */
   pid(): number[];
+  /** keys the update table has written (SCAN MATCH verify:*, counted on the server) */
+  written(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -47,8 +51,18 @@ export async function startRedisScenario(dir: string, text: string, copies: numb
     };
     return {
       lookupTables: Array.from({ length: copies }, (_, i) => cf(`redis-${i}.cf`)),
-      updateTable: cf('redis-verify.cf', 'key_format = verify:%s\n'),
+      updateTable: cf('redis-verify.cf', `key_format = ${UPDATE_PREFIX}%s\n`),
       pid: () => (Number.isFinite(pid) ? [pid] : []),
+      async written() {
+        let n = 0;
+        let cursor = '0';
+        do {
+          const [next, keys] = await c.scan(cursor, 'MATCH', `${UPDATE_PREFIX}*`, 'COUNT', 1000);
+          n += keys.length;
+          cursor = next;
+        } while (cursor !== '0');
+        return n;
+      },
       stop: () => redis.stop(),
     };
   } catch (e) {

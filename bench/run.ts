@@ -882,6 +882,14 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
     if (writer) {
       sr.updates = [];
       await updateRounds(ctx, sr, [{ target: 'proxymapd', ...writer }], args.conns);
+      // what was written is there: counted on redis-server, listed by the real postmap from the lmdb file
+      const inRedis = await redis!.written();
+      const lmdb = writer.tables.find((t) => t.startsWith('lmdb:'))!;
+      const q = spawnSync('postmap', ['-c', ctx.postmapConf, '-s', lmdb], { encoding: 'latin1', timeout: 60_000, maxBuffer: 1 << 28 });
+      const inLmdb = q.stdout.split('\n').filter(Boolean).length;
+      console.error(`[${name}] written: ${inRedis} keys in redis-server, ${inLmdb} entries listed by postmap -s ${lmdb}`);
+      if (inRedis === 0) sr.failures.push(`${writer.tables[0]}: no keys written to redis-server`);
+      if (q.status !== 0 || inLmdb === 0) sr.failures.push(`${lmdb}: postmap -s: status ${q.status}, ${inLmdb} entries: ${q.stderr}`);
     }
     if (metricsSocket) {
       const t0 = performance.now();

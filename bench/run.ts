@@ -155,7 +155,7 @@ const USAGE = `usage: npm run bench -- [options]
   --redis-entries N  entries in the redis scenario's redis and lmdb tables (default 100000)
   --update-conns LIST  connection counts of the proxywrite scenario (default 1,4)
   --open-samples N   copies of the table whose open is timed; the median is reported (default 3)
-  --conns LIST       connection counts (default 1,20)
+  --conns LIST       connection counts (default 1,20; also of the redis scenario's updates)
   --sql-conns LIST   connection counts of the mysql, pgsql and ldap scenarios (default 1,50)
   --sql-rows N       rows in the mysql and pgsql tables, entries in the ldap directory (default 10000)
   --sql-pool N       proxymapd_sql_max_connections for proxymapd, the SQL and LDAP pool size (default: not set,

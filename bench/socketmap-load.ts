@@ -115,6 +115,7 @@ export async function runSocketmapLoad(o: SocketmapLoadOptions): Promise<LoadRes
             s.write(requests[k]!);
           };
           s.on('data', (d: Buffer) => {
+            if (done) return;
             pending = pending.length ? Buffer.concat([pending, d]) : d;
             for (;;) {
               const n = netstringLength(pending);
@@ -126,7 +127,7 @@ export async function runSocketmapLoad(o: SocketmapLoadOptions): Promise<LoadRes
               const now = hr();
               const want = replies[k]!;
               if (n !== want.length || pending.compare(want, 0, want.length, 0, n) !== 0) {
-                error(`conn ${id}: key ${JSON.stringify(o.keys[k])}: reply ${JSON.stringify(pending.toString('utf8', 0, n))}`);
+                error(`conn ${id}: key ${JSON.stringify(o.keys[k])}: reply ${JSON.stringify(pending.toString('utf8', pending.indexOf(0x3a) + 1, n - 1))}`);
               }
               pending = pending.subarray(n);
               // count mode measures every reply (no warm-up); duration mode the requests sent inside the window

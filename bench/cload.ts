@@ -41,6 +41,8 @@ export interface CLoadOptions {
   durationMs: number;
   warmupMs: number;
   lookupFlags?: number;
+  /** speak socketmap with this request name instead of proxymap (socketPath may then be inet:HOST:PORT) */
+  socketmap?: string;
 }
 
 /** Run the C generator once; its JSON line becomes a LoadResult. */
@@ -48,6 +50,7 @@ export function runCLoad(o: CLoadOptions): Promise<LoadResult> {
   const args = [
     '-s', o.socketPath, '-t', o.table, '-k', o.plan, '-c', String(o.connections),
     '-d', String(o.durationMs / 1000), '-w', String(o.warmupMs / 1000), '-f', String(o.lookupFlags ?? LEGACY_LOOKUP_FLAGS),
+    ...(o.socketmap ? ['-m', o.socketmap] : []),
   ];
   return new Promise((resolve, reject) => {
     const p = spawn(o.binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });

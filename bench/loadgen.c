@@ -10,7 +10,12 @@
  * expected status and value.
  *
  *   loadgen -s SOCKET -t TABLE -k PLANFILE [-c CONNS] [-d SEC] [-w SEC]
- *           [-f LOOKUP_FLAGS] [-o OPEN_FLAGS]
+ *           [-f LOOKUP_FLAGS] [-o OPEN_FLAGS] [-m NAME]
+ *
+ * -m NAME: speak socketmap(5) instead, as Postfix's dict_sockmap client does
+ * (no announcement, no open; requests are netstrings "NAME key", replies
+ * netstrings "OK value" or "NOTFOUND "); -t is then ignored. SOCKET is a
+ * UNIX socket path, or inet:HOST:PORT (TCP, TCP_NODELAY; either protocol).
  *
  * PLANFILE: records "key\0S\0value\0", S = 0 (found, value) or 1 (not found,
  * value empty). Connection i starts at key (i * nkeys / conns) and walks the
@@ -28,6 +33,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,7 +47,7 @@ struct entry {
     size_t vallen;
 };
 
-static const char *sock_path, *table_name;
+static const char *sock_path, *table_name, *sm_name;
 static struct entry *entries;
 static size_t nentries;
 static int nconns = 20;
@@ -100,6 +108,30 @@ static int read_str(struct conn *c, char *out, size_t cap, size_t *len) {
         }
         if (fill(c) < 0) return -1;
     }
+}
+
+/* Read one netstring's payload into out (cap bytes at most); 0 ok, -1 EOF/error, -2 malformed or too long. */
+static int read_netstring(struct conn *c, char *out, size_t cap, size_t *len) {
+    size_t n = 0, digits = 0;
+    for (;;) {
+        if (c->rpos == c->rlen && fill(c) < 0) return -1;
+        char ch = c->rbuf[c->rpos++];
+        if (ch == ':' && digits > 0) break;
+        if (ch < '0' || ch > '9' || ++digits > 9) return -2;
+        n = n * 10 + (size_t)(ch - '0');
+    }
+    if (n > cap) return -2;
+    for (size_t got = 0; got < n;) {
+        if (c->rpos == c->rlen && fill(c) < 0) return -1;
+        size_t k = c->rlen - c->rpos < n - got ? c->rlen - c->rpos : n - got;
+        memcpy(out + got, c->rbuf + c->rpos, k);
+        c->rpos += k;
+        got += k;
+    }
+    if (c->rpos == c->rlen && fill(c) < 0) return -1;
+    if (c->rbuf[c->rpos++] != ',') return -2;
+    *len = n;
+    return 0;
 }
 
 #define MAXATTR 8
@@ -183,22 +215,37 @@ static void *run(void *arg) {
     struct conn *c = arg;
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     struct record *rec = malloc(sizeof(*rec));
-    char *req = malloc(16384 + strlen(table_name));
+    char *req = malloc(16384 + strlen(table_name) + (sm_name ? strlen(sm_name) : 0));
     size_t i, tl = strlen(table_name);
     int ok = 1;
 
-    c->fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
-    if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        fail(c, "connect %s: %s", sock_path, strerror(errno));
-        ok = 0;
+    if (strncmp(sock_path, "inet:", 5) == 0) {
+        char host[256];
+        const char *colon = strrchr(sock_path + 5, ':');
+        struct sockaddr_in in = {.sin_family = AF_INET};
+        int one = 1;
+        snprintf(host, sizeof(host), "%.*s", colon ? (int)(colon - sock_path - 5) : 0, sock_path + 5);
+        if (colon) in.sin_port = htons((uint16_t)atoi(colon + 1));
+        c->fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (c->fd < 0 || !colon || inet_pton(AF_INET, host, &in.sin_addr) != 1 ||
+            setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 || connect(c->fd, (struct sockaddr *)&in, sizeof(in)) < 0) {
+            fail(c, "connect %s: %s", sock_path, strerror(errno));
+            ok = 0;
+        }
+    } else {
+        c->fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+        if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+            fail(c, "connect %s: %s", sock_path, strerror(errno));
+            ok = 0;
+        }
     }
-    /* announcement */
-    if (ok && (read_record(c, rec) != 0 || !attr(rec, "protocol", NULL) || strcmp(attr(rec, "protocol", NULL), "proxymap_protocol") != 0)) {
+    /* announcement (socketmap has none, nor an open) */
+    if (ok && !sm_name && (read_record(c, rec) != 0 || !attr(rec, "protocol", NULL) || strcmp(attr(rec, "protocol", NULL), "proxymap_protocol") != 0)) {
         fail(c, "bad announcement%s%s", "", "");
         ok = 0;
     }
-    if (ok) {
+    if (ok && !sm_name) {
         size_t n = head(req, "open", tl, open_flags);
         req[n++] = '\0';
         const char *st;
@@ -216,24 +263,41 @@ static void *run(void *arg) {
     while (ok) {
         const struct entry *e = &entries[i];
         if (++i == nentries) i = 0;
-        size_t n = pre + put(req + pre, e->key, e->keylen);
-        req[n++] = '\0';
+        size_t n;
+        if (sm_name) {
+            n = (size_t)sprintf(req, "%zu:%s ", strlen(sm_name) + 1 + e->keylen, sm_name);
+            memcpy(req + n, e->key, e->keylen);
+            n += e->keylen;
+            req[n++] = ',';
+        } else {
+            n = pre + put(req + pre, e->key, e->keylen);
+            req[n++] = '\0';
+        }
         uint64_t t0 = now_ns();
         if (t0 >= t_end) break;
         if (write_all(c->fd, req, n) < 0) {
             fail(c, "write: %s%s", strerror(errno), "");
             break;
         }
-        int r = read_record(c, rec);
+        size_t vl = 0;
+        const char *st = NULL, *val = NULL;
+        int r = sm_name ? read_netstring(c, rec->value[0], sizeof(rec->value[0]), &vl) : read_record(c, rec);
         uint64_t t1 = now_ns();
         if (r != 0) {
-            fail(c, "reply: %s%s", r == -1 ? "connection closed" : "too many attributes", "");
+            fail(c, "reply: %s%s", r == -1 ? "connection closed" : sm_name ? "malformed netstring" : "too many attributes", "");
             break;
         }
-        size_t vl = 0;
-        const char *st = attr(rec, "status", NULL), *val = attr(rec, "value", &vl);
-        int want = e->status;
-        int good = st && val && atoi(st) == want && (want != 0 || (vl == e->vallen && memcmp(val, e->value, vl) == 0));
+        int want = e->status, good;
+        if (sm_name) {
+            /* "OK value" or "NOTFOUND " */
+            val = rec->value[0];
+            st = vl >= 3 && memcmp(val, "OK ", 3) == 0 ? "0" : vl == 9 && memcmp(val, "NOTFOUND ", 9) == 0 ? "1" : "(other)";
+            good = atoi(st) == want && strcmp(st, "(other)") != 0 && (want != 0 || (vl - 3 == e->vallen && memcmp(val + 3, e->value, e->vallen) == 0));
+        } else {
+            st = attr(rec, "status", NULL);
+            val = attr(rec, "value", &vl);
+            good = st && val && atoi(st) == want && (want != 0 || (vl == e->vallen && memcmp(val, e->value, vl) == 0));
+        }
         if (t1 >= t_measure && t1 <= t_end) {
             if (good) {
                 c->lookups++;
@@ -254,7 +318,7 @@ static int cmp_u32(const void *a, const void *b) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: loadgen -s SOCKET -t TABLE -k PLANFILE [-c CONNS] [-d SEC] [-w SEC] [-f LOOKUP_FLAGS] [-o OPEN_FLAGS]\n");
+    fprintf(stderr, "usage: loadgen -s SOCKET|inet:HOST:PORT -t TABLE -k PLANFILE [-c CONNS] [-d SEC] [-w SEC] [-f LOOKUP_FLAGS] [-o OPEN_FLAGS] [-m SOCKETMAP_NAME]\n");
     exit(2);
 }
 
@@ -272,7 +336,7 @@ static void json_str(const char *s) {
 int main(int argc, char **argv) {
     const char *plan = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "s:t:k:c:d:w:f:o:")) != -1) {
+    while ((opt = getopt(argc, argv, "s:t:k:c:d:w:f:o:m:")) != -1) {
         switch (opt) {
         case 's': sock_path = optarg; break;
         case 't': table_name = optarg; break;
@@ -282,6 +346,7 @@ int main(int argc, char **argv) {
         case 'w': warmup_s = atof(optarg); break;
         case 'f': lookup_flags = atol(optarg); break;
         case 'o': open_flags = atol(optarg); break;
+        case 'm': sm_name = optarg; break;
         default: usage();
         }
     }

@@ -40,6 +40,19 @@
  * bound as each DN counted on slapd's side (cn=Monitor) during every run
  * (column `ldap conns`). It runs at --sql-conns, with --sql-rows entries and
  * --sql-pool (proxymapd_sql_max_connections sizes the LDAP pool too).
+ *
+ * The redis scenario (bench/redis.ts) serves one key set from two tables of
+ * the same proxymapd: an lmdb table built by postmap and a throwaway
+ * redis-server loaded with the same entries (target pmd-redis), every redis
+ * answer checked against postmap's answer from the lmdb table; the real
+ * proxymap serves the lmdb table beside them. Then updates/s through
+ * proxymapd's proxywrite into a redis: and an lmdb cache, at --conns.
+ *
+ * The socketmap scenario looks the texthash table up through proxymapd's
+ * socketmap front-end (proxymapd_socketmap_listen on a UNIX socket and on
+ * 127.0.0.1, targets pmd-sm-unix and pmd-sm-inet; the node client of
+ * bench/socketmap-load.ts, and loadgen.c -m) and through the proxymap
+ * protocol of the same process.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -54,6 +67,9 @@ import { buildScenario, INDEXED_SCENARIOS, SCENARIOS, type ScenarioData, type Sc
 import { runUpdates, type UpdateLoadResult } from './updates.js';
 import { startLdapScenario } from './ldap.js';
 import { peakWhile, startSqlScenario, type ServerScenario, type SqlKind } from './sql.js';
+import { startRedisScenario, type RedisScenario } from './redis.js';
+import { runSocketmapLoad, type SocketmapAddress } from './socketmap-load.js';
+import { freePort } from '../test/sql/servers.js';
 import {
   postfixAvailable,
   postfixUnavailableReason,
@@ -61,14 +77,27 @@ import {
   type PostfixInstance,
 } from '../test/interop/postfix-instance.js';
 
-/** pmd+metrics: a second proxymapd with proxymapd_metrics_listen set (--metrics), measured beside the first */
-type Target = 'proxymapd' | 'postfix' | 'pmd+metrics';
-/** The database user (SQL, ldap scenarios) a target's tables connect as: pmd+metrics uses proxymapd's. */
-const dbUser = (t: Target): Exclude<Target, 'pmd+metrics'> => (t === 'pmd+metrics' ? 'proxymapd' : t);
+/**
+ * pmd+metrics: a second proxymapd with proxymapd_metrics_listen set (--metrics), measured beside the first;
+ * pmd-redis (redis scenario): the redis: table of the first proxymapd; pmd-sm-unix, pmd-sm-inet (socketmap
+ * scenario): the first proxymapd's socketmap front-end
+ */
+type Target = 'proxymapd' | 'postfix' | 'pmd+metrics' | 'pmd-redis' | 'pmd-sm-unix' | 'pmd-sm-inet';
+/** Targets that are another view of the first proxymapd process (its memory is reported once). */
+const SAME_PROCESS: readonly Target[] = ['pmd-redis', 'pmd-sm-unix', 'pmd-sm-inet'];
+/** The database user (SQL, ldap scenarios) a target's tables connect as: every proxymapd uses proxymapd's. */
+const dbUser = (t: Target): 'proxymapd' | 'postfix' => (t === 'postfix' ? 'postfix' : 'proxymapd');
 type LoadGen = 'node' | 'c';
 const LOADGENS: readonly LoadGen[] = ['node', 'c'];
-type ScenarioName = FileScenario | SqlKind | 'ldap';
+type ScenarioName = FileScenario | SqlKind | 'ldap' | 'redis' | 'socketmap';
 const SQL_SCENARIOS: readonly SqlKind[] = ['mysql', 'pgsql'];
+/** Not in `all`: redis needs redis-server; socketmap is the texthash table through another protocol. */
+const OTHER_SCENARIOS = ['ldap', 'redis', 'socketmap'] as const;
+/** Per scenario, the ratios printed under its load table: [numerator, denominator, label]. */
+const COMPARISONS: Partial<Record<ScenarioName, Array<[Target, Target, string]>>> = {
+  redis: [['pmd-redis', 'proxymapd', 'redis/lmdb']],
+  socketmap: [['pmd-sm-unix', 'proxymapd', 'sm-unix/pmap'], ['pmd-sm-inet', 'proxymapd', 'sm-inet/pmap']],
+};
 const isSql = (n: ScenarioName): n is SqlKind => (SQL_SCENARIOS as readonly string[]).includes(n);
 /** Scenarios on a throwaway server whose connections are counted: mysql, pgsql, ldap. */
 const isServer = (n: ScenarioName): n is SqlKind | 'ldap' => isSql(n) || n === 'ldap';
@@ -91,6 +120,8 @@ interface Args {
   sqlConns: number[];
   sqlRows: number;
   sqlPool?: number;
+  /** entries in the redis scenario's tables */
+  redisEntries: number;
   /** extra main.cf lines for proxymapd (--pmd-param NAME=VALUE, repeatable) */
   pmdParams: string[];
   rounds: number;
@@ -109,7 +140,9 @@ interface Args {
 const USAGE = `usage: npm run bench -- [options]
   --scenario NAME    texthash (default) | regexp | pcre | cidr | cdb | lmdb | hash | proxywrite | all (all of
                      these) | mysql | pgsql | sql (mysql and pgsql), or a comma list; mysql/pgsql start a
-                     throwaway server (root) | ldap (a throwaway slapd, root)
+                     throwaway server (root) | ldap (a throwaway slapd, root) | redis (redis: vs lmdb through
+                     proxymapd, a throwaway redis-server; lookups and updates) | socketmap (texthash through the
+                     socketmap front-end vs the proxymap protocol)
   --duration SEC     measured time per run (default 3)
   --warmup SEC       warm-up per run, not measured (default 1)
   --keys N           keys in the texthash table (default 10000)
@@ -117,10 +150,12 @@ const USAGE = `usage: npm run bench -- [options]
   --cidr-rules N     lines in the cidr table (default 100000)
   --pattern-keys N   keys looked up in the regexp, pcre and cidr tables (default 2000)
   --indexed-entries N  entries in the cdb, lmdb and hash tables (default 1000000)
-  --indexed-lookups N  keys looked up in them, spread over the table, 10% absent (default 50000)
+  --indexed-lookups N  keys looked up in them (and in the redis scenario's), spread over the table, 10% absent
+                     (default 50000)
+  --redis-entries N  entries in the redis scenario's redis and lmdb tables (default 100000)
   --update-conns LIST  connection counts of the proxywrite scenario (default 1,4)
   --open-samples N   copies of the table whose open is timed; the median is reported (default 3)
-  --conns LIST       connection counts (default 1,20)
+  --conns LIST       connection counts (default 1,20; also of the redis scenario's updates)
   --sql-conns LIST   connection counts of the mysql, pgsql and ldap scenarios (default 1,50)
   --sql-rows N       rows in the mysql and pgsql tables, entries in the ldap directory (default 10000)
   --sql-pool N       proxymapd_sql_max_connections for proxymapd, the SQL and LDAP pool size (default: not set,
@@ -155,6 +190,7 @@ function parseArgs(argv: string[]): Args {
     conns: [1, 20],
     sqlConns: [1, 50],
     sqlRows: 10_000,
+    redisEntries: 100_000,
     rounds: 3,
     workers: 0,
     loadgens: ['node', 'c'],
@@ -180,8 +216,8 @@ function parseArgs(argv: string[]): Args {
         const v = next() ?? '';
         const names = v.split(',').map((s) => s.trim()).flatMap((n) => (n === 'all' ? [...SCENARIOS] : n === 'sql' ? [...SQL_SCENARIOS] : [n]));
         for (const n of names) {
-          if (!([...SCENARIOS, ...SQL_SCENARIOS, 'ldap'] as readonly string[]).includes(n)) {
-            throw new Error(`--scenario: expected ${[...SCENARIOS, ...SQL_SCENARIOS, 'ldap'].join(', ')}, all or sql, got ${n}`);
+          if (!([...SCENARIOS, ...SQL_SCENARIOS, ...OTHER_SCENARIOS] as readonly string[]).includes(n)) {
+            throw new Error(`--scenario: expected ${[...SCENARIOS, ...SQL_SCENARIOS, ...OTHER_SCENARIOS].join(', ')}, all or sql, got ${n}`);
           }
         }
         a.scenarios = [...new Set(names as ScenarioName[])];
@@ -222,6 +258,7 @@ function parseArgs(argv: string[]): Args {
       }
       case '--sql-rows': a.sqlRows = Math.floor(num(opt, next(), 10)); break;
       case '--sql-pool': a.sqlPool = Math.floor(num(opt, next(), 1)); break;
+      case '--redis-entries': a.redisEntries = Math.floor(num(opt, next(), 10)); break;
       case '--pmd-param': {
         const v = next();
         if (!/^[A-Za-z0-9_]+ *= *[^\n]*$/.test(v)) throw new Error(`--pmd-param: expected NAME=VALUE, got ${v}`);
@@ -503,6 +540,8 @@ interface TargetInfo {
   pids: () => number[];
   /** the processes that hold the tables (proxymapd; the real proxymap processes) */
   tablePids: () => number[];
+  /** looked up through the socketmap front-end (request name `name`) instead of the proxymap protocol */
+  socketmap?: { address: SocketmapAddress; name: string };
 }
 
 interface MemoryResult {
@@ -583,7 +622,8 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
   const mark = cleanups.length;
   let data: Pick<ScenarioData, 'describe' | 'keys'>;
   let sql: ServerScenario | undefined;
-  const tablesOf: Record<Exclude<Target, 'pmd+metrics'>, string[]> = { proxymapd: [], postfix: [] };
+  let redis: RedisScenario | undefined;
+  const tablesOf: Record<'proxymapd' | 'postfix', string[]> = { proxymapd: [], postfix: [] };
   if (isServer(name)) {
     process.stderr.write(`[${name}] starting a throwaway ${name === 'ldap' ? 'slapd' : `${name} server`} ... `);
     const starting = name === 'ldap' ? startLdapScenario(dir, args.sqlRows, args.openSamples) : startSqlScenario(name, dir, args.sqlRows, args.openSamples);
@@ -594,15 +634,18 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
     tablesOf.proxymapd = sql.tables.proxymapd;
     tablesOf.postfix = sql.tables.postfix;
   } else {
-    const file = buildScenario(name, {
+    // redis: the lmdb table (built by postmap below) and a redis-server loaded with its entries; socketmap: texthash
+    const file = buildScenario(name === 'redis' ? 'lmdb' : name === 'socketmap' ? 'texthash' : name, {
       texthashKeys: args.keys,
       regexpRules: args.regexpRules,
       cidrRules: args.cidrRules,
       patternKeys: args.patternKeys,
-      indexedEntries: args.indexedEntries,
+      indexedEntries: name === 'redis' ? args.redisEntries : args.indexedEntries,
       indexedKeys: args.indexedLookups,
     });
     data = file;
+    if (name === 'redis') data = { ...file, describe: `${file.entries} keys in redis-server (UNIX socket) and in lmdb (built by postmap), both through proxymapd` };
+    if (name === 'socketmap') data = { ...file, describe: `${file.describe} through the socketmap front-end and the proxymap protocol of one proxymapd` };
     // (indexed tables are built by postmap below)
     for (let i = 0; i < args.openSamples && !file.indexed; i++) {
       const f = path.join(dir, i === 0 ? `table.${file.type}` : `table-${i + 1}.${file.type}`);
@@ -635,7 +678,31 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
     tablesOf.postfix = tablesOf.proxymapd;
   }
   const table = tablesOf.proxymapd[0]!;
-  const readMaps = [...new Set([smallTable, ...tablesOf.proxymapd, ...tablesOf.postfix])].map((t) => `proxy:${t}`).join(' ');
+  /** main.cf lines of the first proxymapd that the scenario needs, and its own targets on that process */
+  let scenarioCf = '';
+  let writeTables: string[] = [];
+  const ownTargets: Array<Pick<TargetInfo, 'target' | 'table' | 'tables' | 'socketmap'>> = [];
+  if (name === 'redis') {
+    process.stderr.write(`[${name}] starting a throwaway redis-server, loading ${(data as ScenarioData).entries} entries ... `);
+    const starting = startRedisScenario(dir, (data as ScenarioData).text, args.openSamples);
+    cleanups.push(async () => (await starting.catch(() => undefined))?.stop());
+    redis = await starting;
+    process.stderr.write('ready\n');
+    ownTargets.push({ target: 'pmd-redis', table: redis.lookupTables[0]!, tables: redis.lookupTables });
+    fs.mkdirSync(path.join(dir, 'cache'));
+    writeTables = [redis.updateTable, `lmdb:${path.join(dir, 'cache', 'verify_cache')}`];
+    scenarioCf = `proxy_write_maps = ${writeTables.map((t) => `proxy:${t}`).join(' ')}\n`;
+  }
+  if (name === 'socketmap') {
+    const port = await freePort();
+    const unix = path.join(dir, 'socketmap.sock');
+    scenarioCf = `proxymapd_socketmap_listen = unix:${unix} inet:127.0.0.1:${port}\nproxymapd_socketmap_maps = bench=${table}\n`;
+    ownTargets.push(
+      { target: 'pmd-sm-unix', table, tables: [], socketmap: { address: { path: unix }, name: 'bench' } },
+      { target: 'pmd-sm-inet', table, tables: [], socketmap: { address: { host: '127.0.0.1', port }, name: 'bench' } },
+    );
+  }
+  const readMaps = [...new Set([smallTable, ...tablesOf.proxymapd, ...tablesOf.postfix, ...(redis?.lookupTables ?? [])])].map((t) => `proxy:${t}`).join(' ');
   const sr: ScenarioResult = {
     name,
     describe: data.describe,
@@ -665,6 +732,8 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
     // 2. fresh servers
     const targets: TargetInfo[] = [];
     let metricsSocket: string | undefined;
+    /** redis: the first proxymapd's proxywrite socket and the tables the update runs write */
+    let writer: { socket: string; tables: string[] } | undefined;
     const variants: Array<{ target: Target; extra: (base: string) => string }> = [];
     if (ctx.wantProxymapd) {
       variants.push({ target: 'proxymapd', extra: () => '' });
@@ -677,13 +746,18 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
       fs.mkdirSync(conf, { recursive: true });
       fs.mkdirSync(queue, { recursive: true });
       const pool = sql && args.sqlPool ? `proxymapd_sql_max_connections = ${args.sqlPool}\n` : '';
-      fs.writeFileSync(path.join(conf, 'main.cf'), `queue_directory = ${queue}\nproxy_read_maps = ${readMaps}\ncompatibility_level = 3.6\n${pool}${v.extra(base)}${args.pmdParams.map((l) => `${l}\n`).join('')}`);
+      const own = v.target === 'proxymapd' ? scenarioCf : '';
+      fs.writeFileSync(path.join(conf, 'main.cf'), `queue_directory = ${queue}\nproxy_read_maps = ${readMaps}\ncompatibility_level = 3.6\n${pool}${own}${v.extra(base)}${args.pmdParams.map((l) => `${l}\n`).join('')}`);
       const profDir = args.cpuProfDir ? path.join(args.cpuProfDir, name, v.target) : undefined;
       if (profDir) fs.mkdirSync(profDir, { recursive: true });
       process.stderr.write(`[${name}] starting ${v.target} ... `);
       const pmd = await startProxymapd(ctx.repo, conf, path.join(queue, 'private', 'proxymap'), profDir, args.cpuProfIntervalUs);
       process.stderr.write(`pid ${pmd.pid}\n`);
       targets.push({ target: v.target, table: tablesOf.proxymapd[0]!, tables: tablesOf.proxymapd, socket: pmd.socket, pids: () => [pmd.pid], tablePids: () => [pmd.pid] });
+      if (v.target === 'proxymapd') {
+        for (const o of ownTargets) targets.push({ ...o, socket: pmd.socket, pids: () => [pmd.pid], tablePids: () => [pmd.pid] });
+        if (writeTables.length) writer = { socket: path.join(queue, 'private', 'proxywrite'), tables: writeTables };
+      }
       if (v.target === 'pmd+metrics') metricsSocket = path.join(base, 'metrics.sock');
       cleanups.push(async () => {
         // surface warnings/errors proxymapd logged during the run
@@ -716,8 +790,12 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
     const live: TargetInfo[] = [];
     for (const t of targets) {
       if (interrupted) throw new Error('interrupted');
-      const mem: MemoryResult = { target: t.target, before: t.target !== 'postfix' ? memorySum(t.tablePids()) : undefined };
-      sr.memory!.push(mem);
+      if (!SAME_PROCESS.includes(t.target)) sr.memory!.push({ target: t.target, before: t.target !== 'postfix' ? memorySum(t.tablePids()) : undefined });
+      if (t.socketmap) {
+        // socketmap has no open request: the table is the proxymapd target's, opened by the time it is measured
+        live.push(t);
+        continue;
+      }
       try {
         const o = await timeOpens({
           socketPath: t.socket,
@@ -739,20 +817,18 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
     }
     sr.targets = live.map((t) => t.target);
 
+    /** The node load generator on a target, over its protocol; every reply checked against postmap's answer. */
+    const nodeLoad = (t: TargetInfo, o: { connections: number; durationMs?: number; warmupMs: number; requests?: number; workers: number; requestTimeoutMs?: number }) => {
+      const { workers, ...rest } = o;
+      return t.socketmap
+        ? runSocketmapLoad({ address: t.socketmap.address, name: t.socketmap.name, keys: data.keys, expected, ...rest })
+        : runLoad({ socketPath: t.socket, table: t.table, keys: data.keys, expected, workers, ...rest });
+    };
+
     // 4. every key once, every reply checked against postmap's answer
     for (const t of live) {
       if (interrupted) throw new Error('interrupted');
-      const r = await runLoad({
-        socketPath: t.socket,
-        table: t.table,
-        keys: data.keys,
-        expected,
-        connections: 1,
-        requests: data.keys.length,
-        warmupMs: 0,
-        workers: 0,
-        requestTimeoutMs: 30_000,
-      });
+      const r = await nodeLoad(t, { connections: 1, requests: data.keys.length, warmupMs: 0, workers: 0, requestTimeoutMs: 30_000 });
       sr.verify.push({ target: t.target, lookups: r.lookups, errors: r.errors, errorSamples: r.errorSamples, lookupsPerSec: r.lookupsPerSec });
       console.error(
         `[${name}] ${t.target.padEnd(9)} verified ${r.lookups} keys (${fmt(r.lookupsPerSec)}/s): ` +
@@ -768,7 +844,7 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
         for (const gen of args.loadgens) {
         for (const t of live) {
           if (interrupted) throw new Error('interrupted');
-          const backendPids = sql?.serverPids?.() ?? [];
+          const backendPids = sql?.serverPids?.() ?? redis?.pid() ?? [];
           const before = snapshot(t.pids(), backendPids);
           const counting = sql ? peakWhile(() => sql!.connections(dbUser(t.target))) : undefined;
           const r =
@@ -776,22 +852,14 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
               ? await runCLoad({
                   binary: ctx.loadgenBin!,
                   plan,
-                  socketPath: t.socket,
+                  socketPath: !t.socketmap ? t.socket : 'path' in t.socketmap.address ? t.socketmap.address.path : `inet:${t.socketmap.address.host}:${t.socketmap.address.port}`,
                   table: t.table,
                   connections: conns,
                   durationMs: args.durationSec * 1000,
                   warmupMs: args.warmupSec * 1000,
+                  socketmap: t.socketmap?.name,
                 })
-              : await runLoad({
-                  socketPath: t.socket,
-                  table: t.table,
-                  keys: data.keys,
-                  expected,
-                  connections: conns,
-                  durationMs: args.durationSec * 1000,
-                  warmupMs: args.warmupSec * 1000,
-                  workers: args.workers,
-                });
+              : await nodeLoad(t, { connections: conns, durationMs: args.durationSec * 1000, warmupMs: args.warmupSec * 1000, workers: args.workers });
           const after = snapshot([...new Set([...before.server.keys(), ...t.pids()])], backendPids);
           const dbConns = await counting?.stop();
           const cpu = cpuBetween(before, after);
@@ -802,13 +870,26 @@ async function runScenario(ctx: Ctx, name: ScenarioName): Promise<ScenarioResult
           if (mem) mem.after = memorySum(t.tablePids());
           console.error(
             `[${name}] round ${round}: ${gen.padEnd(4)} ${t.target.padEnd(9)} ${String(conns).padStart(3)} conn  ${fmt(r.lookupsPerSec).padStart(7)}/s  ` +
-              `p50 ${fmt(r.p50Us, 1)} µs  p99 ${fmt(r.p99Us, 1)} µs  cpu server ${fmt(cpu.server)}% client ${fmt(cpu.client)}%${backendPids.length ? ` slapd ${fmt(cpu.backend)}%` : ''} other ${fmt(cpu.other)}%` +
+              `p50 ${fmt(r.p50Us, 1)} µs  p99 ${fmt(r.p99Us, 1)} µs  cpu server ${fmt(cpu.server)}% client ${fmt(cpu.client)}%${backendPids.length ? ` ${redis ? 'redis' : 'slapd'} ${fmt(cpu.backend)}%` : ''} other ${fmt(cpu.other)}%` +
               (dbConns !== undefined ? `  db connections ${dbConns}` : '') +
               (r.errors ? `  ERRORS ${r.errors}: ${r.errorSamples.join('; ')}` : ''),
           );
         }
         }
       }
+    }
+    // redis: updates/s through the same proxymapd's proxywrite, redis vs lmdb
+    if (writer) {
+      sr.updates = [];
+      await updateRounds(ctx, sr, [{ target: 'proxymapd', ...writer }], args.conns);
+      // what was written is there: counted on redis-server, listed by the real postmap from the lmdb file
+      const inRedis = await redis!.written();
+      const lmdb = writer.tables.find((t) => t.startsWith('lmdb:'))!;
+      const q = spawnSync('postmap', ['-c', ctx.postmapConf, '-s', lmdb], { encoding: 'latin1', timeout: 60_000, maxBuffer: 1 << 28 });
+      const inLmdb = q.stdout.split('\n').filter(Boolean).length;
+      console.error(`[${name}] written: ${inRedis} keys in redis-server, ${inLmdb} entries listed by postmap -s ${lmdb}`);
+      if (inRedis === 0) sr.failures.push(`${writer.tables[0]}: no keys written to redis-server`);
+      if (q.status !== 0 || inLmdb === 0) sr.failures.push(`${lmdb}: postmap -s: status ${q.status}, ${inLmdb} entries: ${q.stderr}`);
     }
     if (metricsSocket) {
       const t0 = performance.now();
@@ -874,8 +955,8 @@ function printScenario(sr: ScenarioResult, args: Args): void {
     const w = [10, 14, 16, 16];
     console.log(pad(['open', 'first (ms)', `median of ${args.openSamples}`, '1st lookup ms'], w));
     for (const t of sr.targets) {
-      const o = openOf(sr, t)!;
-      console.log(pad([t, fmt(o.first, 1), fmt(o.median, 1), fmt(o.firstLookup, 2)], w));
+      const o = openOf(sr, t);
+      if (o) console.log(pad([t, fmt(o.first, 1), fmt(o.median, 1), fmt(o.firstLookup, 2)], w));
     }
     const m = openOf(sr, 'proxymapd');
     const p = openOf(sr, 'postfix');
@@ -894,6 +975,7 @@ function printScenario(sr: ScenarioResult, args: Args): void {
   if (!sr.results.length) return;
   for (const gen of args.loadgens) printLoad(sr, args, gen);
   printMemory(sr);
+  printUpdates(sr, false);
 }
 
 const GEN_TITLE: Record<LoadGen, string> = {
@@ -907,7 +989,7 @@ function printLoad(sr: ScenarioResult, args: Args, gen: LoadGen): void {
   const sqlCols = isServer(sr.name);
   const backCol = sr.results.some((r) => r.backendCpuPct !== undefined);
   const w = [11, 6, 10, 9, 9, 11, 11, 11, ...(backCol ? [10] : []), 9, 7, ...(sqlCols ? [10] : [])];
-  console.log(pad(['target', 'conns', 'lookups/s', 'p50 µs', 'p99 µs', 'server CPU', 'µs CPU/lkp', 'client CPU', ...(backCol ? ['slapd CPU'] : []), 'other CPU', 'errors',
+  console.log(pad(['target', 'conns', 'lookups/s', 'p50 µs', 'p99 µs', 'server CPU', 'µs CPU/lkp', 'client CPU', ...(backCol ? [sr.name === 'redis' ? 'redis CPU' : 'slapd CPU'] : []), 'other CPU', 'errors',
     ...(sqlCols ? [sr.name === 'ldap' ? 'ldap conns' : 'db conns'] : [])], w));
   for (const conns of connsFor(sr.name, args)) {
     for (const t of sr.targets) {
@@ -921,6 +1003,15 @@ function printLoad(sr: ScenarioResult, args: Args, gen: LoadGen): void {
           w,
         ),
       );
+    }
+  }
+  for (const [num, den, label] of COMPARISONS[sr.name] ?? []) {
+    if (!sr.targets.includes(num) || !sr.targets.includes(den) || !agg(sr, num, connsFor(sr.name, args)[0]!, gen)) continue;
+    console.log(pad([label, 'conns', 'lookups/s', 'p50', 'p99', 'µs CPU/lkp'], [12, 6, 10, 9, 9, 11]));
+    for (const conns of connsFor(sr.name, args)) {
+      const a = agg(sr, num, conns, gen)!;
+      const b = agg(sr, den, conns, gen)!;
+      console.log(pad(['', String(conns), ratio(a.rate, b.rate), ratio(a.p50, b.p50), ratio(a.p99, b.p99), ratio(a.server / a.rate, b.server / b.rate)], [12, 6, 10, 9, 9, 11]));
     }
   }
   if (sr.targets.includes('proxymapd') && sr.targets.includes('pmd+metrics')) {
@@ -1015,24 +1106,7 @@ async function runUpdateScenario(ctx: Ctx): Promise<ScenarioResult> {
       targets.push({ target: 'postfix', socket: inst.proxywriteSocket, tables });
     }
     sr.targets = targets.map((t) => t.target);
-    for (let round = 1; round <= args.rounds; round++) {
-      for (const kind of [0, 1]) {
-        for (const conns of args.updateConns) {
-          for (const t of targets) {
-            if (interrupted) throw new Error('interrupted');
-            const table = t.tables[kind]!;
-            const r = await runUpdates({ socketPath: t.socket, table, connections: conns, durationMs: args.durationSec * 1000, warmupMs: args.warmupSec * 1000 });
-            sr.updates!.push({ ...r, target: t.target, table: table.slice(0, table.indexOf(':')), round });
-            console.error(
-              `[${name}] round ${round}: ${t.target.padEnd(9)} ${table.slice(0, table.indexOf(':')).padEnd(5)} ${String(conns).padStart(2)} conn  ${fmt(r.updatesPerSec).padStart(6)} updates/s  ` +
-                `p50 ${fmt(r.p50Us, 0)} µs  p99 ${fmt(r.p99Us, 0)} µs` +
-                (r.errors ? `  ERRORS ${r.errors}: ${r.errorSamples.join('; ')}` : ''),
-            );
-            if (r.errors) sr.failures.push(`${t.target} ${table}: ${r.errors} failed updates: ${r.errorSamples.join('; ')}`);
-          }
-        }
-      }
-    }
+    await updateRounds(ctx, sr, targets, args.updateConns);
     // Servers stopped (the real proxywrite holds an exclusive lock on a btree from its open on), what was
     // written must read back through the real postmap.
     await unwindTo(mark);
@@ -1051,19 +1125,54 @@ async function runUpdateScenario(ctx: Ctx): Promise<ScenarioResult> {
   return sr;
 }
 
-function printUpdates(sr: ScenarioResult, args: Args): void {
+/**
+ * Update runs into sr.updates: each round, for each table position, each connection count, each target in turn
+ * (interleaved, as the lookup rounds). A target's tables are `TYPE:NAME`, one type per position.
+ */
+async function updateRounds(ctx: Ctx, sr: ScenarioResult, targets: Array<{ target: Target; socket: string; tables: string[] }>, connsList: number[]): Promise<void> {
+  const { args } = ctx;
+  const kinds = Math.max(...targets.map((t) => t.tables.length));
+  for (let round = 1; round <= args.rounds; round++) {
+    for (let kind = 0; kind < kinds; kind++) {
+      for (const conns of connsList) {
+        for (const t of targets) {
+          if (interrupted) throw new Error('interrupted');
+          const table = t.tables[kind];
+          if (!table) continue;
+          const type = table.slice(0, table.indexOf(':'));
+          const r = await runUpdates({ socketPath: t.socket, table, connections: conns, durationMs: args.durationSec * 1000, warmupMs: args.warmupSec * 1000 });
+          sr.updates!.push({ ...r, target: t.target, table: type, round });
+          console.error(
+            `[${sr.name}] round ${round}: ${t.target.padEnd(9)} ${type.padEnd(5)} ${String(conns).padStart(2)} conn  ${fmt(r.updatesPerSec).padStart(6)} updates/s  ` +
+              `p50 ${fmt(r.p50Us, 0)} µs  p99 ${fmt(r.p99Us, 0)} µs` +
+              (r.errors ? `  ERRORS ${r.errors}: ${r.errorSamples.join('; ')}` : ''),
+          );
+          if (r.errors) sr.failures.push(`${t.target} ${table}: ${r.errors} failed updates: ${r.errorSamples.join('; ')}`);
+        }
+      }
+    }
+  }
+}
+
+/** The update table; `header`: the scenario's title too (proxywrite; the redis scenario prints it with its lookups). */
+function printUpdates(sr: ScenarioResult, header: boolean): void {
   if (!sr.updates?.length) return;
   console.log('');
-  console.log(`== ${sr.name}: ${sr.describe}`);
-  for (const f of sr.failures) console.log(`   FAILED: ${f}`);
+  if (header) {
+    console.log(`== ${sr.name}: ${sr.describe}`);
+    for (const f of sr.failures) console.log(`   FAILED: ${f}`);
+  } else {
+    console.log('-- updates through proxywrite (bench/updates.ts, verify(8) flags)');
+  }
   const w = [10, 6, 6, 10, 9, 9];
   console.log(pad(['target', 'table', 'conns', 'updates/s', 'p50 µs', 'p99 µs'], w));
   const med = (t: Target, table: string, conns: number) => {
     const rs = sr.updates!.filter((u) => u.target === t && u.table === table && u.connections === conns);
     return rs.length ? { rate: median(rs.map((u) => u.updatesPerSec)), p50: median(rs.map((u) => u.p50Us)), p99: median(rs.map((u) => u.p99Us)) } : undefined;
   };
-  for (const table of ['lmdb', 'btree']) {
-    for (const conns of args.updateConns) {
+  const tables = [...new Set(sr.updates.map((u) => u.table))];
+  for (const conns of new Set(sr.updates.map((u) => u.connections))) {
+    for (const table of tables) {
       for (const t of sr.targets) {
         const m = med(t, table, conns);
         if (m) console.log(pad([t, table, String(conns), fmt(m.rate), fmt(m.p50), fmt(m.p99)], w));
@@ -1072,6 +1181,9 @@ function printUpdates(sr: ScenarioResult, args: Args): void {
       const b = med('postfix', table, conns);
       if (a && b) console.log(pad(['pmd/pfx', table, String(conns), ratio(a.rate, b.rate), ratio(a.p50, b.p50), ratio(a.p99, b.p99)], w));
     }
+    const r = med('proxymapd', 'redis', conns);
+    const l = med('proxymapd', 'lmdb', conns);
+    if (r && l) console.log(pad(['redis/lmdb', '', String(conns), ratio(r.rate, l.rate), ratio(r.p50, l.p50), ratio(r.p99, l.p99)], w));
   }
 }
 
@@ -1093,6 +1205,8 @@ function checks(sr: ScenarioResult, args: Args): Check[] {
     }
   }
   if (!(sr.targets.includes('proxymapd') && sr.targets.includes('postfix'))) return out;
+  // no targets: their proxymapd-vs-postfix tables are the lmdb and texthash scenarios', checked there
+  if (COMPARISONS[sr.name]) return out;
   if (sr.name === 'proxywrite') {
     for (const table of ['lmdb', 'btree']) {
       for (const conns of args.updateConns) {
@@ -1156,7 +1270,7 @@ function checks(sr: ScenarioResult, args: Args): Check[] {
 }
 
 function printSummary(all: ScenarioResult[], args: Args): void {
-  const both = all.filter((s) => s.targets.includes('proxymapd') && s.targets.includes('postfix') && s.name !== 'proxywrite');
+  const both = all.filter((s) => s.targets.includes('proxymapd') && s.targets.includes('postfix') && s.name !== 'proxywrite' && !COMPARISONS[s.name]);
   if (all.length < 2 || !both.length) return;
   console.log('');
   console.log('== summary (proxymapd vs postfix; medians over rounds)');
@@ -1233,7 +1347,7 @@ async function main(): Promise<number> {
 
   // ---- report ----
   for (const sr of scenarios) {
-    if (sr.name === 'proxywrite') printUpdates(sr, args);
+    if (sr.name === 'proxywrite') printUpdates(sr, true);
     else printScenario(sr, args);
   }
   console.log('');
@@ -1318,8 +1432,10 @@ process.on('unhandledRejection', (e) => {
   let limitMs = 15 * 60_000;
   try {
     const a = parseArgs(process.argv.slice(2));
-    const perScenario = a.rounds * Math.max(a.conns.length, a.sqlConns.length) * 2 * a.loadgens.length * (a.durationSec + a.warmupSec + 15) + 240;
-    limitMs = (a.scenarios.length * perScenario + 60) * 1000;
+    // redis: three targets and the update runs; socketmap: four targets
+    const targetRuns = (n: ScenarioName) => (n === 'redis' || n === 'socketmap' ? 5 : 2);
+    const perScenario = (n: ScenarioName) => a.rounds * Math.max(a.conns.length, a.sqlConns.length) * targetRuns(n) * a.loadgens.length * (a.durationSec + a.warmupSec + 15) + 240;
+    limitMs = (a.scenarios.reduce((sum, n) => sum + perScenario(n), 0) + 60) * 1000;
   } catch {
     /* main reports the error */
   }

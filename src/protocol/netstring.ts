@@ -34,21 +34,27 @@ export interface RequestDecoder {
 /** Most characters of a length (with leading zeros) before it is a format error. */
 const MAX_LENGTH_DIGITS = 20;
 
-export class NetstringDecoder implements RequestDecoder {
-  private buf = '';
+/** The buffer of received bytes that the request decoders share. */
+export abstract class BufferedDecoder implements RequestDecoder {
+  protected buf = '';
 
-  /** @param maxLength the longest payload accepted (bytes) */
-  constructor(private readonly maxLength: number) {}
+  /** @param maxLength the longest request accepted (bytes) */
+  constructor(protected readonly maxLength: number) {}
 
   /** Append received bytes. */
   push(chunk: string): void {
     this.buf = this.buf.length === 0 ? chunk : this.buf + chunk;
   }
 
-  /** Bytes received that are not yet part of a returned payload. */
+  /** Bytes received that are not yet part of a returned request. */
   get pendingBytes(): number {
     return this.buf.length;
   }
+
+  abstract next(): string | null;
+}
+
+export class NetstringDecoder extends BufferedDecoder {
 
   /** The next complete payload, or null until more bytes arrive. Throws FramingError on a malformed stream. */
   next(): string | null {

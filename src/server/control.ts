@@ -18,14 +18,13 @@
  * a JSON value, so that any part of the server can show itself in
  * `proxymapd status` with one line.
  */
-import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { log, logBytes } from '../log.js';
 import { splitAtColon } from '../tables/core/registry.js';
 import { livePools } from '../tables/dbcommon/pool.js';
 import type { ProxyServer } from './server.js';
-import { listenOnPath } from './socket-path.js';
+import { closeListener, listenOnPath } from './socket-path.js';
 import type { Service } from './handler.js';
 
 /** Longest request line accepted (bytes). */
@@ -153,14 +152,7 @@ export class ControlServer {
     const srv = this.server;
     this.server = undefined;
     if (!srv) return;
-    await new Promise<void>((resolve) => srv.close(() => resolve()));
-    if (this.socketPath) {
-      try {
-        fs.unlinkSync(this.socketPath);
-      } catch {
-        /* already gone */
-      }
-    }
+    await closeListener(srv, this.socketPath);
   }
 }
 

@@ -16,13 +16,12 @@
  * that cannot be opened is a warning: metrics are then off in this process
  * and lookups are served as usual.
  */
-import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { log } from '../log.js';
 import { health, readiness, type ReadyOptions } from './health.js';
 import type { ProxyServer } from './server.js';
-import { listenOn, listenOnPath } from './socket-path.js';
+import { closeListener, listenOn, listenOnPath } from './socket-path.js';
 
 export const METRICS_LISTEN_PARAM = 'proxymapd_metrics_listen';
 
@@ -80,17 +79,9 @@ export class MetricsHttp {
   }
 
   async close(): Promise<void> {
-    await new Promise<void>((resolve) => {
-      this.http.close(() => resolve());
-      this.http.closeAllConnections();
-    });
-    if ('path' in this.where) {
-      try {
-        fs.unlinkSync(this.where.path);
-      } catch {
-        /* already gone */
-      }
-    }
+    const closed = closeListener(this.http, 'path' in this.where ? this.where.path : undefined);
+    this.http.closeAllConnections();
+    await closed;
   }
 }
 

@@ -12,7 +12,7 @@ import { dupFd } from '../addon/fd.js';
 import { Connection, DEFAULT_CONNECTION_OPTIONS, socketTransport, type ConnectionOptions, type Transport } from './connection.js';
 import { SockSet, loopSpin } from './sockset.js';
 import { RequestHandler, type Service } from './handler.js';
-import { listenOn, listenOnPath } from './socket-path.js';
+import { closeListener, listenOn, listenOnPath } from './socket-path.js';
 import { TableInstances, type Opener, type ReloadOptions } from './instances.js';
 import { Metrics } from './metrics.js';
 import type { LookupCache } from './cache.js';
@@ -324,21 +324,7 @@ export class ProxyServer {
   /** Stop accepting new connections (the listeners close, socket paths are removed; open connections stay). */
   async stopListening(): Promise<void> {
     const listeners = this.listeners.splice(0);
-    await Promise.all(
-      listeners.map(
-        (l) =>
-          new Promise<void>((resolve) => {
-            l.server.close(() => resolve());
-            if (l.path) {
-              try {
-                fs.unlinkSync(l.path);
-              } catch {
-                /* already gone */
-              }
-            }
-          }),
-      ),
-    );
+    await Promise.all(listeners.map((l) => closeListener(l.server, l.path)));
   }
 
   /** Stop accepting; optionally drop open connections; close tables. */

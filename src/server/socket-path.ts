@@ -40,3 +40,16 @@ export function listenOn(srv: net.Server, listen: (done: () => void) => void): P
     });
   });
 }
+
+/** Stop `srv` listening and remove its socket path, if any; resolves once the server has closed. */
+export function closeListener(srv: net.Server, sockPath?: string): Promise<void> {
+  const closed = new Promise<void>((resolve) => srv.close(() => resolve()));
+  if (sockPath) {
+    try {
+      fs.unlinkSync(sockPath);
+    } catch {
+      /* already gone */
+    }
+  }
+  return closed;
+}

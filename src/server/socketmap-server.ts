@@ -42,7 +42,7 @@ import { FramingError, NetstringDecoder, encodeNetstring, type RequestDecoder } 
 import { log, logBytes, printable } from '../log.js';
 import type { Outcome, RequestHandler } from './handler.js';
 import type { Metrics } from './metrics.js';
-import { listenOn, listenOnPath } from './socket-path.js';
+import { closeListener, listenOn, listenOnPath } from './socket-path.js';
 import { AllowList } from './allowlist.js';
 import { SOCKETMAP_CLIENTS_PARAM, SOCKETMAP_MAPS_PARAM, TCP_MAPS_PARAM, socketmapSettings, type ListenSpec, type SocketmapSettings } from './socketmap-settings.js';
 import { tcpCodec } from './tcp-frontend.js';
@@ -326,21 +326,7 @@ export class SocketmapServer {
   async close(): Promise<void> {
     const listeners = this.listeners.splice(0);
     for (const c of [...this.conns]) c.destroy();
-    await Promise.all(
-      listeners.map(
-        (l) =>
-          new Promise<void>((resolve) => {
-            l.server.close(() => resolve());
-            if (l.path) {
-              try {
-                fs.unlinkSync(l.path);
-              } catch {
-                /* already gone */
-              }
-            }
-          }),
-      ),
-    );
+    await Promise.all(listeners.map((l) => closeListener(l.server, l.path)));
   }
 }
 

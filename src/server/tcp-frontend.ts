@@ -16,7 +16,7 @@
  * limit gets `400` and the connection is closed.
  */
 import { PROXY_STAT } from '../protocol/flags.js';
-import { FramingError, type RequestDecoder } from '../protocol/netstring.js';
+import { BufferedDecoder, FramingError } from '../protocol/netstring.js';
 import { logBytes } from '../log.js';
 import { hexQuote, hexUnquote } from '../tables/network/tcp.js';
 import type { LookupAnswer, SocketmapServer, WireCodec } from './socketmap-server.js';
@@ -25,18 +25,7 @@ import type { LookupAnswer, SocketmapServer, WireCodec } from './socketmap-serve
 export const TCP_MAX_REPLY_LINE = 4096;
 
 /** Requests as LF-terminated lines of at most `maxLength` bytes (without the LF). */
-export class LineDecoder implements RequestDecoder {
-  private buf = '';
-
-  constructor(private readonly maxLength: number) {}
-
-  push(chunk: string): void {
-    this.buf = this.buf.length === 0 ? chunk : this.buf + chunk;
-  }
-
-  get pendingBytes(): number {
-    return this.buf.length;
-  }
+export class LineDecoder extends BufferedDecoder {
 
   next(): string | null {
     const nl = this.buf.indexOf('\n');

@@ -94,7 +94,7 @@ function check(spec: string, list: Map<string, string>, model: Model, prefix: st
 
 for (const type of ['lmdb', 'btree'] as const) {
   describe(`proxywrite ${type}: SIGKILL mid-stream loses no acknowledged update`, { skip }, () => {
-    it('three rounds of 4 writers, killed at random moments; the real postmap reads, writes and checks', async () => {
+    it('three rounds of 4 writers, killed at random moments; the real postmap reads, writes and checks', async (t) => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pmd-pw-${type}-`));
       const file = path.join(dir, 'cache');
       const spec = `${type}:${file}`;
@@ -103,7 +103,12 @@ for (const type of ['lmdb', 'btree'] as const) {
       const g = gen(type.length);
       let total = 0;
       try {
-        for (let round = 0; round < 3; round++) {
+        // A round whose stream never got going (no proxymapd lookup answered, or fewer than 50 updates acknowledged
+        // before the kill: the real postmap processes can keep the file locked back to back for seconds on a loaded
+        // machine) still has all its data checked, but does not count: up to three more rounds make up for it.
+        let done = 0;
+        for (let round = 0; done < 3; round++) {
+          assert.ok(round < 6, `only ${done} of ${round} rounds had their stream running (see the diagnostics)`);
           // Entries for postmap -d to delete while proxymapd writes (added while nothing else writes).
           const pre = Array.from({ length: PRELOAD }, (_, n) => `pm${round}-${n} preloaded-${n}\n`).join('');
           const conf = path.join(dir, 'pmconf');
@@ -177,12 +182,10 @@ for (const type of ['lmdb', 'btree'] as const) {
           await Promise.all(writers);
           const [, , ...pmdReads] = await Promise.all([reader, pmWriter, ...pmdReaders]);
           const streamMs = Date.now() - streamStart;
-          assert.ok(
-            pmdReads.reduce((a, b) => a + b, 0) > 0,
-            `proxymapd lookups ran during the stream (round ${round}: ${counts.acked} updates acknowledged in ${streamMs} ms)`,
-          );
+          const lookups = pmdReads.reduce((a, b) => a + b, 0);
+          const ran = lookups > 0 && counts.acked >= 50;
+          if (!ran) t.diagnostic(`round ${round}: ${lookups} proxymapd lookups, ${counts.acked} updates acknowledged in ${streamMs} ms; not counted`);
           total += counts.acked;
-          assert.ok(counts.acked >= 50, `round ${round}: ${counts.acked} acknowledged updates`);
 
           const r = await postmap(['-c', inst.conf, '-s', spec]);
           assert.equal(r.status, 0, `postmap -s after SIGKILL: ${r.stderr}`);
@@ -195,6 +198,7 @@ for (const type of ['lmdb', 'btree'] as const) {
           for (const [k] of model.inFlight) model.acked.set(k, list.get(k) ?? null);
           model.inFlight.clear();
           await inst.stop();
+          if (ran) done++;
         }
         assert.ok(total >= 150);
       } finally {
